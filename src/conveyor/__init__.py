@@ -1,0 +1,83 @@
+"""conveyor: ML pipelines of plain Python functions, each step in its own environment.
+
+Names are re-exported lazily: `import conveyor` loads nothing, and a step process (which gets
+only the stdlib-only core on its path) can still `from conveyor import component, pipeline`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from conveyor.version import __version__
+
+_EXPORTS: dict[str, str] = {
+    "ArtifactRef": "conveyor.artifacts",
+    "Component": "conveyor.component_spec",
+    "ConveyorError": "conveyor.errors",
+    "HostContext": "conveyor.host",
+    "Metrics": "conveyor.artifacts",
+    "Pipeline": "conveyor.dag",
+    "RunResult": "conveyor.results",
+    "StepFailed": "conveyor.errors",
+    "StepResult": "conveyor.results",
+    "component": "conveyor.component_spec",
+    "host_step": "conveyor.host",
+    "load_model": "conveyor.host",
+    "load_table": "conveyor.host",
+    "pipeline": "conveyor.dag",
+    "register_model": "conveyor.host",
+    "run": "conveyor.launch",
+    "write_table": "conveyor.host",
+}
+
+__all__ = [
+    "ArtifactRef",
+    "Component",
+    "ConveyorError",
+    "HostContext",
+    "Metrics",
+    "Pipeline",
+    "RunResult",
+    "StepFailed",
+    "StepResult",
+    "__version__",
+    "component",
+    "host_step",
+    "load_model",
+    "load_table",
+    "pipeline",
+    "register_model",
+    "run",
+    "write_table",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from conveyor.artifacts import ArtifactRef, Metrics
+    from conveyor.component_spec import Component, component
+    from conveyor.dag import Pipeline, pipeline
+    from conveyor.errors import ConveyorError, StepFailed
+    from conveyor.host import (
+        HostContext,
+        host_step,
+        load_model,
+        load_table,
+        register_model,
+        write_table,
+    )
+    from conveyor.launch import run
+    from conveyor.results import RunResult, StepResult

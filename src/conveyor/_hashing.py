@@ -1,0 +1,98 @@
+"""Content hashes and canonical JSON: the identities the cache and the artifact store rest on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+CHUNK = 1 << 20
+
+
+def to_jsonable(value: Any) -> Any:
+    """Return `value` as plain JSON types; dates become ISO strings, tuples lists."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not representable in JSON; use None or a finite number")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"{type(value).__name__} value {value!r} is not JSON-able")
+
+
+def canonical_json(value: Any) -> str:
+    """Serialize `value` deterministically (sorted keys, no spaces, ISO dates)."""
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a UTF-8 string."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_json(value: Any) -> str:
+    """Hex sha256 of the canonical JSON of `value`."""
+    return sha256_text(canonical_json(value))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_buffer(buffer: Any) -> str:
+    """Hex sha256 of anything exposing the buffer protocol (bytes, mmap, memoryview)."""
+    return hashlib.sha256(memoryview(buffer)).hexdigest()
+
+
+class HashingWriter:
+    """A binary file wrapper that hashes bytes as they are written (one pass, no re-read)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self.size += view.nbytes
+        return self._raw.write(view)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    # pyarrow and numpy probe these to decide how to treat a Python file object
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        """Flushing only; the owner closes the underlying file."""
+        self._raw.flush()

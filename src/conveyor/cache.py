@@ -1,0 +1,150 @@
+"""The step cache: keys over code, environment, parameters and input content; an index of files.
+
+A key hashes the parts below. An entry records the outputs a step produced under a key, so a hit
+reuses them without running anything. Next to entries, the parts of the most recent run of each
+(pipeline, step) are kept so a miss can say why it ran. No database is needed.
+
+    <artifacts>/cache/entries/ab/<key>.json
+    <artifacts>/cache/latest/<pipeline>/<step>.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor._hashing import canonical_json, sha256_json
+from conveyor.artifacts import ArtifactRef, ArtifactStore
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeyParts:
+    """What a step's result depends on."""
+
+    code: str
+    environment: str
+    params: dict[str, str] = field(default_factory=dict)  # name -> canonical JSON
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> content sha256
+    outputs: dict[str, str] = field(default_factory=dict)  # name -> codec
+
+    @property
+    def key(self) -> str:
+        return sha256_json(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "environment": self.environment,
+            "params": self.params,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CacheKeyParts:
+        return cls(
+            data["code"], data["environment"], data["params"], data["inputs"], data["outputs"]
+        )
+
+    @classmethod
+    def build(
+        cls,
+        code: str,
+        environment: str,
+        params: dict[str, Any],
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+    ) -> CacheKeyParts:
+        return cls(
+            code, environment, {k: canonical_json(v) for k, v in params.items()}, inputs, outputs
+        )
+
+
+def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
+    """Why a step runs, compared with the most recent run of the same step."""
+    if previous is None:
+        return "no previous run"
+    if previous.environment != current.environment:
+        return "new environment"
+    if previous.code != current.code:
+        return "code changed"
+    reasons = []
+    changed_params = sorted(
+        k for k in set(previous.params) | set(current.params)
+        if previous.params.get(k) != current.params.get(k)
+    )  # fmt: skip
+    if changed_params:
+        noun = "parameter" if len(changed_params) == 1 else "parameters"
+        reasons.append(f"{noun} {', '.join(changed_params)} changed")
+    changed_inputs = sorted(
+        k for k in set(previous.inputs) | set(current.inputs)
+        if previous.inputs.get(k) != current.inputs.get(k)
+    )  # fmt: skip
+    if changed_inputs:
+        noun = "input" if len(changed_inputs) == 1 else "inputs"
+        reasons.append(f"{noun} {', '.join(changed_inputs)} changed")
+    if previous.outputs != current.outputs:
+        reasons.append("output types changed")
+    return "; ".join(reasons) or "previous run did not finish"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """Outputs a step produced under a key."""
+
+    key: str
+    outputs: dict[str, ArtifactRef]
+    metrics: dict[str, float] | None = None
+
+
+class CacheIndex:
+    """Cache entries and most-recent parts, stored as small JSON files beside the artifacts."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self.root = store.root / "cache"
+
+    def _entry_path(self, key: str) -> Path:
+        return self.root / "entries" / key[:2] / f"{key}.json"
+
+    def _latest_path(self, pipeline: str, step: str) -> Path:
+        return self.root / "latest" / pipeline / f"{step}.json"
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for `key` if every output it names is still in the store."""
+        try:
+            data = json.loads(self._entry_path(key).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        outputs = {k: ArtifactRef.from_dict(v) for k, v in data["outputs"].items()}
+        if not all(self.store.exists(ref) for ref in outputs.values()):
+            return None
+        return CacheEntry(key, outputs, data.get("metrics"))
+
+    def record(self, key: str, outputs: dict[str, ArtifactRef], metrics: dict | None) -> None:
+        payload = {"key": key, "outputs": {k: v.to_dict() for k, v in outputs.items()}}
+        if metrics is not None:
+            payload["metrics"] = metrics
+        _write_json(self._entry_path(key), payload)
+
+    def latest(self, pipeline: str, step: str) -> CacheKeyParts | None:
+        try:
+            return CacheKeyParts.from_dict(
+                json.loads(self._latest_path(pipeline, step).read_text())
+            )
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return None
+
+    def remember(self, pipeline: str, step: str, parts: CacheKeyParts) -> None:
+        _write_json(self._latest_path(pipeline, step), parts.to_dict())
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.write_text(json.dumps(payload))
+    tmp.replace(path)

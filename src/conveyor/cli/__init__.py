@@ -1,0 +1,62 @@
+"""The `conveyor` command line (Typer). Each verb group lives in its own module."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from conveyor.cli.common import console, fail
+from conveyor.errors import ConveyorError
+
+app = typer.Typer(
+    name="conveyor",
+    help="ML pipelines of plain Python functions, each step in its own environment.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Verb modules register their commands on `app` when imported.
+_COMMAND_MODULES = ("pipelines", "envs")
+_OPTIONAL_COMMAND_MODULES = ("images", "database", "schedules", "compiling")
+
+
+def _register() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"conveyor.cli.{name}")
+    for name in _OPTIONAL_COMMAND_MODULES:
+        try:
+            importlib.import_module(f"conveyor.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"conveyor.cli.{name}":
+                raise
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logging."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("conveyor")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main() -> None:
+    """Console-script entry point: run the app; ConveyorErrors print cleanly and exit 1."""
+    _register()
+    try:
+        app()
+    except ConveyorError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        sys.exit(130)

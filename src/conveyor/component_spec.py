@@ -1,0 +1,537 @@
+"""`@component`: a plain typed Python function that becomes a pipeline step.
+
+The decorator is thin: it validates the options and the function's type hints into a frozen
+`ComponentSpec` and wraps the function in a `Component`. Called inside a `@pipeline` a component
+records a step and returns a placeholder; called anywhere else it is the plain function.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import functools
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from conveyor._hashing import to_jsonable
+from conveyor.artifacts import FORMAT_REQUIREMENTS, Codec, Metrics
+from conveyor.errors import ComponentDefinitionError
+
+# Set by the executor inside a step process: the spec was validated when the pipeline was traced,
+# and re-validating would need `packaging` (and every hinted type) in every step environment.
+IN_STEP: ContextVar[bool] = ContextVar("conveyor_in_step", default=False)
+
+
+class Tracer(Protocol):
+    """What a tracing pipeline provides; components call it instead of running."""
+
+    def call_component(self, component: Component, args: tuple, kwargs: dict) -> Any: ...
+
+
+TRACER: ContextVar[Tracer | None] = ContextVar("conveyor_tracer", default=None)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k)?B?\s*$")
+_MEMORY_UNITS = {
+    None: 1, "K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
+
+_JSON_SCALARS: dict[Any, Codec] = {
+    int: Codec("json"),
+    float: Codec("json"),
+    str: Codec("json"),
+    bool: Codec("json"),
+    type(None): Codec("json"),
+    dict: Codec("json"),
+    list: Codec("json"),
+}
+_UNSUPPORTED_ORIGINS = (
+    collections.abc.Callable,
+    collections.abc.Iterator,
+    collections.abc.Iterable,
+    collections.abc.Generator,
+    collections.abc.AsyncIterator,
+    collections.abc.Awaitable,
+    collections.abc.Coroutine,
+)
+_BY_NAME: dict[str, Codec] = {
+    "DataFrame": Codec("parquet"),
+    "pd.DataFrame": Codec("parquet"),
+    "pandas.DataFrame": Codec("parquet"),
+    "pandas.core.frame.DataFrame": Codec("parquet"),
+    "ndarray": Codec("npy"),
+    "np.ndarray": Codec("npy"),
+    "numpy.ndarray": Codec("npy"),
+    "int": Codec("json"),
+    "float": Codec("json"),
+    "str": Codec("json"),
+    "bool": Codec("json"),
+    "dict": Codec("json"),
+    "list": Codec("json"),
+    "None": Codec("json"),
+    "date": Codec("json", "date"),
+    "datetime": Codec("json", "datetime"),
+    "Metrics": Codec("json", "metrics"),
+    "conveyor.Metrics": Codec("json", "metrics"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One parameter of a component: its name, codec and default."""
+
+    name: str
+    codec: Codec
+    annotation: str
+    has_default: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """One output of a component (`output`, or a NamedTuple field)."""
+
+    name: str
+    codec: Codec
+    annotation: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSpec:
+    """Everything conveyor knows about a component, validated when it is decorated."""
+
+    name: str
+    module: str
+    qualname: str
+    file: str | None
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    returns: str  # "none" | "single" | "namedtuple"
+    packages: tuple[str, ...] = ()
+    image: str | None = None
+    retries: int = 0
+    timeout: float | None = None
+    cpu: float | None = None
+    memory: int | None = None
+    memory_text: str | None = None
+    gpu: int = 0
+    env: tuple[str, ...] = ()
+    network: bool = False
+    cache: bool = True
+
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def output(self, name: str) -> OutputSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def implied_packages(self) -> tuple[str, ...]:
+        """Packages the executor needs to move this component's values (pandas for DataFrames)."""
+        needed: dict[str, None] = {}
+        for codec in [i.codec for i in self.inputs] + [o.codec for o in self.outputs]:
+            needed.update(dict.fromkeys(FORMAT_REQUIREMENTS[codec.format]))
+        return tuple(needed)
+
+
+class Component:
+    """A decorated function: a pipeline step inside `@pipeline`, the plain function outside."""
+
+    def __init__(self, fn: Callable[..., Any], spec: ComponentSpec | None) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else self.fn.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = TRACER.get()
+        if tracer is not None and self.spec is not None:
+            return tracer.call_component(self, args, kwargs)
+        return self.fn(*args, **kwargs)
+
+    def with_options(self, **options: Any) -> Component:
+        """A copy with some `@component` options changed (`name`, `retries`, `memory`, ...)."""
+        if self.spec is None:
+            return self
+        unknown = set(options) - set(_OPTION_NAMES)
+        if unknown:
+            raise ComponentDefinitionError(
+                f"component {self.name!r}: with_options() got unknown option(s) "
+                f"{', '.join(sorted(unknown))}; valid options are {', '.join(_OPTION_NAMES)}"
+            )
+        validated = _validate_options(self.spec.name, {**_options_of(self.spec), **options})
+        return Component(self.fn, replace(self.spec, **validated))
+
+    def __repr__(self) -> str:
+        return f"<component {self.name} of {self.__module__}.{self.__qualname__}>"
+
+
+_OPTION_NAMES = (
+    "packages", "image", "retries", "timeout", "cpu", "memory", "gpu", "env", "network",
+    "cache", "name",
+)  # fmt: skip
+
+
+def component(
+    fn: Callable[..., Any] | None = None,
+    *,
+    packages: Sequence[str] = (),
+    image: str | None = None,
+    retries: int = 0,
+    timeout: float | None = None,
+    cpu: float | str | None = None,
+    memory: int | str | None = None,
+    gpu: int = 0,
+    env: Sequence[str] = (),
+    network: bool = False,
+    cache: bool = True,
+    name: str | None = None,
+) -> Any:
+    """Make a typed function a pipeline step with its own environment.
+
+    Args:
+        packages: requirement strings installed into the step's environment.
+        image: base image for the docker runner.
+        retries: how many times the engine retries a failed attempt.
+        timeout: seconds before the runner kills the step.
+        cpu: CPU limit (cores, or "500m").
+        memory: memory limit ("512Mi", "2Gi", or bytes).
+        gpu: GPUs requested.
+        env: names of host variables passed in; nothing else is visible to the step.
+        network: allow network access (docker runner; off by default).
+        cache: reuse results when code, environment, parameters and inputs are unchanged.
+        name: step name (default: the function name).
+    """
+    options = {
+        "packages": packages, "image": image, "retries": retries, "timeout": timeout,
+        "cpu": cpu, "memory": memory, "gpu": gpu, "env": env, "network": network,
+        "cache": cache, "name": name,
+    }  # fmt: skip
+
+    def decorate(func: Callable[..., Any]) -> Component:
+        return create_component(func, options)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def create_component(fn: Callable[..., Any], options: Mapping[str, Any]) -> Component:
+    """Build a Component from a function and decorator options (the decorator's factory)."""
+    if isinstance(fn, Component):
+        fn = fn.fn
+    if not callable(fn) or not hasattr(fn, "__code__"):
+        raise ComponentDefinitionError(
+            f"@component decorates plain functions; got {type(fn).__name__} {fn!r}"
+        )
+    if IN_STEP.get():
+        return Component(fn, None)
+    label = options.get("name") or fn.__name__
+    validated = _validate_options(label, options)
+    inputs, outputs, returns = _signature_specs(fn, validated["name"] or fn.__name__)
+    spec = ComponentSpec(
+        name=validated.pop("name") or fn.__name__,
+        module=fn.__module__,
+        qualname=fn.__qualname__,
+        file=inspect.getsourcefile(fn),
+        inputs=inputs,
+        outputs=outputs,
+        returns=returns,
+        **validated,
+    )
+    return Component(fn, spec)
+
+
+def _options_of(spec: ComponentSpec) -> dict[str, Any]:
+    values = {k: getattr(spec, k) for k in _OPTION_NAMES}
+    values["memory"] = spec.memory_text or spec.memory
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# option validation
+
+
+def _validate_options(label: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    def fail(option: str, problem: str, fix: str) -> ComponentDefinitionError:
+        return ComponentDefinitionError(f"component {label!r}, option {option}: {problem}; {fix}")
+
+    out: dict[str, Any] = {}
+    name = options.get("name")
+    if name is not None and (not isinstance(name, str) or not _STEP_NAME.match(name)):
+        raise fail("name", f"{name!r} is not a valid step name", "use letters, digits, _ and -")
+    out["name"] = name
+
+    packages = options.get("packages") or ()
+    if isinstance(packages, str):
+        raise fail("packages", f"got the string {packages!r}", f"write packages=[{packages!r}]")
+    out["packages"] = tuple(_parse_requirement(label, p) for p in packages)
+
+    image = options.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise fail("image", f"{image!r} is not an image name", "use e.g. 'python:3.11-slim'")
+    out["image"] = image
+
+    retries = options.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise fail("retries", f"{retries!r} is not a whole number ≥ 0", "use e.g. retries=2")
+    out["retries"] = retries
+
+    timeout = options.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise fail("timeout", f"{timeout!r} is not a positive number of seconds", "use e.g. 600")
+    out["timeout"] = float(timeout) if timeout is not None else None
+
+    out["cpu"] = _parse_cpu(options.get("cpu"), fail)
+    memory = options.get("memory")
+    out["memory"] = parse_memory(memory, fail) if memory is not None else None
+    out["memory_text"] = (
+        memory if isinstance(memory, str) else (f"{memory}" if memory is not None else None)
+    )
+
+    gpu = options.get("gpu", 0)
+    if not isinstance(gpu, int) or isinstance(gpu, bool) or gpu < 0:
+        raise fail("gpu", f"{gpu!r} is not a whole number ≥ 0", "use e.g. gpu=1")
+    out["gpu"] = gpu
+
+    env = options.get("env") or ()
+    if isinstance(env, str):
+        raise fail("env", f"got the string {env!r}", f"write env=[{env!r}]")
+    for var in env:
+        if not isinstance(var, str) or not _IDENTIFIER.match(var):
+            raise fail("env", f"{var!r} is not a variable name", "use names like 'API_TOKEN'")
+        if var.startswith("CONVEYOR_"):
+            raise fail(
+                "env",
+                f"{var!r} is reserved: CONVEYOR_* variables are never passed into steps",
+                "pass the value as a parameter instead",
+            )
+    out["env"] = tuple(env)
+
+    for flag in ("network", "cache"):
+        value = options.get(flag, flag == "cache")
+        if not isinstance(value, bool):
+            raise fail(flag, f"{value!r} is not True or False", f"use {flag}=True")
+        out[flag] = value
+    return out
+
+
+def _parse_requirement(label: str, requirement: Any) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if not isinstance(requirement, str):
+        raise ComponentDefinitionError(
+            f"component {label!r}, option packages: {requirement!r} is not a requirement "
+            f"string; write e.g. 'scikit-learn>=1.5,<2'"
+        )
+    try:
+        return str(Requirement(requirement))
+    except InvalidRequirement as exc:
+        raise ComponentDefinitionError(
+            f"component {label!r}, option packages: {requirement!r} is not a valid requirement "
+            f"({exc}); write it like 'scikit-learn>=1.5,<2' or 'six==1.16.0'"
+        ) from exc
+
+
+def parse_memory(value: Any, fail: Callable[..., Exception] | None = None) -> int:
+    """Bytes from `512Mi`, `2Gi`, `1G`, `1000000` (Kubernetes quantity notation)."""
+    problem = None
+    if isinstance(value, bool):
+        problem = f"{value!r} is not a size"
+    elif isinstance(value, int):
+        if value > 0:
+            return value
+        problem = f"{value!r} is not a positive number of bytes"
+    elif isinstance(value, str) and (match := _MEMORY.match(value)):
+        number = float(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+        if number >= 1:
+            return int(number)
+        problem = f"{value!r} is less than one byte"
+    else:
+        problem = f"{value!r} is not a size"
+    if fail is None:
+        raise ValueError(problem)
+    raise fail("memory", problem, "use e.g. '512Mi', '2Gi' or a number of bytes")
+
+
+def _parse_cpu(value: Any, fail: Callable[..., Exception]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.endswith("m") and value[:-1].isdigit():
+        value = int(value[:-1]) / 1000
+    elif isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise fail(
+            "cpu", f"{value!r} is not a positive number of cores", "use e.g. 1, 0.5 or '500m'"
+        )
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# type hints -> codecs
+
+
+def _signature_specs(
+    fn: Callable[..., Any], label: str
+) -> tuple[tuple[InputSpec, ...], tuple[OutputSpec, ...], str]:
+    signature = inspect.signature(fn)
+    hints = _resolved_hints(fn)
+    inputs = []
+    for param in signature.parameters.values():
+        where = f"component {label!r}, parameter {param.name!r}"
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise ComponentDefinitionError(
+                f"{where}: *args, **kwargs and positional-only parameters cannot be bound by "
+                f"name in a pipeline; declare each input as a named, typed parameter"
+            )
+        if param.annotation is inspect.Parameter.empty:
+            raise ComponentDefinitionError(
+                f"{where} has no type hint; conveyor picks how the value crosses the step "
+                f"boundary from it. Add one, e.g. `{param.name}: pd.DataFrame` or "
+                f"`{param.name}: int`"
+            )
+        hint = hints.get(param.name, param.annotation)
+        codec = codec_for(hint, where)
+        has_default = param.default is not inspect.Parameter.empty
+        default = param.default if has_default else None
+        if has_default and default is not None:
+            try:
+                to_jsonable(default)
+            except (TypeError, ValueError) as exc:
+                raise ComponentDefinitionError(
+                    f"{where}: default {default!r} is not JSON-able ({exc}); defaults are "
+                    f"cached by value, so use None, a number, a string, a date, a list or a dict"
+                ) from exc
+        inputs.append(InputSpec(param.name, codec, _hint_text(hint), has_default, default))
+
+    where = f"component {label!r}, return value"
+    if signature.return_annotation is inspect.Signature.empty:
+        raise ComponentDefinitionError(
+            f"{where} has no type hint; add `-> pd.DataFrame`, `-> Metrics`, a NamedTuple for "
+            f"several outputs, or `-> None` if it returns nothing"
+        )
+    returned = hints.get("return", signature.return_annotation)
+    if returned is None or returned is type(None):
+        return tuple(inputs), (), "none"
+    if isinstance(returned, type) and issubclass(returned, tuple) and hasattr(returned, "_fields"):
+        fields = getattr(returned, "__annotations__", {})
+        missing = [f for f in returned._fields if f not in fields]
+        if missing:
+            raise ComponentDefinitionError(
+                f"{where}: NamedTuple {returned.__name__} has untyped fields {missing}; "
+                f"use `class {returned.__name__}(typing.NamedTuple)` with a hint on every field"
+            )
+        field_hints = typing.get_type_hints(returned)
+        outputs = tuple(
+            OutputSpec(
+                f, codec_for(field_hints[f], f"{where}, field {f!r}"), _hint_text(field_hints[f])
+            )
+            for f in returned._fields
+        )
+        return tuple(inputs), outputs, "namedtuple"
+    return (
+        tuple(inputs),
+        (OutputSpec("output", codec_for(returned, where), _hint_text(returned)),),
+        "single",
+    )
+
+
+def _resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # a forward reference the orchestrator cannot import; resolve one by one
+        hints: dict[str, Any] = {}
+        for key, value in getattr(fn, "__annotations__", {}).items():
+            if isinstance(value, str):
+                try:
+                    value = eval(value, fn.__globals__)
+                except Exception:
+                    pass
+            hints[key] = value
+        return hints
+
+
+def _hint_text(hint: Any) -> str:
+    if isinstance(hint, str):
+        return hint
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def codec_for(hint: Any, where: str) -> Codec:
+    """The codec for a type hint; raises for hints no codec can carry."""
+
+    def unsupported(why: str) -> ComponentDefinitionError:
+        return ComponentDefinitionError(
+            f"{where}: type {_hint_text(hint)} is not supported ({why}). Use pandas.DataFrame, "
+            f"numpy.ndarray, int/float/str/bool/dict/list/date, conveyor.Metrics, or a concrete "
+            f"class (saved with joblib)"
+        )
+
+    if isinstance(hint, str):
+        return _BY_NAME.get(hint.strip(), Codec("joblib"))
+    if hint is Any:
+        raise unsupported("Any says nothing about how to store the value")
+    if isinstance(hint, typing.TypeVar):
+        raise unsupported("a type variable is not a concrete type")
+    origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return codec_for(typing.get_args(hint)[0], where)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        codecs = {codec_for(m, where) for m in members}
+        if len(codecs) == 1:
+            return codecs.pop()
+        if all(c.format == "json" and c.json_type is None for c in codecs):
+            return Codec("json")
+        raise unsupported("a union of types stored in different formats")
+    if origin in _UNSUPPORTED_ORIGINS or hint in _UNSUPPORTED_ORIGINS:
+        raise unsupported("callables, iterators and generators cannot be stored")
+    if origin in (dict, list, collections.abc.Mapping, collections.abc.Sequence):
+        return Codec("json")
+    if origin is not None:
+        qual = f"{getattr(origin, '__module__', '')}.{getattr(origin, '__qualname__', '')}"
+        if qual == "numpy.ndarray":
+            return Codec("npy")
+        if origin is tuple:
+            return Codec("joblib")
+        return codec_for(origin, where)
+    if hint is Metrics:
+        return Codec("json", "metrics")
+    if hint in _JSON_SCALARS:
+        return _JSON_SCALARS[hint]
+    if hint is datetime:
+        return Codec("json", "datetime")
+    if hint is date:
+        return Codec("json", "date")
+    if isinstance(hint, type):
+        qual = f"{hint.__module__}.{hint.__qualname__}"
+        if qual in ("pandas.core.frame.DataFrame", "pandas.DataFrame"):
+            return Codec("parquet")
+        if qual == "numpy.ndarray":
+            return Codec("npy")
+        if hint is object or not issubclass(hint, type):
+            return Codec("joblib")
+    raise unsupported("it is not a class")

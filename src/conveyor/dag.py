@@ -1,0 +1,482 @@
+"""`@pipeline`: trace component calls into an immutable DAG.
+
+The pipeline body runs once, when it is decorated, with typed placeholders for its parameters.
+Each component or host-step call records a `Step`; placeholders passed between calls become the
+edges. The result is a frozen `Pipeline` that engines run and compilers translate.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from conveyor._hashing import to_jsonable
+from conveyor.artifacts import Codec
+from conveyor.component_spec import IN_STEP, TRACER, Component, ComponentSpec, InputSpec, codec_for
+from conveyor.errors import ParameterError, PipelineDefinitionError
+from conveyor.host import HostSpec, HostStep
+from conveyor.partitions import Calendar, DateSource, resolve_calendar
+from conveyor.placeholders import Binding, Placeholder, find_placeholders
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineParam:
+    """A pipeline parameter: a JSON value (number, string, date, list, dict)."""
+
+    name: str
+    codec: Codec
+    annotation: str
+    has_default: bool
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A node of the DAG: a component step (own environment) or a host step (orchestrator)."""
+
+    name: str
+    bindings: tuple[tuple[str, Binding], ...]
+    component: Component | None = None
+    host: HostStep | None = None
+
+    @property
+    def kind(self) -> str:
+        return "component" if self.component is not None else "host"
+
+    @property
+    def spec(self) -> ComponentSpec | HostSpec:
+        if self.component is not None:
+            assert self.component.spec is not None
+            return self.component.spec
+        assert self.host is not None
+        return self.host.spec
+
+    @property
+    def inputs(self) -> dict[str, Binding]:
+        return dict(self.bindings)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        seen = dict.fromkeys(b.step for _, b in self.bindings if b.kind == "output")
+        return tuple(s for s in seen if s is not None)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A traced pipeline: parameters, steps in a valid execution order, and returned outputs."""
+
+    name: str
+    fn: Callable[..., Any] = field(repr=False)
+    params: tuple[PipelineParam, ...]
+    steps: tuple[Step, ...]
+    outputs: Any = None  # a Binding, or a tuple/dict of Bindings, or None
+    partition: str | tuple[str, str] | None = None
+    calendar: Calendar = field(default_factory=lambda: resolve_calendar("daily"))
+    description: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.fn.__module__
+
+    @property
+    def ranged(self) -> bool:
+        return isinstance(self.partition, tuple)
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"pipeline {self.name!r} has no step {name!r}; steps: {self.step_names}")
+
+    @property
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def param(self, name: str) -> PipelineParam:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+    def downstream(self, name: str) -> set[str]:
+        """Every step that depends on `name`, transitively."""
+        found: set[str] = set()
+        frontier = {name}
+        while frontier:
+            frontier = {s.name for s in self.steps if set(s.upstream) & frontier} - found
+            found |= frontier
+        return found
+
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate run parameters, coerce strings (from the CLI) and fill in defaults."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParameterError(
+                f"pipeline {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are {', '.join(known) or '(none)'}"
+            )
+        bound: dict[str, Any] = {}
+        for name, param in known.items():
+            if name in values:
+                bound[name] = coerce_param(self.name, param, values[name])
+            elif param.has_default:
+                bound[name] = param.default
+            else:
+                raise ParameterError(
+                    f"pipeline {self.name!r} needs parameter {name!r} ({param.annotation}); "
+                    f"pass it with --param {name}=VALUE or params={{{name!r}: ...}}"
+                )
+        return bound
+
+    def partition_range(self, params: Mapping[str, Any]) -> tuple[date, date] | None:
+        """The (first, last) partition dates a run with these parameters covers."""
+        if self.partition is None:
+            return None
+        if isinstance(self.partition, tuple):
+            return params[self.partition[0]], params[self.partition[1]]
+        return params[self.partition], params[self.partition]
+
+
+def coerce_param(pipeline: str, param: PipelineParam, value: Any) -> Any:
+    """A parameter value converted to its hinted type, or a ParameterError naming it."""
+    where = f"pipeline {pipeline!r}, parameter {param.name!r}"
+    kind = param.annotation
+    try:
+        if value is None:
+            return None
+        if param.codec.json_type == "date":
+            if isinstance(value, datetime):
+                return value.date()
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
+        if param.codec.json_type == "datetime":
+            return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        if kind == "int" and not isinstance(value, bool):
+            return int(value)
+        if kind == "float" and not isinstance(value, bool):
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if kind in ("dict", "list") and isinstance(value, str):
+            import json
+
+            return json.loads(value)
+        to_jsonable(value)
+        return value
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{where} expects {kind}, got {value!r} ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# tracing
+
+
+class _Trace:
+    """Records steps while a pipeline body runs."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        self.steps: list[Step] = []
+        self.explicit_names: set[str] = set()
+        self.name_counts: dict[str, int] = {}
+
+    def _fail(self, message: str) -> PipelineDefinitionError:
+        return PipelineDefinitionError(f"pipeline {self.pipeline!r}: {message}")
+
+    def _step_name(self, base: str, explicit: bool) -> str:
+        taken = {s.name for s in self.steps}
+        if explicit:
+            if base in taken:
+                raise self._fail(
+                    f"two steps are named {base!r}; give one of them another name with "
+                    f"name=... or .with_options(name=...)"
+                )
+            self.explicit_names.add(base)
+            return base
+        count = self.name_counts.get(base, 0)
+        name = base
+        while name in taken:
+            count += 1
+            name = f"{base}_{count + 1}" if count else base
+        self.name_counts[base] = count
+        return name
+
+    def _bind(
+        self,
+        what: str,
+        inputs: tuple[InputSpec, ...],
+        arguments: dict[str, Any],
+    ) -> tuple[tuple[str, Binding], ...]:
+        names = [i.name for i in inputs]
+        unknown = [k for k in arguments if k not in names]
+        if unknown:
+            raise self._fail(
+                f"{what} got an unexpected argument {unknown[0]!r}; its parameters are "
+                f"{', '.join(names) or '(none)'}"
+            )
+        missing = [i.name for i in inputs if not i.has_default and i.name not in arguments]
+        if missing:
+            raise self._fail(
+                f"{what} is missing argument(s) {', '.join(map(repr, missing))}; pass them "
+                f"in the call"
+            )
+        bindings = []
+        for spec in inputs:
+            value = arguments.get(spec.name, spec.default)
+            bindings.append((spec.name, self._binding(what, spec, value)))
+        return tuple(bindings)
+
+    def _binding(self, what: str, spec: InputSpec, value: Any) -> Binding:
+        where = f"{what}, argument {spec.name!r}"
+        if isinstance(value, Placeholder):
+            if value._owner is not self:
+                raise self._fail(
+                    f"{where} is a placeholder from another pipeline ({value._label}); "
+                    f"placeholders only live inside the pipeline that made them"
+                )
+            if value._fields is not None:
+                raise self._fail(
+                    f"{where}: {value._label} has several outputs "
+                    f"({', '.join(value._fields)}); pass one of them, e.g. "
+                    f"{value._label.split()[-1]}.{next(iter(value._fields))}"
+                )
+            if value._binding is None or value._codec is None:
+                raise self._fail(f"{where}: {value._label} returns nothing (-> None)")
+            self._check_codec(where, spec, value._codec, value._label)
+            return value._binding
+        nested = find_placeholders(value)
+        if nested:
+            raise self._fail(
+                f"{where}: a list, tuple or dict holding placeholders ({nested[0]._label}) "
+                f"cannot be passed; pass each placeholder as its own argument"
+            )
+        if spec.codec.format != "json":
+            raise self._fail(
+                f"{where}: a literal {type(value).__name__} cannot be passed where the step "
+                f"expects {spec.annotation}; data and models must come from a step or host "
+                f"step (load_table, load_model) so they are stored and hashed"
+            )
+        try:
+            to_jsonable(value)
+        except (TypeError, ValueError) as exc:
+            raise self._fail(f"{where}: {value!r} is not JSON-able ({exc})") from exc
+        return Binding.literal(value)
+
+    def _check_codec(self, where: str, spec: InputSpec, produced: Codec, label: str) -> None:
+        wanted = spec.codec
+        if wanted.format == "joblib" or wanted.format == produced.format:
+            return
+        raise self._fail(
+            f"{where} expects {spec.annotation} ({wanted.format}) but receives {label}, which "
+            f"is stored as {produced.format}; change one of the type hints so they agree"
+        )
+
+    def _outputs(self, step_name: str, spec: ComponentSpec | HostSpec) -> Placeholder:
+        label = f"the output of step {step_name}"
+        if spec.returns == "none":
+            return Placeholder(None, None, label, self.pipeline, self)
+        if spec.returns == "namedtuple":
+            fields = {
+                o.name: Placeholder(
+                    Binding.of_output(step_name, o.name),
+                    o.codec,
+                    f"output {o.name!r} of step {step_name}",
+                    self.pipeline,
+                    self,
+                )
+                for o in spec.outputs
+            }
+            return Placeholder(None, None, f"step {step_name}", self.pipeline, self, fields)
+        out = spec.outputs[0]
+        return Placeholder(
+            Binding.of_output(step_name, "output"), out.codec, label, self.pipeline, self
+        )
+
+    def call_component(self, component: Component, args: tuple, kwargs: dict) -> Placeholder:
+        spec = component.spec
+        assert spec is not None
+        what = f"component {spec.name!r}"
+        if spec.module == "__main__" or "<locals>" in spec.qualname:
+            where = (
+                "in __main__ (a script or notebook cell)"
+                if spec.module == "__main__"
+                else ("inside another function (a closure)")
+            )
+            raise self._fail(
+                f"{what} is defined {where}; steps import their component in a separate "
+                f"process, so define it at the top level of a module importable from the "
+                f"project root (e.g. components/my_steps.py)"
+            )
+        names = [i.name for i in spec.inputs]
+        if len(args) > len(names):
+            raise self._fail(f"{what} takes {len(names)} arguments but {len(args)} were given")
+        arguments = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in arguments:
+                raise self._fail(f"{what} got multiple values for argument {key!r}")
+            arguments[key] = value
+        bindings = self._bind(what, spec.inputs, arguments)
+        explicit = spec.name != component.fn.__name__
+        name = self._step_name(spec.name, explicit)
+        self.steps.append(Step(name, bindings, component=component))
+        return self._outputs(name, spec)
+
+    def call_host(self, host: HostStep, args: tuple, kwargs: dict) -> Placeholder:
+        what = f"host step {host.spec.name!r}"
+        try:
+            arguments = host.bind_arguments(args, kwargs)
+        except TypeError as exc:
+            raise self._fail(f"{what}: {exc}") from exc
+        bindings = self._bind(what, host.spec.inputs, arguments)
+        name = self._step_name(host.spec.name, explicit=False)
+        self.steps.append(Step(name, bindings, host=host))
+        return self._outputs(name, host.spec)
+
+
+def _returned_bindings(trace: _Trace, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Placeholder):
+        if value._fields is not None:
+            return {k: p._binding for k, p in value._fields.items()}
+        if value._binding is None or value._binding.kind != "output":
+            raise trace._fail(
+                f"returns {value._label}; a pipeline returns step outputs (or nothing)"
+            )
+        return value._binding
+    if isinstance(value, tuple | list):
+        return tuple(_returned_bindings(trace, v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): _returned_bindings(trace, v) for k, v in value.items()}
+    raise trace._fail(
+        f"returns {value!r}; a pipeline returns step outputs (placeholders), a tuple or dict of "
+        f"them, or nothing"
+    )
+
+
+def _pipeline_params(name: str, fn: Callable[..., Any]) -> tuple[PipelineParam, ...]:
+    hints = typing.get_type_hints(fn)
+    params = []
+    for param in inspect.signature(fn).parameters.values():
+        where = f"pipeline {name!r}, parameter {param.name!r}"
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise PipelineDefinitionError(f"{where}: *args/**kwargs are not supported")
+        if param.name not in hints:
+            raise PipelineDefinitionError(
+                f"{where} has no type hint; add one (e.g. `{param.name}: date`)"
+            )
+        codec = codec_for(hints[param.name], where)
+        if codec.format != "json":
+            raise PipelineDefinitionError(
+                f"{where} is {hints[param.name]}; pipeline parameters are JSON values (numbers, "
+                f"strings, dates, lists, dicts). Load data inside the pipeline with a host step."
+            )
+        hint = hints[param.name]
+        origin = typing.get_origin(hint)
+        annotation = getattr(origin or hint, "__name__", str(hint))
+        if origin is typing.Union or type(hint).__name__ == "UnionType":
+            members = [a for a in typing.get_args(hint) if a is not type(None)]
+            annotation = getattr(members[0], "__name__", str(hint)) if len(members) == 1 else "json"
+        has_default = param.default is not inspect.Parameter.empty
+        default = param.default if has_default else None
+        params.append(PipelineParam(param.name, codec, annotation, has_default, default))
+    return tuple(params)
+
+
+def _partition_spec(
+    name: str, params: tuple[PipelineParam, ...], partition: Any
+) -> str | tuple[str, str] | None:
+    dates = [p.name for p in params if p.codec.json_type == "date"]
+    if partition is None:
+        return dates[0] if len(dates) == 1 else None
+    wanted = [partition] if isinstance(partition, str) else list(partition)
+    if not (1 <= len(wanted) <= 2) or not all(isinstance(w, str) for w in wanted):
+        raise PipelineDefinitionError(
+            f"pipeline {name!r}: partition={partition!r} must name one date parameter or a "
+            f"(start, end) pair"
+        )
+    for w in wanted:
+        if w not in dates:
+            raise PipelineDefinitionError(
+                f"pipeline {name!r}: partition parameter {w!r} is not a `date` parameter of "
+                f"the pipeline; date parameters: {', '.join(dates) or '(none)'}"
+            )
+    return wanted[0] if len(wanted) == 1 else (wanted[0], wanted[1])
+
+
+def create_pipeline(
+    fn: Callable[..., Any],
+    name: str | None = None,
+    partition: str | tuple[str, str] | None = None,
+    calendar: str | DateSource | Calendar = "daily",
+) -> Pipeline:
+    """Trace `fn` into a Pipeline (the decorator's factory)."""
+    name = name or fn.__name__
+    params = _pipeline_params(name, fn)
+    partition_spec = _partition_spec(name, params, partition)
+    try:
+        cal = resolve_calendar(calendar)
+    except ValueError as exc:
+        raise PipelineDefinitionError(f"pipeline {name!r}: {exc}") from exc
+    trace = _Trace(name)
+    placeholders = {
+        p.name: Placeholder(Binding.of_param(p.name), p.codec, f"parameter {p.name!r}", name, trace)
+        for p in params
+    }
+    token = TRACER.set(trace)
+    try:
+        returned = fn(**placeholders)
+    except PipelineDefinitionError:
+        raise
+    except Exception as exc:
+        exc.add_note(f"(while tracing pipeline {name!r})")
+        raise
+    finally:
+        TRACER.reset(token)
+    if not trace.steps:
+        raise PipelineDefinitionError(
+            f"pipeline {name!r} calls no components or host steps; a pipeline body calls "
+            f"@component functions (and load_table/write_table/...) to build its DAG"
+        )
+    return Pipeline(
+        name=name,
+        fn=fn,
+        params=params,
+        steps=tuple(trace.steps),
+        outputs=_returned_bindings(trace, returned),
+        partition=partition_spec,
+        calendar=cal,
+        description=inspect.getdoc(fn) or "",
+    )
+
+
+def pipeline(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    partition: str | tuple[str, str] | None = None,
+    calendar: str | DateSource | Calendar = "daily",
+) -> Any:
+    """Trace a function of component calls into a pipeline DAG.
+
+    Args:
+        name: the pipeline's name (default: the function name).
+        partition: the date parameter that names a run's partition, or a (start, end) pair for
+            a ranged pipeline that processes many dates in one run.
+        calendar: "daily", "weekdays", or a function (start, end) -> dates giving partitions.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        if IN_STEP.get():  # inside a step process only the components of this module matter
+            return func
+        return create_pipeline(func, name, partition, calendar)
+
+    return decorate(fn) if fn is not None else decorate

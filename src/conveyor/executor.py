@@ -1,0 +1,212 @@
+"""The executor protocol: the single way a step runs outside the orchestrator.
+
+    python -m conveyor.executor SPEC [--input NAME=PATH]... [--output NAME=PATH]... [--result PATH]
+
+SPEC is a JSON task spec, as a file path or inline (starting with `{`):
+
+    {"protocol": 1, "step": "train", "module": "components.train", "qualname": "train",
+     "packages": ["scikit-learn>=1.5"],
+     "inputs":     {"features": {"path": "...", "format": "parquet", "sha256": "..."}},
+     "parameters": {"alpha": {"value": 0.5}, "as_of": {"value": "2024-01-02", "type": "date"}},
+     "outputs":    {"output": {"path": ".../output", "format": "joblib"}},
+     "returns": "single", "result": ".../result.json"}
+
+The flags override paths, so a compiled KFP task can pass its own path placeholders. The executor
+imports the step's module, loads and verifies the inputs, calls the function, writes each output
+atomically with its sha256, and writes a result file (`status`, `outputs`, `timings`, or `error`
+with the original traceback). It imports only the stdlib-only core: never Prefect, SQLAlchemy,
+kfp or anything the step did not declare.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from conveyor.artifacts import Codec, decode_json_value, read_value, write_value
+from conveyor.component_spec import IN_STEP
+from conveyor.errors import ArtifactError, ExecutorProtocolError
+from conveyor.version import EXECUTOR_PROTOCOL
+
+EXIT_OK = 0
+EXIT_STEP_FAILED = 1
+EXIT_PROTOCOL = 2
+
+
+def load_spec(source: str) -> dict[str, Any]:
+    """A task spec from a file path or inline JSON."""
+    try:
+        text = source if source.lstrip().startswith("{") else Path(source).read_text()
+        spec = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExecutorProtocolError(f"cannot read task spec {source[:200]!r}: {exc}") from exc
+    if spec.get("protocol") != EXECUTOR_PROTOCOL:
+        raise ExecutorProtocolError(
+            f"task spec has protocol {spec.get('protocol')!r}, this executor speaks "
+            f"{EXECUTOR_PROTOCOL}; rebuild the step environment (`conveyor envs prune`)"
+        )
+    for key in ("step", "module", "qualname", "inputs", "parameters", "outputs", "returns"):
+        if key not in spec:
+            raise ExecutorProtocolError(f"task spec is missing {key!r}")
+    return spec
+
+
+def _resolve(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return getattr(obj, "fn", obj)  # a Component wraps the plain function
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the executor's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _failure(spec: dict[str, Any], exc: BaseException, stage: str) -> dict[str, Any]:
+    message = str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        declared = ", ".join(spec.get("packages") or []) or "nothing"
+        message = (
+            f"No module named {exc.name!r} in the environment of step {spec['step']!r}, which "
+            f"has only what the component declares ({declared}) plus conveyor's runtime. "
+            f"Add the package to @component(packages=[...])."
+        )
+    return {
+        "protocol": EXECUTOR_PROTOCOL,
+        "step": spec.get("step"),
+        "status": "failed",
+        "error": {
+            "stage": stage,
+            "type": type(exc).__name__,
+            "message": message,
+            "traceback": _user_traceback(exc),
+        },
+    }
+
+
+def run_task(spec: dict[str, Any]) -> tuple[dict[str, Any], BaseException | None]:
+    """Run one task; return the result document and the exception, if user code raised one."""
+    timings: dict[str, float] = {}
+    stage = "import"
+    try:
+        t0 = time.perf_counter()
+        fn = _resolve(spec["module"], spec["qualname"])
+        timings["import"] = time.perf_counter() - t0
+
+        stage = "load"
+        t0 = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        for name, item in spec["inputs"].items():
+            kwargs[name] = read_value(item["path"], Codec.from_dict(item), item.get("sha256"))
+        for name, item in spec["parameters"].items():
+            kwargs[name] = decode_json_value(item.get("value"), item.get("type"))
+        timings["load"] = time.perf_counter() - t0
+
+        stage = "run"
+        t0 = time.perf_counter()
+        returned = fn(**kwargs)
+        timings["run"] = time.perf_counter() - t0
+
+        stage = "save"
+        t0 = time.perf_counter()
+        outputs = _save_outputs(spec, returned)
+        timings["save"] = time.perf_counter() - t0
+    except Exception as exc:
+        return _failure(spec, exc, stage), exc
+    return {
+        "protocol": EXECUTOR_PROTOCOL,
+        "step": spec["step"],
+        "status": "succeeded",
+        "outputs": outputs,
+        "timings": timings,
+        "python": ".".join(map(str, sys.version_info[:3])),
+    }, None
+
+
+def _save_outputs(spec: dict[str, Any], returned: Any) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    declared = spec["outputs"]
+    if spec["returns"] == "none":
+        return outputs
+    for name, item in declared.items():
+        if spec["returns"] == "namedtuple":
+            if not hasattr(returned, name):
+                raise TypeError(
+                    f"step {spec['step']!r} must return its NamedTuple (with field {name!r}); "
+                    f"it returned {type(returned).__name__}"
+                )
+            value = getattr(returned, name)
+        else:
+            value = returned
+        try:
+            ref = write_value(value, Codec.from_dict(item), item["path"])
+        except TypeError as exc:
+            raise TypeError(f"step {spec['step']!r}, output {name!r}: {exc}") from exc
+        outputs[name] = ref.to_dict()
+    return outputs
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write a result document atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(path)
+
+
+def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
+    args = iter(argv)
+    for flag in args:
+        try:
+            value = next(args)
+        except StopIteration:
+            raise ExecutorProtocolError(f"{flag} needs a value") from None
+        if flag == "--result":
+            spec["result"] = value
+            continue
+        name, sep, path = value.partition("=")
+        section = {"--input": "inputs", "--output": "outputs"}.get(flag)
+        if section is None or not sep or name not in spec[section]:
+            raise ExecutorProtocolError(f"bad override {flag} {value!r}")
+        spec[section][name]["path"] = path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m conveyor.executor`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return EXIT_PROTOCOL if not argv else EXIT_OK
+    IN_STEP.set(True)
+    try:
+        spec = load_spec(argv[0])
+        _apply_overrides(spec, argv[1:])
+    except ExecutorProtocolError as exc:
+        print(f"conveyor executor: {exc}", file=sys.stderr)
+        return EXIT_PROTOCOL
+    result, exc = run_task(spec)
+    if exc is not None:
+        print(result["error"]["traceback"], file=sys.stderr, end="")
+    if spec.get("result"):
+        try:
+            write_result(spec["result"], result)
+        except OSError as err:
+            print(f"conveyor executor: cannot write result: {err}", file=sys.stderr)
+            return EXIT_PROTOCOL
+    if isinstance(exc, ArtifactError):
+        return EXIT_STEP_FAILED
+    return EXIT_OK if exc is None else EXIT_STEP_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

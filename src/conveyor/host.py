@@ -1,0 +1,288 @@
+"""Host steps: DAG nodes that run in the orchestrator process, the only ones holding credentials.
+
+`load_table`, `write_table`, `register_model` and `load_model` are declared here as node kinds;
+their implementations live in `conveyor.db` and are handed to the engine at run time, so this
+core never imports SQLAlchemy. `@host_step` turns a user function into a host step (a custom sink).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from conveyor.artifacts import ArtifactRef, ArtifactStore, Codec, Metrics
+from conveyor.component_spec import TRACER, InputSpec, OutputSpec, codec_for
+from conveyor.errors import ComponentDefinitionError, HostStepError
+
+BUILTIN_KINDS = ("load_table", "write_table", "register_model", "load_model")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    """A host step's interface: inputs, outputs, which inputs arrive as references."""
+
+    kind: str  # a builtin kind, or "user" for @host_step functions
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    returns: str
+    by_ref: frozenset[str] = frozenset()
+    output_is_ref: bool = False
+    cache: bool = False
+    module: str = "conveyor.host"
+    qualname: str = ""
+
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+@dataclass(slots=True)
+class HostContext:
+    """What a host step implementation sees besides its inputs."""
+
+    run_id: str
+    pipeline: str
+    step: str
+    params: Mapping[str, Any]
+    partition: tuple[date, date] | None
+    store: ArtifactStore
+    project_root: Path
+    log: logging.Logger
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+HostImplementation = Callable[..., Any]
+
+
+class HostStep:
+    """A host step node kind; called inside `@pipeline` it records a node."""
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        fn: Callable[..., Any] | None = None,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.fn = fn
+        self._prepare = prepare
+        self.__doc__ = fn.__doc__ if fn else None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def bind_arguments(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map call arguments to input names (positional in declaration order)."""
+        names = [i.name for i in self.spec.inputs]
+        if self._prepare is not None:
+            kwargs = self._prepare(dict(kwargs))
+        if len(args) > len(names):
+            raise TypeError(f"takes {len(names)} positional arguments but {len(args)} were given")
+        bound = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in bound:
+                raise TypeError(f"got multiple values for argument {key!r}")
+            bound[key] = value
+        return bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = TRACER.get()
+        if tracer is not None:
+            return tracer.call_host(self, args, kwargs)  # type: ignore[attr-defined]
+        if self.fn is not None:
+            return self.fn(*args, **kwargs)
+        raise HostStepError(
+            f"{self.spec.kind}() is a host step: it runs inside a @pipeline, where the engine "
+            f"supplies its database. Call it in a pipeline body, or use conveyor.db directly."
+        )
+
+    def __repr__(self) -> str:
+        return f"<host step {self.spec.name}>"
+
+
+def _builtin(
+    kind: str,
+    inputs: list[tuple[str, Codec, bool, Any]],
+    output: Codec | None,
+    *,
+    by_ref: frozenset[str] = frozenset(),
+    output_is_ref: bool = False,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    doc: str = "",
+) -> HostStep:
+    spec = HostSpec(
+        kind=kind,
+        name=kind,
+        inputs=tuple(
+            InputSpec(n, c, c.describe(), has_default=d, default=v) for n, c, d, v in inputs
+        ),
+        outputs=(OutputSpec("output", output, output.describe()),) if output else (),
+        returns="single" if output else "none",
+        by_ref=by_ref,
+        output_is_ref=output_is_ref,
+        qualname=kind,
+    )
+    step = HostStep(spec, prepare=prepare)
+    step.__doc__ = doc
+    return step
+
+
+def _split_partition(kwargs: dict[str, Any]) -> dict[str, Any]:
+    partition = kwargs.pop("partition", None)
+    if isinstance(partition, tuple | list):
+        if len(partition) != 2:
+            raise TypeError("partition must be a date or a (start, end) pair of dates")
+        kwargs["partition_start"], kwargs["partition_end"] = partition
+    elif partition is not None:
+        kwargs["partition_start"] = partition
+    return kwargs
+
+
+JSON = Codec("json")
+DATE = Codec("json", "date")
+
+load_table = _builtin(
+    "load_table",
+    [
+        ("table", JSON, False, None),
+        ("start", DATE, True, None),
+        ("end", DATE, True, None),
+        ("days", JSON, True, None),
+        ("columns", JSON, True, None),
+    ],
+    Codec("parquet"),
+    doc="load_table(table, start=, end=, days=, columns=): rows of a table as a DataFrame. "
+    "Always runs; its content hash drives the cache downstream.",
+)
+write_table = _builtin(
+    "write_table",
+    [
+        ("df", Codec("parquet"), False, None),
+        ("table", JSON, False, None),
+        ("partition_start", DATE, True, None),
+        ("partition_end", DATE, True, None),
+        ("partition_col", JSON, True, None),
+    ],
+    JSON,
+    prepare=_split_partition,
+    doc="write_table(df, table, partition=d | (start, end), partition_col=None): replace that "
+    "partition of a table in one transaction; returns the rows written.",
+)
+register_model = _builtin(
+    "register_model",
+    [
+        ("name", JSON, False, None),
+        ("model", Codec("joblib"), False, None),
+        ("metrics", Codec("json", "metrics"), True, None),
+        ("params", JSON, True, None),
+    ],
+    JSON,
+    by_ref=frozenset({"model"}),
+    doc="register_model(name, model, metrics=, params=): record a model version with its "
+    "lineage; returns the version number.",
+)
+load_model = _builtin(
+    "load_model",
+    [
+        ("name", JSON, False, None),
+        ("stage", JSON, True, "production"),
+        ("version", JSON, True, None),
+        ("as_of", DATE, True, None),
+    ],
+    Codec("joblib"),
+    output_is_ref=True,
+    doc="load_model(name, stage='production' | version=N, as_of=d): the model artifact a "
+    "downstream step receives (the orchestrator never unpickles it).",
+)
+
+
+def host_step(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, cache: bool = False
+):
+    """Make a function a host step: it runs in the orchestrator process (a custom sink).
+
+    Inputs arrive loaded by their type hints; an input hinted `ArtifactRef` arrives as a
+    reference. A parameter hinted `HostContext` receives the run context.
+    """
+
+    def decorate(func: Callable[..., Any]) -> HostStep:
+        label = name or func.__name__
+        signature = inspect.signature(func)
+        import typing
+
+        hints = typing.get_type_hints(func)
+        inputs, by_ref = [], set()
+        for param in signature.parameters.values():
+            hint = hints.get(param.name)
+            if hint is HostContext:
+                continue
+            where = f"host step {label!r}, parameter {param.name!r}"
+            if hint is None:
+                raise ComponentDefinitionError(f"{where} has no type hint; add one")
+            has_default = param.default is not inspect.Parameter.empty
+            if hint is ArtifactRef:
+                by_ref.add(param.name)
+                codec = Codec("joblib")
+            else:
+                codec = codec_for(hint, where)
+            default = param.default if has_default else None
+            inputs.append(InputSpec(param.name, codec, str(hint), has_default, default))
+        returned = hints.get("return", inspect.Signature.empty)
+        if returned is inspect.Signature.empty:
+            raise ComponentDefinitionError(
+                f"host step {label!r}, return value has no type hint; add `-> None` or a type"
+            )
+        outputs: tuple[OutputSpec, ...] = ()
+        if returned is not None and returned is not type(None):
+            codec = codec_for(returned, f"host step {label!r}, return value")
+            outputs = (OutputSpec("output", codec, str(returned)),)
+        spec = HostSpec(
+            kind="user",
+            name=label,
+            inputs=tuple(inputs),
+            outputs=outputs,
+            returns="single" if outputs else "none",
+            by_ref=frozenset(by_ref),
+            output_is_ref=returned is ArtifactRef,
+            cache=cache,
+            module=func.__module__,
+            qualname=func.__qualname__,
+        )
+        return HostStep(spec, fn=func)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def call_user_host_step(step: HostStep, context: HostContext, inputs: dict[str, Any]) -> Any:
+    """Call a @host_step function, passing the context to a parameter hinted HostContext."""
+    assert step.fn is not None
+    import typing
+
+    hints = typing.get_type_hints(step.fn)
+    for param, hint in hints.items():
+        if hint is HostContext:
+            inputs = {**inputs, param: context}
+    return step.fn(**inputs)
+
+
+__all__ = [
+    "BUILTIN_KINDS",
+    "HostContext",
+    "HostSpec",
+    "HostStep",
+    "Metrics",
+    "host_step",
+    "load_model",
+    "load_table",
+    "register_model",
+    "write_table",
+]

@@ -1,0 +1,122 @@
+"""`conveyor.run`: the one entry point that wires a pipeline to an engine, a runner and hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from conveyor.dag import Pipeline
+from conveyor.discovery import resolve_pipeline
+from conveyor.engine import LocalEngine
+from conveyor.errors import ConveyorError, RunFailed
+from conveyor.hooks import HookChain, RunHooks
+from conveyor.planning import CachePolicy, HostImplementations
+from conveyor.results import RunResult
+from conveyor.runners import get_runner
+from conveyor.settings import Settings
+
+ENGINES = ("auto", "local", "prefect")
+
+
+def resolve_engine(engine: str) -> str:
+    """`auto` -> `prefect` when a Prefect API is configured or the managed server is up."""
+    if engine not in ENGINES:
+        raise ConveyorError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    return "local"
+
+
+def default_host_implementations(settings: Settings) -> HostImplementations:
+    """The database-backed host steps, when conveyor's database layer is installed."""
+    try:
+        from conveyor.db.host_steps import implementations
+    except ImportError:
+        return {}
+    return implementations(settings)
+
+
+def default_hooks(settings: Settings) -> list[RunHooks]:
+    """Lineage recording into conveyor's database, when its layer is installed."""
+    try:
+        from conveyor.db.recorder import recorder_hooks
+    except ImportError:
+        return []
+    return recorder_hooks(settings)
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    runner: str = "venv",
+    cache: bool = True,
+    force_steps: Iterable[str] = (),
+    max_parallel: int | None = None,
+    hooks: Sequence[RunHooks] | None = None,
+    host_impls: HostImplementations | None = None,
+    tags: tuple[str, ...] = (),
+) -> LocalEngine:
+    """A local engine with the project's defaults filled in."""
+    return LocalEngine(
+        settings,
+        get_runner(runner, settings),
+        hooks=HookChain(default_hooks(settings) if hooks is None else hooks),
+        host_impls=default_host_implementations(settings) if host_impls is None else host_impls,
+        policy=CachePolicy(cache, frozenset(force_steps)),
+        max_parallel=max_parallel,
+        tags=tags,
+    )
+
+
+def run(
+    pipeline_or_name: Pipeline | str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    runner: str = "venv",
+    engine: str = "auto",
+    cache: bool = True,
+    force_steps: Iterable[str] = (),
+    max_parallel: int | None = None,
+    settings: Settings | None = None,
+    hooks: Sequence[RunHooks] | None = None,
+    host_impls: HostImplementations | None = None,
+    raise_on_failure: bool = False,
+) -> RunResult:
+    """Run a pipeline and return its result.
+
+    Args:
+        pipeline_or_name: a `@pipeline` object, a pipeline name from the flow folders, or
+            `path.py:attr`.
+        params: pipeline parameters (strings are coerced to the hinted types).
+        runner: "venv" (default), "docker" or "inprocess".
+        engine: "local", "prefect", or "auto" (Prefect when an API is configured or conveyor's
+            managed server is up, else local).
+        cache: reuse results of unchanged steps.
+        force_steps: step names to run even if cached.
+        max_parallel: how many independent steps run at once (default: CPU count).
+        raise_on_failure: raise RunFailed instead of returning a failed result.
+    """
+    settings = settings or Settings.load()
+    pipeline = resolve_pipeline(pipeline_or_name, settings)
+    chosen = resolve_engine(engine)
+    local = build_engine(
+        settings,
+        runner=runner,
+        cache=cache,
+        force_steps=force_steps,
+        max_parallel=max_parallel,
+        hooks=hooks,
+        host_impls=host_impls,
+    )
+    try:
+        if chosen == "prefect":
+            from conveyor.prefect_flow import run_with_prefect
+
+            result = run_with_prefect(local, pipeline, params or {})
+        else:
+            result = local.run(pipeline, params or {})
+    finally:
+        local.runner.close()
+    if raise_on_failure and not result.ok:
+        raise RunFailed(f"pipeline {pipeline.name!r} failed: {result.error}")
+    return result

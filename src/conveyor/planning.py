@@ -1,0 +1,193 @@
+"""Planning: everything a run checks and builds before its first step runs.
+
+A plan binds the parameters, resolves and builds every environment the steps need (so a bad pin
+fails before anything is written), checks that each host step has an implementation, fingerprints
+the code, and predicts which steps the cache will skip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from conveyor._hashing import to_jsonable
+from conveyor.artifacts import ArtifactRef, ArtifactStore
+from conveyor.cache import CacheIndex, CacheKeyParts, explain_miss
+from conveyor.dag import Pipeline, Step
+from conveyor.environment import EnvironmentSpec
+from conveyor.errors import ConveyorError, HostStepError, ParameterError
+from conveyor.fingerprint import Fingerprinter
+from conveyor.host import BUILTIN_KINDS
+from conveyor.runners.base import PreparedEnvironment, Runner
+
+HostImplementations = Mapping[str, Callable[..., Any]]
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """What the plan knows about one step before the run."""
+
+    name: str
+    kind: str
+    environment: PreparedEnvironment | None = None
+    code: str | None = None
+    state: str = "run"  # "cached" | "run" | "pending"
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Plan:
+    """The checked, built, predicted shape of one run."""
+
+    pipeline: Pipeline
+    params: dict[str, Any]
+    steps: dict[str, StepPlan]
+    environments: dict[EnvironmentSpec, PreparedEnvironment]
+    seconds: float = 0.0
+
+    @property
+    def partition(self) -> tuple[date, date] | None:
+        return self.pipeline.partition_range(self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How a run uses the cache."""
+
+    enabled: bool = True
+    force_steps: frozenset[str] = frozenset()
+
+    def bypass_reason(self, step: Step) -> str | None:
+        if step.name in self.force_steps:
+            return "forced (--force-step)"
+        if not self.enabled:
+            return "cache disabled (--no-cache)"
+        if step.component is not None and not step.spec.cache:  # type: ignore[union-attr]
+            return "cache off for this component"
+        if step.host is not None and not step.host.spec.cache:
+            return "host steps always run"
+        return None
+
+
+def input_values(
+    step: Step, params: Mapping[str, Any], upstream: Mapping[str, Mapping[str, ArtifactRef]]
+) -> tuple[dict[str, Any], dict[str, ArtifactRef]]:
+    """Split a step's bindings into (JSON values, artifact references)."""
+    values: dict[str, Any] = {}
+    refs: dict[str, ArtifactRef] = {}
+    for name, binding in step.bindings:
+        if binding.kind == "literal":
+            values[name] = binding.value
+        elif binding.kind == "param":
+            values[name] = params[binding.param]  # type: ignore[index]
+        else:
+            refs[name] = upstream[binding.step][binding.output]  # type: ignore[index]
+    return values, refs
+
+
+def cache_parts(
+    step: Step,
+    code: str,
+    environment: str,
+    params: Mapping[str, Any],
+    upstream: Mapping[str, Mapping[str, ArtifactRef]],
+) -> CacheKeyParts:
+    values, refs = input_values(step, params, upstream)
+    outputs = {o.name: o.codec.describe() for o in step.spec.outputs}
+    return CacheKeyParts.build(
+        code,
+        environment,
+        {k: to_jsonable(v) for k, v in values.items()},
+        {k: r.sha256 for k, r in refs.items()},
+        outputs,
+    )
+
+
+def make_plan(
+    pipeline: Pipeline,
+    params: Mapping[str, Any],
+    runner: Runner,
+    store: ArtifactStore,
+    fingerprinter: Fingerprinter,
+    *,
+    policy: CachePolicy = CachePolicy(),
+    host_impls: HostImplementations | None = None,
+) -> Plan:
+    """Bind, build environments, check host steps, fingerprint code, predict the cache."""
+    started = time.perf_counter()
+    bound = pipeline.bind(params)
+    unknown = sorted(policy.force_steps - set(pipeline.step_names))
+    if unknown:
+        raise ParameterError(
+            f"--force-step {', '.join(unknown)}: pipeline {pipeline.name!r} has no such step; "
+            f"its steps are {', '.join(pipeline.step_names)}"
+        )
+    host_impls = host_impls or {}
+    steps = {s.name: StepPlan(s.name, s.kind) for s in pipeline.steps}
+
+    needs: dict[EnvironmentSpec, list[str]] = {}
+    for step in pipeline.steps:
+        if step.component is not None:
+            spec = runner.environment_spec(step.component.spec)  # type: ignore[arg-type]
+            needs.setdefault(spec, []).append(step.name)
+            steps[step.name].notes = runner.limitations(step.component.spec)  # type: ignore[arg-type]
+        elif (
+            step.host is not None
+            and step.host.spec.kind in BUILTIN_KINDS
+            and step.host.spec.kind not in host_impls
+        ):
+            raise HostStepError(
+                f"pipeline {pipeline.name!r}, step {step.name!r}: {step.host.spec.kind}() "
+                f"needs conveyor's database layer, which is not available here. Install "
+                f"it with `pip install 'conveyor[db]'` (SQLite by default, PostgreSQL via "
+                f"CONVEYOR_DATABASE_URL)."
+            )
+    environments = runner.prepare(needs)
+    for spec, names in needs.items():
+        for name in names:
+            steps[name].environment = environments[spec]
+
+    for step in pipeline.steps:
+        fn = step.component.fn if step.component is not None else step.host.fn  # type: ignore[union-attr]
+        if fn is not None:
+            steps[step.name].code = fingerprinter.fingerprint(fn)
+
+    _predict_cache(pipeline, bound, steps, CacheIndex(store), policy)
+    return Plan(pipeline, bound, steps, environments, time.perf_counter() - started)
+
+
+def _predict_cache(
+    pipeline: Pipeline,
+    params: dict[str, Any],
+    steps: dict[str, StepPlan],
+    index: CacheIndex,
+    policy: CachePolicy,
+) -> None:
+    known: dict[str, dict[str, ArtifactRef]] = {}
+    for step in pipeline.steps:
+        plan = steps[step.name]
+        waiting = [u for u in step.upstream if u not in known]
+        bypass = policy.bypass_reason(step)
+        if bypass:
+            plan.state, plan.reason = "run", bypass
+            continue
+        if waiting:
+            plan.state, plan.reason = "pending", f"depends on the output of {', '.join(waiting)}"
+            continue
+        env = plan.environment.key if plan.environment else "host"
+        parts = cache_parts(step, plan.code or "", env, params, known)
+        entry = index.lookup(parts.key)
+        if entry is not None:
+            plan.state, plan.reason = "cached", "cached"
+            known[step.name] = entry.outputs
+        else:
+            plan.state = "run"
+            plan.reason = explain_miss(index.latest(pipeline.name, step.name), parts)
+
+
+class PlanError(ConveyorError):
+    """Planning failed (kept for callers that want to tell plan failures from run failures)."""

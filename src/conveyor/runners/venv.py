@@ -1,0 +1,196 @@
+"""The venv runner: one uv virtual environment per environment key, built once and reused.
+
+Environments live under `CONVEYOR_ENV_DIR` (default `~/.cache/conveyor/envs/<key>`), shared by
+every step, run, pipeline and project with the same lock. A build happens in a temporary folder
+under a file lock and is renamed into place only when complete, so a failed install leaves
+nothing behind and two steps needing one environment build it once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from conveyor.component_spec import ComponentSpec
+from conveyor.environment import (
+    EnvironmentSpec,
+    Locker,
+    environment_key,
+    find_uv,
+    installer_error,
+    uv_environment,
+)
+from conveyor.errors import EnvironmentBuildError
+from conveyor.runners.base import (
+    PreparedEnvironment,
+    Task,
+    read_result,
+    requirement_spec,
+    step_variables,
+    write_task_spec,
+)
+from conveyor.runners.process import ProcessGroup, run_process
+from conveyor.runners.runtime import runtime_bundle
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.venv")
+MARKER = "conveyor-env.json"
+
+
+class VenvRunner:
+    """Runs each step with `python -m conveyor.executor` in its environment's interpreter."""
+
+    name = "venv"
+
+    def __init__(self, settings: Settings, interpreter: str | None = None) -> None:
+        self.settings = settings
+        self.interpreter = interpreter or sys.executable
+        self.locker = Locker(settings.lock_dir)
+        self.processes = ProcessGroup()
+        self._runtime: Path | None = None
+
+    def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
+        return requirement_spec(component)
+
+    def limitations(self, component: ComponentSpec) -> list[str]:
+        notes = []
+        if component.memory or component.cpu:
+            notes.append("cpu/memory limits are not enforced by the venv runner (use docker)")
+        return notes
+
+    # ------------------------------------------------------------------------------ environments
+
+    def prepare(
+        self, needs: Mapping[EnvironmentSpec, Sequence[str]]
+    ) -> dict[EnvironmentSpec, PreparedEnvironment]:
+        prepared = {}
+        for spec, steps in needs.items():
+            who = "step " + ", ".join(steps) if len(steps) == 1 else "steps " + ", ".join(steps)
+            lock = self.locker.lock(spec, who=who)
+            key = environment_key("venv", platform.python_version(), lock.sha256)
+            started = time.perf_counter()
+            path = self._ensure_built(key, spec, lock.path, lock.pins, who)
+            prepared[spec] = PreparedEnvironment(
+                key=key,
+                spec=spec,
+                location=str(path),
+                interpreter=platform.python_version(),
+                lock_path=str(lock.path),
+                pins=lock.pins,
+                build_seconds=time.perf_counter() - started,
+            )
+        return prepared
+
+    def _ensure_built(
+        self, key: str, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str
+    ) -> Path:
+        from filelock import FileLock
+
+        env_dir = self.settings.env_dir
+        target = env_dir / key
+        if (target / MARKER).is_file():
+            (target / MARKER).touch()
+            return target
+        env_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(env_dir / f".{key}.lock"), timeout=1800):
+            if (target / MARKER).is_file():
+                return target
+            staging = env_dir / f".{key}.building"
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                self._build(staging, spec, lock_path, pins, who)
+                if target.exists():  # a half-made folder from an older conveyor; replace it
+                    shutil.rmtree(target)
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            log.info("built environment %s for %s (%s)", key, who, spec.describe())
+        return target
+
+    def _build(
+        self, path: Path, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str
+    ) -> None:
+        uv = find_uv()
+        env = uv_environment()
+        steps = [
+            [uv, "venv", "--quiet", "--relocatable", "--python", self.interpreter, str(path)],
+        ]
+        if pins:
+            python = str(path / "bin" / "python")
+            steps.append([uv, "pip", "sync", "--quiet", "--python", python, str(lock_path)])
+        for command in steps:
+            proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+            if proc.returncode != 0:
+                raise installer_error("build the environment", spec.requirements, proc.stderr, who)
+        metadata = {
+            "kind": "venv",
+            "requirements": list(spec.requirements),
+            "python": platform.python_version(),
+            "lock": str(lock_path),
+            "pins": list(pins),
+            "created": time.time(),
+        }
+        (path / MARKER).write_text(json.dumps(metadata, indent=1))
+
+    # ------------------------------------------------------------------------------ running
+
+    def runtime(self) -> Path:
+        if self._runtime is None:
+            self._runtime = runtime_bundle(self.settings.runtime_dir)
+        return self._runtime
+
+    def run(self, task: Task) -> dict[str, Any]:
+        write_task_spec(task)
+        python = Path(task.environment.location) / "bin" / "python"
+        if not python.exists():
+            raise EnvironmentBuildError(
+                f"environment {task.environment.key} of step {task.step!r} disappeared from "
+                f"{task.environment.location} (pruned while running?); run again to rebuild it"
+            )
+        path = f"{self.runtime()}:{task.project_root}"
+        variables = step_variables(
+            task.component,
+            {
+                "PYTHONPATH": path,
+                "PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(task.workdir),
+                "PYTHONUNBUFFERED": "1",
+            },
+        )
+        outcome = run_process(
+            [str(python), "-s", "-m", "conveyor.executor", str(task.spec_path)],
+            env=variables,
+            cwd=task.project_root,
+            timeout=task.component.timeout,
+            log=task.log,
+            group=self.processes,
+        )
+        return read_result(
+            task, outcome.returncode, outcome.stderr_tail, timed_out=outcome.timed_out
+        )
+
+    def close(self) -> None:
+        self.processes.kill_all()
+
+
+def list_environments(env_dir: Path) -> list[dict[str, Any]]:
+    """Metadata of every built environment under `env_dir`."""
+    found = []
+    for marker in sorted(env_dir.glob(f"*/{MARKER}")):
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        data["key"] = marker.parent.name
+        data["path"] = str(marker.parent)
+        data["last_used"] = marker.stat().st_mtime
+        found.append(data)
+    return found

@@ -1,0 +1,100 @@
+"""Where a project lives and where conveyor keeps its state.
+
+The project root is the nearest directory upward holding a `pyproject.toml` with a
+`[tool.conveyor]` table, else the working directory. Paths can be moved with variables:
+`CONVEYOR_HOME` (state, default `<root>/.conveyor`), `CONVEYOR_ENV_DIR` (built environments,
+shared between projects because they are content-addressed), `CONVEYOR_DATABASE_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import ConveyorError
+
+DEFAULT_BASE_IMAGE = "conveyor/python-base:3.11"
+
+
+def find_project_root(start: str | Path | None = None) -> Path:
+    """Return the nearest directory upward with `[tool.conveyor]` in its pyproject.toml."""
+    here = Path(start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file() and "conveyor" in _read_pyproject(pyproject).get("tool", {}):
+            return candidate
+    return here
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConveyorError(f"{path}: cannot read it as TOML ({exc}); fix the file") from exc
+
+
+def _user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "conveyor"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Resolved locations and options for one project."""
+
+    project_root: Path
+    home: Path
+    env_dir: Path
+    flows: tuple[str, ...] = ("flows",)
+    demo: str | None = None
+    database_url: str | None = None
+    base_image: str = DEFAULT_BASE_IMAGE
+    tool_config: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def load(cls, start: str | Path | None = None) -> Settings:
+        """Read settings for the project containing `start` (default: the working directory)."""
+        root = find_project_root(start)
+        pyproject = root / "pyproject.toml"
+        config: dict[str, Any] = {}
+        if pyproject.is_file():
+            config = dict(_read_pyproject(pyproject).get("tool", {}).get("conveyor", {}))
+        flows = config.get("flows", ["flows"])
+        if isinstance(flows, str):
+            flows = [flows]
+        home = Path(os.environ.get("CONVEYOR_HOME") or root / ".conveyor")
+        env_dir = Path(os.environ.get("CONVEYOR_ENV_DIR") or _user_cache_dir() / "envs")
+        return cls(
+            project_root=root,
+            home=home.resolve(),
+            env_dir=env_dir.resolve(),
+            flows=tuple(flows),
+            demo=config.get("demo"),
+            database_url=os.environ.get("CONVEYOR_DATABASE_URL") or config.get("database_url"),
+            base_image=os.environ.get("CONVEYOR_BASE_IMAGE")
+            or config.get("base_image", DEFAULT_BASE_IMAGE),
+            tool_config=config,
+        )
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.env_dir.parent / "runtime"
