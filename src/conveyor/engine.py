@@ -108,6 +108,9 @@ class LocalEngine:
             pipeline=pipeline.name,
             params=plan.params,
             partition=plan.partition,
+            partition_dates=tuple(pipeline.calendar.dates(*plan.partition))
+            if plan.partition
+            else (),
             engine=self.name,
             runner=self.runner.name,
             project_root=str(self.settings.project_root),
@@ -376,15 +379,19 @@ class _Run:
         for name, ref in refs.items():
             kwargs[name] = ref if name in host.spec.by_ref else engine.store.load(ref)
         context = HostContext(
-            run_id=self.info.run_id,
-            pipeline=self.pipeline.name,
+            run=self.info,
             step=step.name,
             params=self.plan.params,
             partition=self.plan.partition,
             store=engine.store,
             project_root=engine.settings.project_root,
             log=logging.getLogger(f"conveyor.step.{step.name}"),
-            extra={"run": self.info, "results": self._snapshot()},
+            upstream={n: b.step for n, b in step.bindings if b.kind == "output" and b.step},
+            results=self._snapshot(),
+            environments={
+                n: p.environment for n, p in self.plan.steps.items() if p.environment is not None
+            },
+            code={n: p.code for n, p in self.plan.steps.items() if p.code},
         )
         engine.hooks.step_started(self.info, step.name, 1, "host steps always run")
         if host.fn is not None:

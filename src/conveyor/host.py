@@ -46,17 +46,36 @@ class HostSpec:
 
 @dataclass(slots=True)
 class HostContext:
-    """What a host step implementation sees besides its inputs."""
+    """What a host step implementation sees besides its inputs.
 
-    run_id: str
-    pipeline: str
+    Attributes:
+        run: the RunInfo of the run (id, pipeline, params, partition, engine, runner, tags).
+        step: this host step's name.
+        upstream: input name -> name of the step whose output feeds it.
+        results: StepResults of the steps finished so far (environment key, cache key, ...).
+        environments: step name -> PreparedEnvironment (key, lock path, pins) from the plan.
+        code: step name -> code fingerprint from the plan.
+    """
+
+    run: Any
     step: str
     params: Mapping[str, Any]
     partition: tuple[date, date] | None
     store: ArtifactStore
     project_root: Path
     log: logging.Logger
-    extra: dict[str, Any] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    environments: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def pipeline(self) -> str:
+        return self.run.pipeline
 
 
 HostImplementation = Callable[..., Any]

@@ -22,6 +22,7 @@ class RunInfo:
     pipeline: str
     params: dict[str, Any]
     partition: tuple[date, date] | None
+    partition_dates: tuple[date, ...]
     engine: str
     runner: str
     project_root: str
