@@ -16,6 +16,9 @@ Messages say what went wrong, where (component, step, parameter, file) and how t
     │   ├── StepTimeout            it ran past its timeout and was killed
     │   └── StepKilled             it was killed from outside (out of memory, a signal)
     ├── HostStepError              a host step (load_table, write_table, ...) cannot run
+    ├── DatabaseError              conveyor's database refused a read or write
+    │   ├── TableSchemaError       a frame does not fit its table, or a name is not an identifier
+    │   └── RegistryError          an unknown model or version, or nothing to promote or roll back
     └── RunFailed                  raised by run(..., raise_on_failure=True) when a run fails
 """
 
@@ -64,6 +67,18 @@ class ExecutorProtocolError(ConveyorError):
 
 class HostStepError(ConveyorError):
     """A host step cannot run (no implementation, bad target, bad arguments)."""
+
+
+class DatabaseError(ConveyorError):
+    """conveyor's database (SQLite or PostgreSQL) refused a read or write, or is unusable."""
+
+
+class TableSchemaError(DatabaseError):
+    """A frame does not fit the table it is written to, or a table/column name is invalid."""
+
+
+class RegistryError(DatabaseError):
+    """A model name or version is unknown, or there is nothing to promote or roll back to."""
 
 
 class StepFailed(ConveyorError):

@@ -1,0 +1,18 @@
+"""conveyor's database layer (L5): the only code that imports SQLAlchemy, Alembic or psycopg.
+
+    database.py    URLs, engines (SQLite file by default, PostgreSQL via psycopg 3), upgrades
+    models.py      conveyor's own tables; migrations/ holds their Alembic history
+    names.py       table and column names, validated as identifiers
+    columns.py     column types: frame dtypes <-> conveyor's types <-> SQL
+    values.py      values between frames and drivers, through Arrow
+    tables.py      user tables: columns, creation, partition columns
+    bulk.py        PostgreSQL binary COPY and SQLite executemany
+    writes.py      write_table: replace one partition in one transaction
+    reads.py       load_table: a date range as a frame with stable dtypes and order
+    registry.py    model versions, stages and their history; promote and roll back
+    recorder.py    run hooks recording runs, steps, attempts, partitions, heartbeats
+    lineage.py     reading runs back: what ran, what it read and wrote, which model it used
+    host_steps.py  the host-step implementations the engine is handed
+
+Nothing here is imported unless a run, a host step or a CLI command needs the database.
+"""

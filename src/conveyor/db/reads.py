@@ -1,0 +1,227 @@
+"""load_table: rows of a table as a DataFrame whose content hash depends only on the rows.
+
+The range is in calendar days, inclusive at both ends: `start=` and `end=` bound the partition
+column; `days=N` with `end=` means the N calendar days ending at `end` (`end - N + 1` to `end`),
+whatever the pipeline's calendar — a weekday pipeline asking for 30 days gets about 22 dates of
+data. The frame is sorted by the partition column, then by every selected column (text in byte
+order on both back ends, NULLs last), and its dtypes depend only on the column types (see
+`conveyor.db.columns`), so the same rows always give the same frame and the same hash.
+
+PostgreSQL streams the result with `COPY (SELECT ...) TO STDOUT` as CSV parsed by Arrow; SQLite
+fetches rows through its driver. Both end in Arrow arrays and one conversion to pandas.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from conveyor.db.columns import Column
+from conveyor.db.database import Database
+from conveyor.db.names import TableName, check_identifier, quote
+from conveyor.db.tables import bounds, partition_column_of, table_columns
+from conveyor.db.values import storage_type, to_frame
+from conveyor.errors import DatabaseError
+
+
+@dataclass(frozen=True, slots=True)
+class DateRange:
+    """Partition dates to read: both ends inclusive, either may be open."""
+
+    start: date | None
+    end: date | None
+
+    @classmethod
+    def build(cls, start: Any, end: Any, days: Any, where: str) -> DateRange:
+        if days is not None:
+            if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+                raise DatabaseError(f"{where}: days must be a positive integer, got {days!r}")
+            if start is not None:
+                raise DatabaseError(f"{where}: pass start= or days=, not both")
+            if end is None:
+                raise DatabaseError(f"{where}: days={days} counts back from end=; pass end= too")
+            start = end - timedelta(days=days - 1)
+        if start is not None and end is not None and end < start:
+            raise DatabaseError(f"{where}: end ({end}) is before start ({start})")
+        return cls(start, end)
+
+    @property
+    def bounded(self) -> bool:
+        return self.start is not None or self.end is not None
+
+
+def resolve_range(
+    start: date | None, end: date | None, days: int | None
+) -> tuple[date | None, date | None]:
+    """The inclusive (start, end) dates load_table reads for these arguments."""
+    span = DateRange.build(start, end, days, "load_table")
+    return span.start, span.end
+
+
+def load_table(
+    db: Database,
+    table: str,
+    start: date | None = None,
+    end: date | None = None,
+    days: int | None = None,
+    columns: Sequence[str] | None = None,
+) -> Any:
+    """Read `table` (optionally a date range and a subset of columns) as a DataFrame."""
+    name = TableName.parse(table, dialect=db.dialect)
+    where = f"load_table({str(name)!r})"
+    span = DateRange.build(start, end, days, where)
+    try:
+        with db.read() as conn:
+            existing = table_columns(conn, db.dialect, name)
+            if existing is None:
+                raise DatabaseError(
+                    f"{where}: there is no such table in {db.display_url}; run the pipeline "
+                    f"that writes it first (or check the name)"
+                )
+            chosen = _choose(existing, columns, where)
+            partition_col = partition_column_of(conn, name, existing)
+            if span.bounded and partition_col is None:
+                raise DatabaseError(
+                    f"{where}: the table has no partition column (conveyor did not create it and "
+                    f"it has no single date column), so start/end/days cannot select rows"
+                )
+            query, params = _select(db.dialect, name, chosen, partition_col, span)
+            if db.dialect == "postgresql":
+                arrays = _copy_out(conn, query, params, chosen)
+            else:
+                arrays = _fetch(conn, query, params, chosen)
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(f"{where}: {exc.orig}") from exc
+    return to_frame(arrays, {c.name: c.kind for c in chosen})  # type: ignore[misc]
+
+
+def _choose(existing: list[Column], columns: Sequence[str] | None, where: str) -> list[Column]:
+    unreadable = [c for c in existing if c.kind is None]
+    if columns is None:
+        chosen = existing
+    else:
+        if isinstance(columns, str):
+            raise DatabaseError(f"{where}: columns must be a list of names, not one string")
+        by_name = {c.name: c for c in existing}
+        for column in columns:
+            check_identifier(column, f"{where}: column")
+        missing = [c for c in columns if c not in by_name]
+        if missing:
+            raise DatabaseError(
+                f"{where}: no column {', '.join(map(repr, missing))}; the table has "
+                f"{', '.join(by_name)}"
+            )
+        chosen = [by_name[c] for c in columns]
+    bad = [c for c in chosen if c in unreadable]
+    if bad:
+        raise DatabaseError(
+            f"{where}: column {bad[0].name!r} has type {bad[0].origin}, which conveyor cannot "
+            f"read; pass columns=[...] without it"
+        )
+    return chosen
+
+
+def _select(
+    dialect: str, name: TableName, chosen: list[Column], partition_col: str | None, span: DateRange
+) -> tuple[str, dict[str, Any]]:
+    selected = ", ".join(_select_expr(dialect, c) for c in chosen)
+    clauses, params = [], {}
+    if partition_col is not None and span.bounded:
+        first = span.start or date.min
+        last = span.end or date.max - timedelta(days=1)
+        params = bounds(first, last, dialect)
+        column = quote(partition_col)
+        # psycopg binds COPY's values client-side (COPY takes no server-side parameters)
+        lo, hi = (":lo", ":hi") if dialect == "sqlite" else ("%(lo)s", "%(hi)s")
+        if span.start is not None:
+            clauses.append(f"{column} >= {lo}")
+        if span.end is not None:
+            clauses.append(f"{column} < {hi}")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    by = [partition_col] if partition_col else []
+    by += [c.name for c in chosen if c.name != partition_col]
+    kinds = {c.name: c.kind for c in chosen}
+    order = ", ".join(_order_expr(dialect, n, kinds.get(n)) for n in by)
+    return f"SELECT {selected} FROM {name.sql}{where} ORDER BY {order}", params
+
+
+def _select_expr(dialect: str, column: Column) -> str:
+    name = quote(column.name)
+    if dialect == "postgresql" and column.kind == "timestamptz":
+        return f"({name} AT TIME ZONE 'UTC') AS {name}"  # naive UTC: CSV without zone suffixes
+    if dialect == "postgresql" and column.kind == "bytes":
+        return f"encode({name}, 'hex') AS {name}"
+    return name
+
+
+def _order_expr(dialect: str, name: str, kind: str | None) -> str:
+    collate = ' COLLATE "C"' if dialect == "postgresql" and kind == "text" else ""
+    return f"{quote(name)}{collate} NULLS LAST"
+
+
+def _fetch(
+    conn: Connection, query: str, params: dict[str, Any], chosen: list[Column]
+) -> dict[str, Any]:
+    import pyarrow as pa
+
+    rows = conn.execute(sa.text(query), params).all()
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in chosen]
+    return {
+        c.name: pa.array(list(v), type=storage_type(c.kind or "text", "sqlite"))
+        for c, v in zip(chosen, values, strict=True)
+    }
+
+
+def _copy_out(
+    conn: Connection, query: str, params: dict[str, Any], chosen: list[Column]
+) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    driver = conn.connection.driver_connection
+    buffer = io.BytesIO()
+    with driver.cursor() as cursor:
+        cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+        with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT CSV)", params or None) as copy:
+            for block in copy:
+                buffer.write(block)
+    types = {c.name: _csv_type(c.kind) for c in chosen}
+    table = csv.read_csv(
+        io.BytesIO(buffer.getvalue()),
+        read_options=csv.ReadOptions(column_names=[c.name for c in chosen]),
+        parse_options=csv.ParseOptions(newlines_in_values=True),
+        convert_options=csv.ConvertOptions(
+            column_types=types,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    arrays = {c.name: table.column(c.name).combine_chunks() for c in chosen}
+    for column in chosen:
+        if column.kind == "bytes":
+            hexes = arrays[column.name].to_pylist()
+            arrays[column.name] = pa.array(
+                [bytes.fromhex(h) if h is not None else None for h in hexes], pa.binary()
+            )
+    return arrays
+
+
+def _csv_type(kind: str | None) -> Any:
+    import pyarrow as pa
+
+    from conveyor.db.values import arrow_type
+
+    if kind == "timestamptz":
+        return pa.timestamp("us")  # read naive UTC, zone attached when converting
+    if kind == "bytes":
+        return pa.string()
+    return arrow_type(kind or "text")

@@ -1,0 +1,319 @@
+"""write_table: replace exactly one partition of a table, in one transaction, idempotently.
+
+A write names its partition: one date, or a range (start, end). Everything about the frame is
+checked before the transaction opens (names, types, that partition values lie in the range);
+then, inside one transaction, conveyor takes the partition's lock, creates the table if it is
+missing (partition column indexed), checks the frame against the table's columns, deletes the
+partition's rows and bulk-inserts the frame. Any failure rolls all of it back, and a killed
+writer leaves the old partition in place: the transaction never committed.
+
+Partition keys:
+
+- `partition_col=None`: conveyor keeps the date in a column of its own, `conveyor_partition`.
+  Only single-date partitions: a range says nothing about which rows belong to which date.
+- `partition_col="day"`: the frame's own date (or timestamp) column. A ranged write deletes the
+  rows whose `day` lies in [start, end] and every frame row's `day` must lie in that range, so
+  writing a range in one run gives exactly the rows of writing its dates one by one.
+- no partition at all (an unpartitioned pipeline): the whole table is replaced.
+
+Locks: PostgreSQL takes transaction-scoped advisory locks — a shared lock on the table plus an
+exclusive lock per date of the partition, so writes of different dates run in parallel and
+overlapping ranges serialize; creating the table, a whole-table write, or a range longer than
+`MAX_DATE_LOCKS` dates takes the table lock exclusively. SQLite's `BEGIN IMMEDIATE` serializes
+all writers of the file, with a long busy timeout so they queue instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from conveyor.db.bulk import insert_columns
+from conveyor.db.columns import NULL, Column, fits, frame_column, label
+from conveyor.db.database import Database, lock_key
+from conveyor.db.names import PARTITION_COLUMN, TableName, check_columns, check_identifier
+from conveyor.db.tables import (
+    PARTITION_KINDS,
+    bounds,
+    create_table,
+    recorded_partition_col,
+    table_columns,
+)
+from conveyor.db.values import frame_values, to_arrow
+from conveyor.errors import DatabaseError, TableSchemaError
+
+MAX_DATE_LOCKS = 366
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """The rows a write replaces: dates start..end of `column`, or the whole table."""
+
+    start: date | None
+    end: date | None
+    column: str | None
+    managed: bool  # the column is conveyor's own `conveyor_partition`
+
+    @classmethod
+    def build(cls, table: TableName, start: Any, end: Any, partition_col: str | None) -> Partition:
+        where = f"write_table({str(table)!r})"
+        start, end = _as_date(start, where), _as_date(end, where)
+        if start is None and end is not None:
+            raise DatabaseError(f"{where}: partition has an end but no start")
+        if end is None:
+            end = start
+        if start is None:
+            if partition_col is not None:
+                raise DatabaseError(
+                    f"{where}: partition_col={partition_col!r} needs a partition: pass "
+                    f"partition=day or partition=(start, end)"
+                )
+            return cls(None, None, None, False)
+        assert end is not None
+        if end < start:
+            raise DatabaseError(f"{where}: partition ends ({end}) before it starts ({start})")
+        if partition_col is None:
+            if end != start:
+                raise DatabaseError(
+                    f"{where}: a ranged partition ({start} to {end}) needs partition_col, the "
+                    f"frame's date column, to say which rows belong to which date; pass "
+                    f"partition_col='<date column>' (or write one date at a time)"
+                )
+            return cls(start, end, PARTITION_COLUMN, True)
+        check_identifier(partition_col, f"{where}: partition_col")
+        return cls(start, end, partition_col, False)
+
+    @property
+    def whole_table(self) -> bool:
+        return self.start is None
+
+    def dates(self) -> list[date]:
+        if self.start is None or self.end is None:
+            return []
+        return [self.start + timedelta(n) for n in range((self.end - self.start).days + 1)]
+
+    def describe(self) -> str:
+        if self.start is None:
+            return "the whole table"
+        return str(self.start) if self.start == self.end else f"{self.start} to {self.end}"
+
+
+def _as_date(value: Any, where: str) -> date | None:
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise DatabaseError(f"{where}: partition {value!r} is not a date")
+
+
+def write_table(
+    db: Database,
+    frame: Any,
+    table: str,
+    partition_start: date | None = None,
+    partition_end: date | None = None,
+    partition_col: str | None = None,
+    *,
+    run_id: str | None = None,
+) -> int:
+    """Replace one partition of `table` with `frame`'s rows; return the number of rows written.
+
+    See the module docstring for partitions, locks and what is checked. Raises
+    TableSchemaError when names or types do not fit (nothing is written), DatabaseError when
+    the database refuses the write (nothing is written).
+    """
+    import pandas as pd
+
+    name = TableName.parse(table, dialect=db.dialect)
+    where = f"write_table({str(name)!r})"
+    if not isinstance(frame, pd.DataFrame):
+        raise TableSchemaError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+    partition = Partition.build(name, partition_start, partition_end, partition_col)
+    frame_cols = _frame_columns(frame, name, partition)
+    extra: dict[str, Any] = {}
+    if partition.managed and PARTITION_COLUMN not in frame.columns:
+        frame_cols.append(Column(PARTITION_COLUMN, "date", "conveyor's partition column"))
+        extra[PARTITION_COLUMN] = partition.start
+    try:
+        with db.write() as conn:
+            # Tables are never dropped here, so one that exists now still will under the lock.
+            existing = table_columns(conn, db.dialect, name)
+            if existing is None:
+                _lock_table(conn, db.dialect, name, exclusive=True)
+                existing = table_columns(conn, db.dialect, name)  # created while we waited?
+            else:
+                _lock(conn, db.dialect, name, partition)
+            if existing is None:
+                create_table(conn, db.dialect, name, frame_cols, partition.column, run_id)
+                kinds = {c.name: c.kind if c.kind != NULL else "text" for c in frame_cols}
+            else:
+                kinds = _check_fit(conn, name, partition, frame_cols, existing)
+            _delete(conn, db.dialect, name, partition)
+            own = {k: v for k, v in kinds.items() if k not in extra}
+            values = frame_values(frame, own, db.dialect)
+            if extra:
+                stored = partition.start.isoformat() if db.dialect == "sqlite" else partition.start
+                values.append([stored] * len(frame))
+            names = [n for n in kinds if n not in extra] + list(extra)
+            insert_columns(conn, db.dialect, name, names, [kinds[n] for n in names], values)
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(f"{where}, partition {partition.describe()}: {exc.orig}") from exc
+    return len(frame)
+
+
+def _frame_columns(frame: Any, name: TableName, partition: Partition) -> list[Column]:
+    names = check_columns(list(frame.columns), name)
+    where = f"write_table({str(name)!r})"
+    if len(frame.columns) == 0 and len(frame):
+        raise TableSchemaError(f"{where}: the frame has rows but no columns")
+    columns = [frame_column(frame[n], n, str(name)) for n in names]
+    if partition.whole_table:
+        return columns
+    assert partition.start is not None and partition.end is not None
+    if partition.managed:
+        if PARTITION_COLUMN in names:
+            _check_dates(frame, PARTITION_COLUMN, partition, where, own=True)
+        return columns
+    if partition.column not in names:
+        raise TableSchemaError(
+            f"{where}: partition_col {partition.column!r} is not a column of the frame "
+            f"(columns: {', '.join(names) or 'none'})"
+        )
+    kind = next(c.kind for c in columns if c.name == partition.column)
+    if kind not in (*PARTITION_KINDS, NULL):
+        raise TableSchemaError(
+            f"{where}: partition_col {partition.column!r} holds {label(kind)}; it must hold "
+            f"dates (datetime.date) or timestamps"
+        )
+    _check_dates(frame, partition.column, partition, where, own=False)
+    return columns
+
+
+def _check_dates(frame: Any, column: str, partition: Partition, where: str, own: bool) -> None:
+    """Every row's partition date must lie in the partition (else it would outlive a rewrite)."""
+    import pyarrow.compute as pc
+
+    if not len(frame):
+        return
+    days = to_arrow(frame[column], "date", column)  # timestamps truncate to their day
+    if days.null_count:
+        raise TableSchemaError(f"{where}: partition column {column!r} has missing values")
+    low, high = pc.min(days).as_py(), pc.max(days).as_py()
+    assert partition.start is not None and partition.end is not None
+    if low < partition.start or high > partition.end:
+        hint = (
+            f"conveyor sets {PARTITION_COLUMN} itself; drop the column from the frame"
+            if own
+            else "filter the frame to the partition, or widen the partition"
+        )
+        raise TableSchemaError(
+            f"{where}: rows of {column!r} run from {low} to {high}, outside the partition "
+            f"{partition.describe()}; {hint}"
+        )
+
+
+def _check_fit(
+    conn: Connection,
+    name: TableName,
+    partition: Partition,
+    frame_cols: list[Column],
+    existing: list[Column],
+) -> dict[str, str]:
+    """The table's column types by name, or a TableSchemaError listing every mismatch."""
+    where = f"write_table({str(name)!r})"
+    known, recorded = recorded_partition_col(conn, name)
+    if known and not partition.whole_table and recorded != partition.column:
+        wanted = f"partition_col={None if partition.managed else partition.column!r}"
+        had = (
+            "conveyor's own partition column (partition_col=None)"
+            if recorded == PARTITION_COLUMN
+            else f"partition_col={recorded!r}"
+            if recorded
+            else "no partition (whole-table writes)"
+        )
+        raise TableSchemaError(
+            f"{where}: the table was created with {had}; this write uses {wanted}. Write it "
+            f"the way it was created, or use a new table."
+        )
+    table = {c.name: c for c in existing}
+    frame = {c.name: c for c in frame_cols}
+    problems = []
+    for column in existing:
+        if column.name not in frame:
+            problems.append(
+                f"column {column.name!r} ({label(column.kind) if column.kind else column.origin})"
+                f" is in the table but missing from the frame"
+            )
+    for column in frame_cols:
+        other = table.get(column.name)
+        if other is None:
+            problems.append(
+                f"column {column.name!r} ({label(column.kind)}) is in the frame but not in the "
+                f"table"
+            )
+        elif not fits(column.kind or "", other.kind):
+            problems.append(
+                f"column {column.name!r} is {label(column.kind)} in the frame (dtype "
+                f"{column.origin}) but {label(other.kind) if other.kind else other.origin} in "
+                f"the table"
+            )
+    if problems:
+        raise TableSchemaError(
+            f"{where}: the frame does not match the table: {'; '.join(problems)}. Nothing was "
+            f"written. Make the frame match, or write to a new table."
+        )
+    return {c.name: table[c.name].kind or "text" for c in existing}
+
+
+def _lock(conn: Connection, dialect: str, name: TableName, partition: Partition) -> None:
+    if dialect != "postgresql":
+        return  # BEGIN IMMEDIATE already holds SQLite's single write lock
+    qualified = _qualified(conn, name)
+    days = partition.dates()
+    if partition.whole_table or len(days) > MAX_DATE_LOCKS:
+        _lock_table(conn, dialect, name, exclusive=True, qualified=qualified)
+        return
+    _lock_table(conn, dialect, name, exclusive=False, qualified=qualified)
+    for day in days:  # ascending order everywhere, so two overlapping ranges cannot deadlock
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": lock_key("table", qualified, day.isoformat())},
+        )
+
+
+def _lock_table(
+    conn: Connection, dialect: str, name: TableName, *, exclusive: bool, qualified: str = ""
+) -> None:
+    if dialect != "postgresql":
+        return
+    qualified = qualified or _qualified(conn, name)
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": lock_key("table", qualified)})
+
+
+def _qualified(conn: Connection, name: TableName) -> str:
+    if name.schema:
+        return f"{name.schema}.{name.name}"
+    schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+    return f"{schema}.{name.name}"
+
+
+def _delete(conn: Connection, dialect: str, name: TableName, partition: Partition) -> None:
+    if partition.whole_table:
+        conn.execute(sa.text(f"DELETE FROM {name.sql}"))
+        return
+    assert partition.start is not None and partition.end is not None and partition.column
+    column = f'"{partition.column}"'
+    conn.execute(
+        sa.text(f"DELETE FROM {name.sql} WHERE {column} >= :lo AND {column} < :hi"),
+        bounds(partition.start, partition.end, dialect),
+    )
