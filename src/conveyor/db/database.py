@@ -63,6 +63,19 @@ def lock_key(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+@contextmanager
+def using(target: Settings | Database) -> Iterator[Database]:
+    """A Database for `target`: itself, or one opened on a project's settings and closed after."""
+    if isinstance(target, Database):
+        yield target
+        return
+    db = Database.from_settings(target)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 class Database:
     """An SQLAlchemy engine on conveyor's database, with its schema checked on first use."""
 

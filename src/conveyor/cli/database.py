@@ -1,0 +1,307 @@
+"""`conveyor db upgrade | current`, `conveyor models list | show | promote | rollback`,
+`conveyor runs list | show`.
+
+The database layer is imported inside each command, so the CLI still starts (and these commands
+explain what to install) where SQLAlchemy is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from conveyor.cli import app
+from conveyor.cli.common import STATUS_STYLE, console, fail, settings
+
+db_app = typer.Typer(help="conveyor's database (SQLite by default).", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+runs_app = typer.Typer(help="Recorded runs and their lineage.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
+
+STAGE_STYLE = {"production": "green", "candidate": "cyan", "archived": "dim"}
+
+
+def _need_db() -> None:
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        fail("conveyor's database layer is not installed: pip install 'conveyor[db]'")
+
+
+def _styled(text: str, styles: dict[str, str]) -> str:
+    style = styles.get(text, "")
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}" if moment else ""
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f}s" if value is not None else ""
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ----------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: str = typer.Option("head", help="Alembic revision to upgrade to."),
+) -> None:
+    """Create or upgrade conveyor's tables in the configured database."""
+    _need_db()
+    from conveyor.db.database import Database
+
+    database = Database.from_settings(settings())
+    try:
+        before = database.stored_revision()
+        reached = database.upgrade(revision)
+    finally:
+        database.close()
+    change = "already at" if before == reached else f"upgraded from {before or '(empty)'} to"
+    console.print(f"{database.display_url}: {change} revision {reached}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show which database is configured and its schema revision."""
+    _need_db()
+    from conveyor.db.database import Database
+    from conveyor.db.models import SCHEMA_REVISION
+
+    database = Database.from_settings(settings(), upgrade=False)
+    try:
+        stored = database.stored_revision()
+    finally:
+        database.close()
+    state = "up to date" if stored == SCHEMA_REVISION else "needs `conveyor db upgrade`"
+    console.print(f"database: {database.display_url}")
+    console.print(f"revision: {stored or '(none: no conveyor tables yet)'} ({state})")
+    console.print(f"this conveyor expects: {SCHEMA_REVISION}")
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered models: versions, the latest, the one in production."""
+    _need_db()
+    from conveyor.db import registry
+
+    table = Table(title="models", title_justify="left")
+    for column in ("name", "versions", "latest", "production", "last registered"):
+        table.add_column(column)
+    for model in registry.models(settings()):
+        table.add_row(
+            model.name,
+            str(model.versions),
+            f"v{model.latest}",
+            f"v{model.production}" if model.production else "-",
+            _when(model.updated_at),
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Option(None, "--version", "-v", help="Show one version in detail."),
+) -> None:
+    """A model's versions and stage history, or one version's full lineage."""
+    _need_db()
+    from conveyor.db import registry
+
+    config = settings()
+    if version is not None:
+        record = registry.resolve(config, name, version=version)
+        _print_version(record)
+        return
+    table = Table(title=f"model {name}", title_justify="left")
+    for column in ("version", "stage", "registered", "metrics", "trained on", "code", "run"):
+        table.add_column(column)
+    for record in registry.versions(config, name):
+        table.add_row(
+            f"v{record.version}",
+            _styled(record.stage, STAGE_STYLE),
+            _when(record.created_at),
+            ", ".join(f"{k}={v:.4g}" for k, v in record.metrics.items()),
+            f"{record.train_start or ''} .. {record.train_end or ''}",
+            _code(record),
+            record.run_id or "",
+        )
+    console.print(table)
+    spans = Table(title="stage history", title_justify="left")
+    for column in ("version", "stage", "from", "until", "note"):
+        spans.add_column(column)
+    for span in registry.history(config, name):
+        spans.add_row(
+            f"v{span.version}",
+            _styled(span.stage, STAGE_STYLE),
+            _when(span.started_at),
+            _when(span.ended_at) or "now",
+            span.note,
+        )
+    console.print(spans)
+
+
+def _code(record: Any) -> str:
+    if not record.git_sha:
+        return f"hash {record.code_hash[:12]}" if record.code_hash else ""
+    dirty = " (dirty)" if record.git_dirty else ""
+    return f"git {record.git_sha[:10]}{dirty}"
+
+
+def _print_version(record: Any) -> None:
+    rows = [
+        ("stage", record.stage),
+        ("artifact", f"{record.artifact.sha256} ({record.artifact.codec.describe()}, "
+                     f"{record.artifact.size} bytes)"),
+        ("location", record.location),
+        ("metrics", json.dumps(record.metrics)),
+        ("params", json.dumps(record.params)),
+        ("training range", f"{record.train_start} .. {record.train_end}"),
+        ("trained by", f"run {record.run_id} ({record.pipeline}), step {record.producing_step}"),
+        ("git", f"{record.git_sha or '-'}{' (dirty)' if record.git_dirty else ''}"),
+        ("code hash", record.code_hash or "-"),
+        ("environment", f"{record.environment_key or '-'} (python {record.interpreter or '?'})"),
+        ("lock file", record.environment_lock_path or "-"),
+        ("registered", _when(record.created_at)),
+    ]  # fmt: skip
+    table = Table(title=f"model {record.name} v{record.version}", title_justify="left")
+    table.add_column("")
+    table.add_column("")
+    for key, value in rows:
+        table.add_row(key, value)
+    for read in record.training_data:
+        span = f"{read['start'] or '…'} .. {read['end'] or '…'}"
+        table.add_row("read", f"{read['table']} {span} ({read['step']})")
+    console.print(table)
+    if record.pins:
+        console.print("pins: " + " ".join(record.pins))
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., help="Version to put in production."),
+) -> None:
+    """Put a version in production; the current production version is archived."""
+    _need_db()
+    from conveyor.db import registry
+
+    record = registry.promote(settings(), name, version)
+    console.print(f"[green]{name} v{record.version} is now in production[/green]")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str = typer.Argument(..., help="Model name.")) -> None:
+    """Put the previous production version back in production."""
+    _need_db()
+    from conveyor.db import registry
+
+    record = registry.rollback(settings(), name)
+    console.print(f"[green]{name} rolled back: v{record.version} is in production again[/green]")
+
+
+# ----------------------------------------------------------------------------------- runs
+
+
+@runs_app.command("list")
+def runs_list(
+    pipeline: str = typer.Option(None, "--pipeline", "-p", help="Only this pipeline."),
+    status: str = typer.Option(None, help="Only runs with this status."),
+    limit: int = typer.Option(20, help="How many runs (newest first)."),
+) -> None:
+    """Recent runs, newest first."""
+    _need_db()
+    from conveyor.db import lineage
+
+    table = Table(title="runs", title_justify="left")
+    table.add_column("run", no_wrap=True, min_width=22)
+    for column in ("pipeline", "status", "partition", "started", "time", "error"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for run in lineage.list_runs(settings(), pipeline=pipeline, status=status, limit=limit):
+        table.add_row(
+            run.run_id,
+            run.pipeline,
+            _styled(run.status, STATUS_STYLE),
+            _partition(run),
+            _when(run.started_at),
+            _seconds(run.duration),
+            _short((run.error or "").splitlines()[0] if run.error else "", 50),
+        )
+    console.print(table)
+
+
+def _partition(run: Any) -> str:
+    if run.partition_start is None:
+        return ""
+    if run.partition_start == run.partition_end:
+        return str(run.partition_start)
+    return f"{run.partition_start} .. {run.partition_end}"
+
+
+@runs_app.command("show")
+def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix).")) -> None:
+    """A run's lineage: steps, inputs and outputs, and the models it used or registered."""
+    _need_db()
+    from conveyor.db import lineage
+
+    found = lineage.run_lineage(settings(), run_id)
+    run = found.run
+    console.print(
+        f"[bold]{run.pipeline}[/bold] run {run.run_id}: {_styled(run.status, STATUS_STYLE)}"
+        f"{' in ' + _seconds(run.duration) if run.duration is not None else ''}"
+    )
+    console.print(
+        f"params {json.dumps(run.params)}; partition {_partition(run) or '-'}; started "
+        f"{_when(run.started_at)} UTC on {run.hostname} (pid {run.pid}); {run.engine} engine, "
+        f"{run.runner} runner"
+    )
+    if run.error:
+        console.print(f"[red]{run.error}[/red]", markup=True)
+    table = Table(title="steps", title_justify="left")
+    for column in ("step", "status", "why", "time", "inputs", "outputs"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for step in found.steps:
+        table.add_row(
+            step.step,
+            _styled(step.status, STATUS_STYLE),
+            step.reason,
+            _seconds(step.duration),
+            "\n".join(f"{k}={_short(v, 40)}" for k, v in step.inputs.items()),
+            "\n".join(
+                f"{k}: {v['sha256'][:12]} ({v['format']}, {v['size']} B)"
+                for k, v in step.outputs.items()
+            ),
+        )
+    console.print(table)
+    for use in found.models_loaded:
+        model, trained = use.model, use.training_run
+        asked = ", ".join(f"{k}={v}" for k, v in use.requested.items() if v is not None)
+        console.print(
+            f"{use.step}: model [bold]{model.name} v{model.version}[/bold] ({asked}; now "
+            f"{model.stage}), artifact {model.artifact.sha256[:12]}"
+        )
+        if trained is not None:
+            console.print(
+                f"  trained by run {trained.run_id} ({trained.pipeline}, partition "
+                f"{_partition(trained) or '-'}, {trained.status}), step {model.producing_step}"
+            )
+        for read in model.training_data:
+            console.print(f"  read {read['table']} {read['start']} .. {read['end']}")
+        console.print(f"  code {_code(model) or '-'}; environment {model.environment_key or '-'}")
+    for model in found.models_registered:
+        console.print(f"registered [bold]{model.name} v{model.version}[/bold] ({model.stage})")

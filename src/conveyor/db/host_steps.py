@@ -1,0 +1,215 @@
+"""The host-step implementations the engine is handed: load_table, write_table, register_model,
+load_model. They run in the orchestrator process, the only place that holds credentials.
+
+`implementations(settings)` is cheap: the database is opened on the first host step that needs
+it, once per engine, and shared by its steps.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from conveyor.artifacts import ArtifactRef
+from conveyor.db import reads, registry, writes
+from conveyor.db.database import Database
+from conveyor.errors import HostStepError
+from conveyor.host import HostContext
+from conveyor.settings import Settings
+
+LOAD_TABLE_STEP = re.compile(r"load_table(_\d+)?")
+
+
+def implementations(settings: Settings) -> dict[str, Callable[..., Any]]:
+    """Host-step kind -> implementation, all sharing one lazily opened database."""
+    steps = HostSteps(settings)
+    return {
+        "load_table": steps.load_table,
+        "write_table": steps.write_table,
+        "register_model": steps.register_model,
+        "load_model": steps.load_model,
+    }
+
+
+class HostSteps:
+    """Host steps bound to one project's database."""
+
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.settings = settings
+        self._database = database
+        self._lock = threading.Lock()
+
+    @property
+    def database(self) -> Database:
+        with self._lock:
+            if self._database is None:
+                self._database = Database.from_settings(self.settings)
+            return self._database
+
+    def load_table(
+        self,
+        ctx: HostContext,
+        table: str,
+        start: date | None = None,
+        end: date | None = None,
+        days: int | None = None,
+        columns: list[str] | None = None,
+    ) -> Any:
+        """Rows of `table` in [start, end] (or the `days` calendar days ending at `end`)."""
+        frame = reads.load_table(self.database, table, start, end, days, columns)
+        ctx.log.info("load_table %s: %d rows", table, len(frame))
+        return frame
+
+    def write_table(
+        self,
+        ctx: HostContext,
+        df: Any,
+        table: str,
+        partition_start: date | None = None,
+        partition_end: date | None = None,
+        partition_col: str | None = None,
+    ) -> int:
+        """Replace one partition of `table` with `df`; the rows written."""
+        if partition_start is None and ctx.partition is not None:
+            raise HostStepError(
+                f"step {ctx.step!r}: write_table({table!r}) has no partition in a partitioned "
+                f"pipeline, so it would replace the whole table on every run. Pass "
+                f"partition=<the partition parameter> (or a (start, end) pair)."
+            )
+        rows = writes.write_table(
+            self.database, df, table, partition_start, partition_end, partition_col,
+            run_id=ctx.run_id,
+        )  # fmt: skip
+        ctx.log.info("write_table %s: %d rows", table, rows)
+        return rows
+
+    def register_model(
+        self,
+        ctx: HostContext,
+        name: str,
+        model: ArtifactRef,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> int:
+        """Record `model` (a reference; never loaded) with its lineage; its version number."""
+        if not isinstance(model, ArtifactRef):
+            raise HostStepError(f"step {ctx.step!r}: register_model needs the model's reference")
+        producer = ctx.upstream.get("model")
+        environment = ctx.environments.get(producer) if producer else None
+        reads_ = tables_read(ctx)
+        starts = [r["start"] for r in reads_ if r["start"]]
+        ends = [r["end"] for r in reads_ if r["end"]]
+        partition = ctx.partition or (None, None)
+        sha, dirty = git_version(ctx.project_root)
+        version = registry.register(
+            self.database,
+            registry.NewModel(
+                name=name,
+                artifact=model,
+                location=str(ctx.store.path_for(model.sha256)),
+                metrics={k: float(v) for k, v in (metrics or {}).items()},
+                params=dict(params or {}),
+                train_start=date.fromisoformat(min(starts)) if starts else partition[0],
+                train_end=date.fromisoformat(max(ends)) if ends else partition[1],
+                training_data=reads_,
+                git_sha=sha,
+                git_dirty=dirty,
+                code_hash=ctx.code.get(producer) if producer else None,
+                environment_key=getattr(environment, "key", None),
+                environment_lock_path=getattr(environment, "lock_path", None),
+                environment_lock="\n".join(getattr(environment, "pins", ())) or None,
+                interpreter=getattr(environment, "interpreter", None),
+                run_id=ctx.run_id,
+                pipeline=ctx.pipeline,
+                step=ctx.step,
+                producing_step=producer,
+            ),
+        )
+        ctx.log.info("register_model %s: version %d", name, version)
+        return version
+
+    def load_model(
+        self,
+        ctx: HostContext,
+        name: str,
+        stage: str | None = "production",
+        version: int | None = None,
+        as_of: date | None = None,
+    ) -> ArtifactRef:
+        """The reference of the model version asked for, checked to be in the artifact store."""
+        record = registry.resolve(self.database, name, stage=stage, version=version, as_of=as_of)
+        if not ctx.store.exists(record.artifact):
+            raise HostStepError(
+                f"step {ctx.step!r}: model {name!r} v{record.version} is registered, but its "
+                f"artifact {record.artifact.sha256[:12]} is not in this artifact store "
+                f"({ctx.store.root}); it was stored at {record.location}"
+            )
+        requested = {
+            "stage": stage if version is None else None,
+            "version": version,
+            "as_of": as_of.isoformat() if as_of else None,
+        }
+        registry.record_load(
+            self.database, record, run_id=ctx.run_id, step=ctx.step, requested=requested
+        )
+        ctx.log.info("load_model %s: version %d (%s)", name, record.version, record.stage)
+        return record.artifact
+
+
+def tables_read(ctx: HostContext) -> list[dict[str, Any]]:
+    """What the run's load_table steps read so far: table, resolved date range, content hash."""
+    found = []
+    for step, result in sorted(ctx.results.items()):
+        if not LOAD_TABLE_STEP.fullmatch(step) or result.status not in ("succeeded", "cached"):
+            continue
+        inputs = result.inputs
+        start, end = reads.resolve_range(
+            _date(inputs.get("start")), _date(inputs.get("end")), inputs.get("days")
+        )
+        output = result.artifacts.get("output")
+        found.append(
+            {
+                "step": step,
+                "table": inputs.get("table"),
+                "start": start.isoformat() if start else None,
+                "end": end.isoformat() if end else None,
+                "columns": inputs.get("columns"),
+                "sha256": output.sha256 if output else None,
+            }
+        )
+    return found
+
+
+def _date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def git_version(root: Path | str) -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether tracked files differ from it) of the repository at `root`;
+    (None, None) when it is not a git repository or git is missing."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    if sha is None:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return sha.strip(), bool(status.strip()) if status is not None else None

@@ -1,0 +1,372 @@
+"""Recording runs into conveyor's database through the engine's run hooks.
+
+Each hook is one short write transaction (an SQLite WAL commit is well under a millisecond;
+PostgreSQL one round trip per statement). While runs are active a heartbeat thread stamps them
+every `CONVEYOR_HEARTBEAT_SECONDS` (default 10). When a run starts, runs still marked `running`
+whose process is gone (same host, pid no longer alive) or whose heartbeat is older than
+`STALE_AFTER_BEATS` beats are marked `crashed` — "detected at the next start" — with their
+running steps and attempts, and their partitions marked failed.
+
+If the database cannot be opened, the recorder logs one warning and stops recording: a run
+never fails because its record could not be written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from conveyor._hashing import to_jsonable
+from conveyor.artifacts import ArtifactRef
+from conveyor.db.database import Database
+from conveyor.db.models import (
+    CRASHED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    ArtifactRefRow,
+    PartitionStatus,
+    PipelineRun,
+    StepAttempt,
+    StepRun,
+)
+from conveyor.errors import ConveyorError
+from conveyor.hooks import RunHooks
+from conveyor.results import RunInfo, RunResult, StepResult
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.db")
+
+HEARTBEAT_SECONDS = float(os.environ.get("CONVEYOR_HEARTBEAT_SECONDS", "10"))
+STALE_AFTER_BEATS = 6
+
+RUNS = sa.inspect(PipelineRun).local_table
+STEPS = sa.inspect(StepRun).local_table
+ATTEMPTS = sa.inspect(StepAttempt).local_table
+PARTITIONS = sa.inspect(PartitionStatus).local_table
+REFS = sa.inspect(ArtifactRefRow).local_table
+
+
+def recorder_hooks(settings: Settings) -> list[RunHooks]:
+    """The hooks `conveyor.run` installs: one Recorder on the project's database."""
+    return [Recorder(settings)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child nobody has reaped yet still answers signals
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Recorder(RunHooks):
+    """Writes runs, steps, attempts, artifact references and partition status."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database: Database | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.heartbeat_seconds = heartbeat_seconds
+        self.hostname = socket.gethostname()
+        self._database = database
+        self._disabled = False
+        self._lock = threading.Lock()
+        self._active: set[str] = set()
+        self._known: dict[str, dict[str, ArtifactRef]] = {}  # run -> sha -> ref seen so far
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    # -------------------------------------------------------------------------- plumbing
+
+    def _db(self) -> Database | None:
+        with self._lock:
+            if self._disabled:
+                return None
+            if self._database is None:
+                try:
+                    database = Database.from_settings(self.settings)
+                    database.ensure_schema()
+                except (ConveyorError, sa.exc.SQLAlchemyError) as exc:
+                    log.warning("not recording runs: %s", exc)
+                    self._disabled = True
+                    return None
+                self._database = database
+            return self._database
+
+    def _write(self, action: Any, *args: Any) -> None:
+        db = self._db()
+        if db is None:
+            return
+        with db.write() as conn:
+            action(conn, *args)
+
+    # -------------------------------------------------------------------------- hooks
+
+    def run_started(self, run: RunInfo) -> None:
+        self._write(self._run_started, run)
+        with self._lock:
+            if self._disabled:
+                return
+            self._active.add(run.run_id)
+            self._known[run.run_id] = {}
+            if self._beat is None or not self._beat.is_alive():
+                self._stop.clear()
+                self._beat = threading.Thread(
+                    target=self._heartbeat, name="conveyor-heartbeat", daemon=True
+                )
+                self._beat.start()
+
+    def _run_started(self, conn: Connection, run: RunInfo) -> None:
+        now = _now()
+        mark_crashed(conn, now, self.hostname, self.heartbeat_seconds * STALE_AFTER_BEATS)
+        start, end = run.partition or (None, None)
+        conn.execute(
+            sa.insert(RUNS).values(
+                run_id=run.run_id,
+                pipeline=run.pipeline,
+                status=RUNNING,
+                params=to_jsonable(run.params),
+                partition_start=start,
+                partition_end=end,
+                engine=run.engine,
+                runner=run.runner,
+                project_root=run.project_root,
+                tags=list(run.tags),
+                code_version=to_jsonable(run.code_version),
+                hostname=self.hostname,
+                pid=os.getpid(),
+                started_at=run.started_at,
+                heartbeat_at=now,
+            )
+        )
+        _set_partitions(conn, run, RUNNING, now)
+
+    def step_started(self, run: RunInfo, step: str, attempt: int, reason: str) -> None:
+        self._write(self._step_started, run, step, attempt, reason)
+
+    def _step_started(
+        self, conn: Connection, run: RunInfo, step: str, attempt: int, reason: str
+    ) -> None:
+        now = _now()
+        mine = (ATTEMPTS.c.run_id == run.run_id) & (ATTEMPTS.c.step == step)
+        conn.execute(  # an earlier attempt still open was retried: it failed
+            sa.update(ATTEMPTS)
+            .where(mine, ATTEMPTS.c.status == RUNNING)
+            .values(status=FAILED, finished_at=now)
+        )
+        conn.execute(
+            sa.insert(ATTEMPTS).values(
+                run_id=run.run_id, step=step, attempt=attempt, status=RUNNING, reason=reason,
+                started_at=now, heartbeat_at=now,
+            )
+        )  # fmt: skip
+        _upsert_step(
+            conn,
+            run.run_id,
+            step,
+            {"status": RUNNING, "reason": reason, "attempts": attempt, "started_at": now},
+        )
+
+    def step_finished(self, run: RunInfo, result: StepResult) -> None:
+        with self._lock:
+            known = self._known.setdefault(run.run_id, {})
+            inputs = {
+                name: known[value]
+                for name, value in result.inputs.items()
+                if isinstance(value, str) and value in known
+            }
+            known.update({ref.sha256: ref for ref in result.artifacts.values()})
+        self._write(self._step_finished, run, result, inputs)
+
+    def _step_finished(
+        self, conn: Connection, run: RunInfo, result: StepResult, inputs: dict[str, ArtifactRef]
+    ) -> None:
+        now = _now()
+        fields = {
+            "kind": result.kind,
+            "status": result.status,
+            "reason": result.reason,
+            "attempts": result.attempts,
+            "cache_key": result.cache_key,
+            "environment": result.environment,
+            "inputs": to_jsonable(result.inputs),
+            "outputs": {name: ref.to_dict() for name, ref in result.artifacts.items()},
+            "metrics": result.metrics,
+            "timings": to_jsonable(result.timings),
+            "started_at": result.started_at,
+            "finished_at": now,
+            "duration": result.duration,
+            "error": result.error,
+            "log_path": result.log_path,
+        }
+        _upsert_step(conn, run.run_id, result.name, fields)
+        conn.execute(
+            sa.update(ATTEMPTS)
+            .where(
+                ATTEMPTS.c.run_id == run.run_id,
+                ATTEMPTS.c.step == result.name,
+                ATTEMPTS.c.status == RUNNING,
+            )
+            .values(status=result.status, finished_at=now, error=result.error)
+        )
+        refs = [("output", n, r) for n, r in result.artifacts.items()]
+        refs += [("input", n, r) for n, r in inputs.items()]
+        conn.execute(sa.delete(REFS).where(REFS.c.run_id == run.run_id, REFS.c.step == result.name))
+        if refs:
+            conn.execute(
+                sa.insert(REFS),
+                [
+                    {
+                        "sha256": ref.sha256, "format": ref.codec.format,
+                        "json_type": ref.codec.json_type, "size": ref.size, "run_id": run.run_id,
+                        "step": result.name, "role": role, "name": name, "created_at": now,
+                    }
+                    for role, name, ref in refs
+                ],
+            )  # fmt: skip
+
+    def run_finished(self, run: RunInfo, result: RunResult) -> None:
+        try:
+            self._write(self._run_finished, run, result)
+        finally:
+            with self._lock:
+                self._active.discard(run.run_id)
+                self._known.pop(run.run_id, None)
+                if not self._active:
+                    self._stop.set()
+
+    def _run_finished(self, conn: Connection, run: RunInfo, result: RunResult) -> None:
+        now = _now()
+        conn.execute(
+            sa.update(RUNS)
+            .where(RUNS.c.run_id == run.run_id)
+            .values(
+                status=result.status, finished_at=now, heartbeat_at=now,
+                duration=result.duration, plan_seconds=result.plan_seconds, error=result.error,
+            )
+        )  # fmt: skip
+        _set_partitions(conn, run, SUCCEEDED if result.status == SUCCEEDED else FAILED, now)
+
+    # -------------------------------------------------------------------------- heartbeat
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            with self._lock:
+                active = sorted(self._active)
+            if active:
+                try:
+                    self._write(_beat, active)
+                except Exception:  # never let the heartbeat thread die on a hiccup
+                    log.warning("heartbeat failed", exc_info=True)
+
+    def close(self) -> None:
+        """Stop the heartbeat and release connections (tests, long-lived processes)."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        if self._database is not None:
+            self._database.close()
+
+
+def _beat(conn: Connection, run_ids: list[str]) -> None:
+    now = _now()
+    conn.execute(
+        sa.update(RUNS)
+        .where(RUNS.c.run_id.in_(run_ids), RUNS.c.status == RUNNING)
+        .values(heartbeat_at=now)
+    )
+    conn.execute(
+        sa.update(ATTEMPTS)
+        .where(ATTEMPTS.c.run_id.in_(run_ids), ATTEMPTS.c.status == RUNNING)
+        .values(heartbeat_at=now)
+    )
+
+
+def _upsert_step(conn: Connection, run_id: str, step: str, fields: dict[str, Any]) -> None:
+    where = (STEPS.c.run_id == run_id) & (STEPS.c.step == step)
+    if conn.execute(sa.update(STEPS).where(where).values(**fields)).rowcount:
+        return
+    defaults = {
+        "kind": "", "status": RUNNING, "reason": "", "attempts": 0, "inputs": {},
+        "outputs": {}, "timings": {},
+    }  # fmt: skip
+    conn.execute(sa.insert(STEPS).values(**{**defaults, **fields}, run_id=run_id, step=step))
+
+
+def _set_partitions(conn: Connection, run: RunInfo, status: str, now: datetime) -> None:
+    if not run.partition_dates:
+        return
+    where = (PARTITIONS.c.pipeline == run.pipeline) & PARTITIONS.c.partition_date.in_(
+        run.partition_dates
+    )
+    conn.execute(sa.delete(PARTITIONS).where(where))
+    conn.execute(
+        sa.insert(PARTITIONS),
+        [
+            {"pipeline": run.pipeline, "partition_date": day, "status": status,
+             "run_id": run.run_id, "updated_at": now}
+            for day in run.partition_dates
+        ],
+    )  # fmt: skip
+
+
+def mark_crashed(conn: Connection, now: datetime, hostname: str, stale_seconds: float) -> list[str]:
+    """Mark runs left `running` by a process that is gone as `crashed`; return their ids."""
+    rows = conn.execute(
+        sa.select(RUNS.c.run_id, RUNS.c.hostname, RUNS.c.pid, RUNS.c.heartbeat_at).where(
+            RUNS.c.status == RUNNING
+        )
+    ).all()
+    stale_before = now - timedelta(seconds=stale_seconds)
+    crashed: dict[str, str] = {}
+    for run_id, host, pid, heartbeat in rows:
+        if host == hostname and pid != os.getpid() and not process_alive(pid):
+            crashed[run_id] = f"its process (pid {pid} on {host}) is gone"
+        elif heartbeat < stale_before:
+            crashed[run_id] = (
+                f"no heartbeat from pid {pid} on {host} since {heartbeat:%Y-%m-%d %H:%M:%S} UTC"
+            )
+    for run_id, why in crashed.items():
+        error = f"crashed: {why}; detected at the next start ({now:%Y-%m-%d %H:%M:%S} UTC)"
+        conn.execute(
+            sa.update(RUNS)
+            .where(RUNS.c.run_id == run_id)
+            .values(status=CRASHED, finished_at=now, error=error)
+        )
+        for table in (STEPS, ATTEMPTS):
+            conn.execute(
+                sa.update(table)
+                .where(table.c.run_id == run_id, table.c.status == RUNNING)
+                .values(status=CRASHED, finished_at=now, error=error)
+            )
+        conn.execute(
+            sa.update(PARTITIONS)
+            .where(PARTITIONS.c.run_id == run_id, PARTITIONS.c.status == RUNNING)
+            .values(status=FAILED, updated_at=now)
+        )
+        log.warning("run %s %s", run_id, error)
+    return list(crashed)
