@@ -1,7 +1,7 @@
 """The example pipeline: conflicting pins side by side, a DataFrame hand-off, metrics."""
 
-from conveyor import pipeline
 from components.example import fit_least_squares, make_data, report, six_new, six_old
+from conveyor import pipeline
 
 
 @pipeline
