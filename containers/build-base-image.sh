@@ -190,7 +190,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 START=$SECONDS
-log "suite=$SUITE mirror=$MIRROR security=${SECURITY_MIRROR:-none} tag=$TAG"
+if ((UPGRADE)); then
+    log "suite=$SUITE mirror=$MIRROR security=${SECURITY_MIRROR:-none} tag=$TAG"
+else
+    log "suite=$SUITE mirror=$MIRROR (no upgrade) tag=$TAG"
+fi
 log "debootstrap --variant=minbase into $ROOTFS (takes a minute or two) ..."
 
 # ---- 1. debootstrap ----------------------------------------------------------------

@@ -41,7 +41,7 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip())
         for parent in path.relative_to(self.root).parents:
-            if str(parent) not in (".", "flows") and not (self.root / parent / "__init__.py").exists():
+            if str(parent) != "." and not (self.root / parent / "__init__.py").exists():
                 (self.root / parent / "__init__.py").write_text("")
         return path
 
@@ -66,6 +66,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     root.mkdir()
     (root / "pyproject.toml").write_text('[tool.conveyor]\nflows = ["flows"]\n')
     (root / "flows").mkdir()
+    (root / "flows" / "__init__.py").write_text("")
     monkeypatch.chdir(root)
     monkeypatch.delenv("CONVEYOR_HOME", raising=False)
     monkeypatch.delenv("CONVEYOR_DATABASE_URL", raising=False)

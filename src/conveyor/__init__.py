@@ -7,9 +7,10 @@ only the stdlib-only core on its path) can still `from conveyor import component
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from conveyor.version import __version__
+
+TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
 
 _EXPORTS: dict[str, str] = {
     "ArtifactRef": "conveyor.artifacts",
@@ -57,6 +58,12 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+    from conveyor._step_mode import IN_STEP, STEP_MODE_EXPORTS
+
+    if IN_STEP.get() and name in STEP_MODE_EXPORTS:
+        return STEP_MODE_EXPORTS[name]
+    if IN_STEP.get() and name == "Metrics":
+        module = "conveyor._codecs"
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -67,6 +74,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from conveyor.artifacts import ArtifactRef, Metrics
     from conveyor.component_spec import Component, component
     from conveyor.dag import Pipeline, pipeline

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from datetime import date, datetime
-from pathlib import Path
-from typing import IO, Any
+
+TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
+
+if TYPE_CHECKING:  # `typing` and `pathlib` cost a step process milliseconds it should not pay
+    from pathlib import Path
+    from typing import IO, Any
 
 CHUNK = 1 << 20
 
@@ -34,6 +37,8 @@ def canonical_json(value: Any) -> str:
 
 def sha256_text(text: str) -> str:
     """Hex sha256 of a UTF-8 string."""
+    import hashlib  # imported where used: OpenSSL costs a step that hashes nothing
+
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -44,8 +49,10 @@ def sha256_json(value: Any) -> str:
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
+    import hashlib
+
     digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -53,6 +60,8 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_buffer(buffer: Any) -> str:
     """Hex sha256 of anything exposing the buffer protocol (bytes, mmap, memoryview)."""
+    import hashlib
+
     return hashlib.sha256(memoryview(buffer)).hexdigest()
 
 
@@ -60,6 +69,8 @@ class HashingWriter:
     """A binary file wrapper that hashes bytes as they are written (one pass, no re-read)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
+        import hashlib
+
         self._raw = raw
         self._digest = hashlib.sha256()
         self.size = 0

@@ -20,12 +20,9 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from conveyor._hashing import to_jsonable
+from conveyor._step_mode import IN_STEP
 from conveyor.artifacts import FORMAT_REQUIREMENTS, Codec, Metrics
 from conveyor.errors import ComponentDefinitionError
-
-# Set by the executor inside a step process: the spec was validated when the pipeline was traced,
-# and re-validating would need `packaging` (and every hinted type) in every step environment.
-IN_STEP: ContextVar[bool] = ContextVar("conveyor_in_step", default=False)
 
 
 class Tracer(Protocol):

@@ -25,14 +25,16 @@ import json
 import os
 import sys
 import time
-import traceback
-from pathlib import Path
-from typing import Any
 
-from conveyor.artifacts import Codec, decode_json_value, read_value, write_value
-from conveyor.component_spec import IN_STEP
+from conveyor._codecs import decode_json_value, preload, read_file, write_file
+from conveyor._step_mode import IN_STEP
 from conveyor.errors import ArtifactError, ExecutorProtocolError
 from conveyor.version import EXECUTOR_PROTOCOL
+
+TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
+
+if TYPE_CHECKING:  # every import here costs each step process; keep this module lean
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_STEP_FAILED = 1
@@ -42,7 +44,11 @@ EXIT_PROTOCOL = 2
 def load_spec(source: str) -> dict[str, Any]:
     """A task spec from a file path or inline JSON."""
     try:
-        text = source if source.lstrip().startswith("{") else Path(source).read_text()
+        if source.lstrip().startswith("{"):
+            text = source
+        else:
+            with open(source) as f:
+                text = f.read()
         spec = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise ExecutorProtocolError(f"cannot read task spec {source[:200]!r}: {exc}") from exc
@@ -66,6 +72,8 @@ def _resolve(module: str, qualname: str) -> Any:
 
 def _user_traceback(exc: BaseException) -> str:
     """The traceback without the executor's own frames."""
+    import traceback
+
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
@@ -101,13 +109,16 @@ def run_task(spec: dict[str, Any]) -> tuple[dict[str, Any], BaseException | None
     try:
         t0 = time.perf_counter()
         fn = _resolve(spec["module"], spec["qualname"])
+        preload(item["format"] for item in [*spec["inputs"].values(), *spec["outputs"].values()])
         timings["import"] = time.perf_counter() - t0
 
         stage = "load"
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = {}
         for name, item in spec["inputs"].items():
-            kwargs[name] = read_value(item["path"], Codec.from_dict(item), item.get("sha256"))
+            kwargs[name] = read_file(
+                item["path"], item["format"], item.get("type"), item.get("sha256")
+            )
         for name, item in spec["parameters"].items():
             kwargs[name] = decode_json_value(item.get("value"), item.get("type"))
         timings["load"] = time.perf_counter() - t0
@@ -149,19 +160,22 @@ def _save_outputs(spec: dict[str, Any], returned: Any) -> dict[str, Any]:
         else:
             value = returned
         try:
-            ref = write_value(value, Codec.from_dict(item), item["path"])
+            sha256, size = write_file(value, item["format"], item.get("type"), item["path"])
         except TypeError as exc:
             raise TypeError(f"step {spec['step']!r}, output {name!r}: {exc}") from exc
-        outputs[name] = ref.to_dict()
+        outputs[name] = {"sha256": sha256, "size": size, "format": item["format"]}
+        if item.get("type"):
+            outputs[name]["type"] = item["type"]
     return outputs
 
 
-def write_result(path: str | Path, result: dict[str, Any]) -> None:
+def write_result(path: str, result: dict[str, Any]) -> None:
     """Write a result document atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
 
 
 def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:

@@ -34,6 +34,7 @@ class PreparedEnvironment:
     lock_path: str | None = None
     pins: tuple[str, ...] = ()
     build_seconds: float = 0.0
+    built: bool = False  # True when this plan had to build it (False: reused)
 
 
 @dataclass(frozen=True, slots=True)

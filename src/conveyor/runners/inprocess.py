@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +12,8 @@ from conveyor.environment import EnvironmentSpec
 from conveyor.errors import StepFailed
 from conveyor.executor import run_task, write_result
 from conveyor.runners.base import PreparedEnvironment, Task, python_version, requirement_spec
+
+log = logging.getLogger("conveyor.inprocess")
 
 
 class InProcessRunner:
@@ -51,7 +53,7 @@ class InProcessRunner:
 
     def run(self, task: Task) -> dict[str, Any]:
         for note in self.limitations(task.component):
-            warnings.warn(f"step {task.step!r}: {note}", stacklevel=2)
+            log.warning("step %s: %s", task.step, note)
         task.workdir.mkdir(parents=True, exist_ok=True)
         result, exc = run_task(task.spec)
         write_result(task.result_path, result)

@@ -6,6 +6,7 @@ environment, and a step sees only what it declared plus these modules.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
 import secrets
@@ -16,7 +17,9 @@ from pathlib import Path
 # and `python -m conveyor.executor` need. All import only the standard library at module level.
 RUNTIME_MODULES = (
     "__init__.py",
+    "_codecs.py",
     "_hashing.py",
+    "_step_mode.py",
     "artifacts.py",
     "component_spec.py",
     "dag.py",
@@ -46,6 +49,8 @@ def runtime_bundle(root: str | Path) -> Path:
     (staging / "conveyor").mkdir(parents=True)
     for name in RUNTIME_MODULES:
         shutil.copyfile(source / name, staging / "conveyor" / name)
+    # byte-compile now: containers mount this folder read-only and could not cache bytecode
+    compileall.compile_dir(staging, quiet=1)
     try:
         staging.rename(target)
     except OSError:  # another process made it first

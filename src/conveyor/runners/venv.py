@@ -77,7 +77,7 @@ class VenvRunner:
             lock = self.locker.lock(spec, who=who)
             key = environment_key("venv", platform.python_version(), lock.sha256)
             started = time.perf_counter()
-            path = self._ensure_built(key, spec, lock.path, lock.pins, who)
+            path, built = self._ensure_built(key, spec, lock.path, lock.pins, who)
             prepared[spec] = PreparedEnvironment(
                 key=key,
                 spec=spec,
@@ -86,23 +86,24 @@ class VenvRunner:
                 lock_path=str(lock.path),
                 pins=lock.pins,
                 build_seconds=time.perf_counter() - started,
+                built=built,
             )
         return prepared
 
     def _ensure_built(
         self, key: str, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str
-    ) -> Path:
+    ) -> tuple[Path, bool]:
         from filelock import FileLock
 
         env_dir = self.settings.env_dir
         target = env_dir / key
         if (target / MARKER).is_file():
             (target / MARKER).touch()
-            return target
+            return target, False
         env_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(env_dir / f".{key}.lock"), timeout=1800):
             if (target / MARKER).is_file():
-                return target
+                return target, False
             staging = env_dir / f".{key}.building"
             shutil.rmtree(staging, ignore_errors=True)
             try:
@@ -113,7 +114,7 @@ class VenvRunner:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             log.info("built environment %s for %s (%s)", key, who, spec.describe())
-        return target
+        return target, True
 
     def _build(
         self, path: Path, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str

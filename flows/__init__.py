@@ -1,0 +1,1 @@
+"""The project's pipelines; `conveyor run NAME` finds them here."""

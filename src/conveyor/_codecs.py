@@ -1,0 +1,162 @@
+"""Encoding values to files and back, hashed in the same pass. Kept lean for step processes.
+
+This is what the executor imports in every step, so it uses only light standard modules; heavy
+libraries (pandas, numpy, joblib) are imported only by the codec that needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from datetime import date, datetime
+
+from conveyor._hashing import HashingWriter, sha256_buffer, to_jsonable
+from conveyor.errors import ArtifactError, ArtifactIntegrityError
+
+TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
+
+if TYPE_CHECKING:
+    from typing import Any
+
+FORMATS = ("parquet", "npy", "json", "joblib")
+JSON_TYPES = ("date", "datetime", "metrics")
+
+
+class Metrics(dict):  # dict[str, float]; a plain subclass keeps `typing` out of step processes
+    """Metrics a step reports: a mapping of names to floats, shown in the CLI and stored."""
+
+
+_LIBRARIES = {"parquet": ("pandas", "pyarrow.parquet"), "npy": ("numpy",), "joblib": ("joblib",)}
+
+
+def preload(formats) -> None:
+    """Import the libraries these formats need (so their import is not counted as I/O)."""
+    import importlib
+
+    for fmt in set(formats):
+        for module in _LIBRARIES.get(fmt, ()):
+            importlib.import_module(module)
+
+
+def decode_json_value(value: Any, json_type: str | None) -> Any:
+    """Turn a JSON value back into the Python type its hint asked for."""
+    if value is None:
+        return None
+    if json_type == "date":
+        return date.fromisoformat(value)
+    if json_type == "datetime":
+        return datetime.fromisoformat(value)
+    if json_type == "metrics":
+        return Metrics(value)
+    return value
+
+
+def _check_metrics(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise TypeError(f"Metrics must be a dict of name -> float, got {type(value).__name__}")
+    for key, number in value.items():
+        if not isinstance(key, str) or isinstance(number, bool):
+            raise TypeError(f"Metrics entry {key!r}: {number!r} is not a name -> float pair")
+        try:
+            float(number)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Metrics entry {key!r}: {number!r} is not a number") from exc
+
+
+def _encode(value: Any, fmt: str, json_type: str | None, out: HashingWriter) -> None:
+    if fmt == "parquet":
+        import pandas as pd
+
+        if not isinstance(value, pd.DataFrame):
+            raise TypeError(f"expected a pandas DataFrame (hint), got {type(value).__name__}")
+        value.to_parquet(out, engine="pyarrow")
+    elif fmt == "npy":
+        import numpy as np
+
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"expected a numpy ndarray (hint), got {type(value).__name__}")
+        np.save(out, value, allow_pickle=False)
+    elif fmt == "json":
+        if json_type == "metrics":
+            _check_metrics(value)
+            value = {k: float(v) for k, v in value.items()}
+        elif json_type == "date" and not isinstance(value, date):
+            raise TypeError(f"expected a date (hint), got {type(value).__name__}")
+        out.write(json.dumps(to_jsonable(value), allow_nan=False).encode())
+    elif fmt == "joblib":
+        import joblib
+
+        joblib.dump(value, out)
+    else:
+        raise ValueError(f"unknown artifact format {fmt!r}; expected one of {FORMATS}")
+
+
+def write_file(value: Any, fmt: str, json_type: str | None, path: str) -> tuple[str, int]:
+    """Write `value` to `path` atomically, hashing in the same pass; return (sha256, size).
+
+    The file appears under its final name only once complete (temp file + rename). There is no
+    fsync: a torn file after a power loss is caught by the hash check on load.
+    """
+    directory, name = os.path.split(os.fspath(path))
+    os.makedirs(directory or ".", exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "wb") as raw:
+            writer = HashingWriter(raw)
+            _encode(value, fmt, json_type, writer)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return writer.hexdigest(), writer.size
+
+
+def read_file(path: str, fmt: str, json_type: str | None, sha256: str | None = None) -> Any:
+    """Load a value from `path`, refusing it if its bytes do not hash to `sha256`."""
+    path = os.fspath(path)
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            buffer: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except FileNotFoundError as exc:
+        raise ArtifactError(
+            f"artifact {path} is missing; re-run the step that produced it (`--force-step STEP`)"
+        ) from exc
+    try:
+        if sha256 is not None:
+            actual = sha256_buffer(buffer)
+            if actual != sha256:
+                raise ArtifactIntegrityError(
+                    f"artifact {path} does not match its content hash: expected sha256 "
+                    f"{sha256}, found {actual}. The file was changed or truncated after it was "
+                    f"written; delete it and re-run the step that produced it (`--force-step "
+                    f"STEP`)."
+                )
+        return _decode(buffer, fmt, json_type)
+    finally:
+        if isinstance(buffer, mmap.mmap):
+            buffer.close()
+
+
+def _decode(buffer: Any, fmt: str, json_type: str | None) -> Any:
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # to_pandas copies out of the mapped buffer, so closing the map afterwards is safe
+        return pq.read_table(pa.py_buffer(buffer)).to_pandas()
+    if fmt == "json":
+        return decode_json_value(json.loads(bytes(buffer)), json_type)
+    import io
+
+    if fmt == "npy":
+        import numpy as np
+
+        return np.load(io.BytesIO(buffer), allow_pickle=False)
+    if fmt == "joblib":
+        import joblib
+
+        return joblib.load(io.BytesIO(buffer))
+    raise ValueError(f"unknown artifact format {fmt!r}; expected one of {FORMATS}")

@@ -1,0 +1,65 @@
+"""Inside a step process: the decorators become pass-throughs.
+
+The executor sets IN_STEP before importing a step's module. The module's `@component` and
+`@pipeline` then only keep the plain function: the spec was validated and the DAG traced in the
+orchestrator, and doing it again would cost every step the import of `typing`, `inspect`,
+`packaging` and every hinted type, none of which a step environment needs.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+IN_STEP: ContextVar[bool] = ContextVar("conveyor_in_step", default=False)
+
+
+class StepFunction:
+    """What `@component` gives inside a step: the function, callable as itself."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__wrapped__ = fn
+        self.__name__ = getattr(fn, "__name__", "step")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def with_options(self, **options):
+        return self
+
+
+def _decorator(wrap):
+    def decorator(fn=None, **options):
+        if fn is not None and callable(fn) and not options:
+            return wrap(fn)
+        return wrap
+
+    return decorator
+
+
+component = _decorator(StepFunction)
+host_step = _decorator(StepFunction)
+pipeline = _decorator(lambda fn: fn)
+
+
+class _HostStepStub:
+    """`load_table` and friends inside a step: never called there (pipelines are not traced)."""
+
+    def __init__(self, name):
+        self.__name__ = name
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"{self.__name__}() is a host step and cannot run inside a step")
+
+
+STEP_MODE_EXPORTS = {
+    "component": component,
+    "host_step": host_step,
+    "pipeline": pipeline,
+    "load_table": _HostStepStub("load_table"),
+    "write_table": _HostStepStub("write_table"),
+    "register_model": _HostStepStub("register_model"),
+    "load_model": _HostStepStub("load_model"),
+}

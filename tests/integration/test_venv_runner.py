@@ -1,0 +1,243 @@
+"""The venv runner against real uv environments and the real package index."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from conveyor.errors import EnvironmentBuildError
+from tests.conftest import need
+
+pytestmark = pytest.mark.venv
+
+SIX = """
+from conveyor import component
+
+@component(packages=["six==1.16.0"])
+def old_six() -> str:
+    import six
+    return six.__version__
+
+@component(packages=["six==1.17.0"])
+def new_six() -> str:
+    import six
+    return six.__version__
+
+@component
+def both(a: str, b: str) -> dict:
+    return {"a": a, "b": b}
+"""
+
+FLOW = """
+from conveyor import pipeline
+from steps.sixes import both, new_six, old_six
+
+@pipeline
+def sixes():
+    return both(old_six(), new_six())
+"""
+
+
+@pytest.fixture(autouse=True)
+def _uv_available():
+    from conveyor.environment import find_uv
+
+    try:
+        find_uv()
+    except EnvironmentBuildError:
+        need(False, "uv is not installed")
+
+
+def _run(name, params=None, **options):
+    return conveyor.run(name, params or {}, runner="venv", hooks=[], **options)
+
+
+def test_conflicting_pins_each_step_sees_its_own_version(project):
+    project.write("steps/sixes.py", SIX)
+    project.write("flows/sixes.py", FLOW)
+    result = _run("sixes")
+    assert result.ok, result.error
+    assert result.output == {"a": "1.16.0", "b": "1.17.0"}
+    envs = {result.steps[n].environment for n in ("old_six", "new_six", "both")}
+    assert len(envs) == 3
+    again = _run("sixes")
+    assert [s.status for s in again.steps.values()] == ["cached"] * 3
+    locks = sorted(p.name for p in (project.root / ".conveyor" / "locks").glob("*.txt"))
+    assert len(locks) == 3  # one lock per requirement set, the empty set included
+    texts = [p.read_text() for p in (project.root / ".conveyor/locks").glob("*.txt")]
+    assert sum("six==1.16.0" in t for t in texts) == 1
+    assert sum("six==1.17.0" in t for t in texts) == 1
+
+
+STEPS = """
+import os, subprocess, time
+from conveyor import component
+
+@component
+def undeclared() -> int:
+    import six
+    return 1
+
+@component(env=["MY_TOKEN", "MISSING_VAR"])
+def environment() -> dict:
+    return {k: v for k, v in os.environ.items()}
+
+@component(timeout=1.5)
+def hangs(pidfile: str) -> int:
+    child = subprocess.Popen(["sleep", "60"])
+    with open(pidfile, "w") as f:
+        f.write(str(child.pid))
+    time.sleep(60)
+    return 0
+
+@component
+def frame_rows(n: int) -> "pd.DataFrame":
+    import pandas as pd
+    return pd.DataFrame({"x": range(n)})
+
+@component
+def count_rows(df: "pd.DataFrame") -> int:
+    return len(df)
+
+@component(packages=["six==99.99.99"])
+def impossible() -> int:
+    return 1
+
+@component
+def side_effect(path: str) -> int:
+    open(path, "w").write("ran")
+    return 1
+"""
+
+STEP_FLOWS = """
+from conveyor import pipeline
+from steps.checks import (count_rows, environment, frame_rows, hangs, impossible, side_effect,
+                          undeclared)
+
+@pipeline
+def undeclared_import():
+    return undeclared()
+
+@pipeline
+def env_vars():
+    return environment()
+
+@pipeline
+def timeout(pidfile: str):
+    return hangs(pidfile)
+
+@pipeline
+def frames(n: int = 5):
+    return count_rows(frame_rows(n))
+
+@pipeline
+def bad_pin(path: str):
+    side_effect(path)
+    return impossible()
+"""
+
+
+@pytest.fixture
+def checks(project):
+    project.write("steps/checks.py", STEPS)
+    project.write("flows/checks.py", STEP_FLOWS)
+    return project
+
+
+def test_undeclared_import_fails_naming_the_step(checks):
+    result = _run("undeclared_import")
+    assert result.status == "failed"
+    assert "No module named 'six' in the environment of step 'undeclared'" in result.error
+    assert "Add the package to @component(packages=[...])" in result.error
+
+
+def test_only_declared_variables_reach_the_step(checks, monkeypatch):
+    monkeypatch.setenv("MY_TOKEN", "t0k3n")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://secret@db/prod")
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "postgresql://secret@db/prod")
+    result = _run("env_vars")
+    assert result.ok, result.error
+    seen = result.output
+    assert seen["MY_TOKEN"] == "t0k3n"
+    assert "DATABASE_URL" not in seen and "MISSING_VAR" not in seen
+    assert not [k for k in seen if k.startswith("CONVEYOR_")]
+
+
+def test_timeout_kills_the_process_group(checks):
+    pidfile = checks.root / "child.pid"
+    started = time.monotonic()
+    result = _run("timeout", {"pidfile": str(pidfile)})
+    assert time.monotonic() - started < 30
+    assert result.status == "failed"
+    assert "timed out after 1.5 s" in result.error
+    child = int(pidfile.read_text())
+    time.sleep(0.2)
+    status = Path(f"/proc/{child}/status")
+    assert not status.exists() or "zombie" in status.read_text()
+
+
+def test_dataframe_steps_get_pandas_without_declaring_it(checks):
+    result = _run("frames", {"n": 7})
+    assert result.ok, result.error
+    assert result.output == 7
+
+
+def test_bad_pin_fails_at_plan_time_before_any_step_runs(checks):
+    marker = checks.root / "ran.txt"
+    with pytest.raises(EnvironmentBuildError) as info:
+        _run("bad_pin", {"path": str(marker)})
+    message = str(info.value)
+    assert "could not resolve requirements for step impossible" in message
+    assert "six==99.99.99" in message
+    assert not marker.exists()
+
+
+def test_failed_install_leaves_no_environment_behind(checks, tmp_path, monkeypatch):
+    from conveyor.environment import EnvironmentSpec
+    from conveyor.runners.venv import VenvRunner
+
+    monkeypatch.setenv("CONVEYOR_ENV_DIR", str(tmp_path / "envs"))
+    runner = VenvRunner(checks.settings)
+    lock_dir = checks.settings.lock_dir
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    spec = EnvironmentSpec(("six==99.0.1",), "3.11")
+    # a lock that names a version the index does not have: resolution passed earlier, install fails
+    (lock_dir / f"{spec.lock_id}.txt").write_text("six==99.0.1\n")
+    with pytest.raises(EnvironmentBuildError) as info:
+        runner.prepare({spec: ["impossible"]})
+    assert "could not build the environment for step impossible" in str(info.value)
+    assert "six==99.0.1" in str(info.value)
+    assert [p.name for p in (tmp_path / "envs").iterdir() if not p.name.endswith(".lock")] == []
+
+
+PREPARE = """
+import json, sys
+from conveyor.environment import EnvironmentSpec
+from conveyor.runners.venv import VenvRunner
+from conveyor.settings import Settings
+
+runner = VenvRunner(Settings.load(sys.argv[1]))
+env = runner.prepare({EnvironmentSpec(("six==1.16.0",), "3.11"): ["s"]})
+print(json.dumps([e.built for e in env.values()] + [e.key for e in env.values()]))
+"""
+
+
+def test_two_processes_needing_one_environment_build_it_once(checks, tmp_path):
+    env = {**os.environ, "CONVEYOR_ENV_DIR": str(tmp_path / "shared-envs")}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PREPARE, str(checks.root)], env=env,
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert sorted(o[0] for o in outputs) == [False, True]
+    assert outputs[0][1] == outputs[1][1]
+    built = [p for p in (tmp_path / "shared-envs").iterdir() if p.is_dir()]
+    assert [p.name for p in built] == [outputs[0][1]]

@@ -1,0 +1,209 @@
+"""The local engine with the in-process runner: caching, reasons, failures, retries, parallelism."""
+
+from __future__ import annotations
+
+import pytest
+
+import conveyor
+from conveyor.errors import ParameterError, RunFailed
+
+STEPS = """
+import json, os, time
+from pathlib import Path
+from conveyor import Metrics, component
+
+@component
+def load(n: int) -> list:
+    return list(range(n))
+
+@component
+def double(values: list) -> list:
+    return [v * 2 for v in values]
+
+@component
+def total(values: list, offset: int = 0) -> int:
+    return sum(values) + offset
+
+@component
+def other(n: int) -> int:
+    return n + 1
+
+@component
+def boom(values: list) -> int:
+    raise RuntimeError("boom happened")
+
+@component
+def after_boom(x: int) -> int:
+    return x
+
+@component(retries=2)
+def flaky(marker: str) -> int:
+    path = Path(marker)
+    count = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(count + 1))
+    if count < 1:
+        raise ConnectionError("first attempt always fails")
+    return count + 1
+
+@component
+def sleepy(name: str, log: str) -> str:
+    with open(log, "a") as f:
+        f.write(f"start {name} {time.monotonic()}\\n")
+    time.sleep(0.4)
+    with open(log, "a") as f:
+        f.write(f"end {name} {time.monotonic()}\\n")
+    return name
+
+@component
+def scores(values: list) -> Metrics:
+    return Metrics(mean=sum(values) / len(values))
+"""
+
+FLOWS = """
+from conveyor import pipeline
+from steps.basic import after_boom, boom, double, flaky, load, other, scores, sleepy, total
+
+@pipeline
+def chain(n: int = 4, offset: int = 0):
+    values = load(n)
+    return total(double(values), offset=offset), other(n), scores(values)
+
+@pipeline
+def failing(n: int = 3):
+    values = load(n)
+    after_boom(boom(values))
+    return other(n)
+
+@pipeline
+def retrying(marker: str):
+    return flaky(marker)
+
+@pipeline
+def parallel(log: str):
+    return sleepy("a", log), sleepy("b", log)
+"""
+
+
+@pytest.fixture
+def flows(project):
+    project.write("steps/basic.py", STEPS)
+    project.write("flows/basic.py", FLOWS)
+    return project
+
+
+def _run(name, params=None, **options):
+    return conveyor.run(name, params or {}, runner="inprocess", hooks=[], **options)
+
+
+def test_first_run_then_everything_cached(flows):
+    first = _run("chain")
+    assert first.ok, first.error
+    assert {s.status for s in first.steps.values()} == {"succeeded"}
+    assert {s.reason for s in first.steps.values()} == {"no previous run"}
+    assert first.output == (12, 5, {"mean": 1.5})
+    assert first.steps["scores"].metrics == {"mean": 1.5}
+
+    again = _run("chain")
+    assert [s.status for s in again.steps.values()] == ["cached"] * 5
+    assert again.output == first.output
+    assert again.steps["scores"].metrics == {"mean": 1.5}
+
+
+def test_changed_parameter_reruns_exactly_that_step_and_its_descendants(flows):
+    _run("chain")
+    result = _run("chain", {"offset": 10})
+    statuses = {n: (s.status, s.reason) for n, s in result.steps.items()}
+    assert statuses == {
+        "load": ("cached", "cached"),
+        "double": ("cached", "cached"),
+        "total": ("succeeded", "parameter offset changed"),
+        "other": ("cached", "cached"),
+        "scores": ("cached", "cached"),
+    }
+    result = _run("chain", {"n": 5, "offset": 10})
+    reasons = {n: s.reason for n, s in result.steps.items()}
+    assert reasons["load"] == "parameter n changed"
+    assert reasons["double"] == "input values changed"
+    assert reasons["total"] == "input values changed"
+    assert reasons["other"] == "parameter n changed"
+
+
+def test_code_change_reruns_only_the_edited_component(flows):
+    _run("chain")
+    source = (flows.root / "steps/basic.py").read_text()
+    flows.write("steps/basic.py", source.replace("return sum(values) + offset",
+                                                 "return sum(values) + offset + 1"))  # fmt: skip
+    import importlib
+    import sys
+
+    importlib.reload(sys.modules["steps.basic"])
+    importlib.reload(sys.modules["flows.basic"])
+    result = _run("chain")
+    changed = {n: s.reason for n, s in result.steps.items() if s.status != "cached"}
+    assert changed == {"total": "code changed"}
+    assert result.output[0] == 13
+
+
+def test_no_cache_and_force_step(flows):
+    _run("chain")
+    forced = _run("chain", force_steps=["double"])
+    assert forced.steps["double"].status == "succeeded"
+    assert forced.steps["double"].reason == "forced (--force-step)"
+    assert forced.steps["total"].status == "cached"  # same output content: downstream still hits
+    uncached = _run("chain", cache=False)
+    assert {s.status for s in uncached.steps.values()} == {"succeeded"}
+    assert {s.reason for s in uncached.steps.values()} == {"cache disabled (--no-cache)"}
+    with pytest.raises(ParameterError, match="has no such step; its steps are load, double"):
+        _run("chain", force_steps=["nope"])
+
+
+def test_failure_skips_downstream_and_independent_branches_finish(flows):
+    result = _run("failing")
+    assert result.status == "failed"
+    assert result.steps["boom"].status == "failed"
+    assert result.steps["after_boom"].status == "skipped"
+    assert result.steps["after_boom"].reason == "upstream boom did not succeed"
+    assert result.steps["other"].status == "succeeded"
+    assert "step 'boom' failed: RuntimeError: boom happened" in result.error
+    assert "Original traceback" in result.error and 'raise RuntimeError("boom happened")' in (
+        result.error
+    )
+    with pytest.raises(RunFailed, match="pipeline 'failing' failed"):
+        _run("failing", raise_on_failure=True)
+
+
+def test_retries_are_owned_by_the_engine(flows, monkeypatch):
+    monkeypatch.setattr("conveyor.engine.RETRY_BASE_DELAY", 0.01)  # read when an engine is built
+    marker = flows.root / "attempts.txt"
+    result = _run("retrying", {"marker": str(marker)})
+    assert result.ok, result.error
+    assert result.steps["flaky"].attempts == 2
+    assert result.output == 2
+    assert marker.read_text() == "2"
+
+
+def test_independent_steps_run_in_parallel_and_max_parallel_bounds_them(flows):
+    def overlapped(log_path) -> bool:
+        events = [line.split() for line in log_path.read_text().splitlines()]
+        times = {(kind, name): float(t) for kind, name, t in events}
+        return (
+            times[("start", "b")] < times[("end", "a")]
+            and times[("start", "a")] < times[("end", "b")]
+        )
+
+    log = flows.root / "parallel.log"
+    assert _run("parallel", {"log": str(log)}, max_parallel=2).ok
+    assert overlapped(log)
+    serial = flows.root / "serial.log"
+    assert _run("parallel", {"log": str(serial)}, max_parallel=1, cache=False).ok
+    assert not overlapped(serial)
+
+
+def test_step_results_carry_artifacts_and_timings(flows):
+    result = _run("chain")
+    step = result.steps["double"]
+    assert set(step.artifacts) == {"output"}
+    assert len(step.artifacts["output"].sha256) == 64
+    assert step.output == [0, 2, 4, 6]
+    assert set(step.timings) == {"import", "load", "run", "save"}
+    assert step.environment and step.cache_key

@@ -1,0 +1,151 @@
+"""The executor protocol, run as a real `python -m conveyor.executor` subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conveyor.artifacts import Codec, read_value, write_value
+from conveyor.runners.runtime import runtime_bundle
+
+
+def _run(project, spec: dict, *extra: str) -> subprocess.CompletedProcess:
+    bundle = runtime_bundle(project.root / ".runtime")
+    spec_path = project.root / "task.json"
+    spec_path.write_text(json.dumps(spec))
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor.executor", str(spec_path), *extra],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{bundle}:{project.root}", "PATH": "/usr/bin:/bin"},
+        cwd=project.root,
+        check=False,
+    )
+
+
+def _spec(project, **overrides) -> dict:
+    spec = {
+        "protocol": 1,
+        "step": "scale",
+        "module": "steps.ops",
+        "qualname": "scale",
+        "packages": [],
+        "inputs": {},
+        "parameters": {},
+        "outputs": {"output": {"path": str(project.root / "out" / "output"), "format": "json"}},
+        "returns": "single",
+        "result": str(project.root / "result.json"),
+    }
+    spec.update(overrides)
+    return spec
+
+
+OPS = """
+from datetime import date
+from conveyor import component
+
+@component
+def scale(values: list, factor: float, when: date) -> dict:
+    return {"scaled": [v * factor for v in values], "weekday": when.weekday()}
+
+@component
+def explode(x: int) -> int:
+    helper(x)
+
+def helper(x):
+    raise ValueError(f"bad value {x}")
+"""
+
+
+def test_runs_a_step_and_writes_a_result(project):
+    project.write("steps/ops.py", OPS)
+    values = write_value([1, 2, 3], Codec("json"), project.root / "in" / "values")
+    spec = _spec(
+        project,
+        inputs={"values": {"path": str(project.root / "in" / "values"), "format": "json",
+                           "sha256": values.sha256}},
+        parameters={"factor": {"value": 2.0}, "when": {"value": "2024-01-01", "type": "date"}},
+    )  # fmt: skip
+    proc = _run(project, spec)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((project.root / "result.json").read_text())
+    assert result["status"] == "succeeded"
+    out = result["outputs"]["output"]
+    assert read_value(project.root / "out" / "output", Codec("json"), out["sha256"]) == {
+        "scaled": [2.0, 4.0, 6.0],
+        "weekday": 0,
+    }
+    assert set(result["timings"]) == {"import", "load", "run", "save"}
+
+
+def test_path_overrides_for_kfp_style_placeholders(project):
+    project.write("steps/ops.py", OPS)
+    write_value([5], Codec("json"), project.root / "elsewhere" / "v")
+    spec = _spec(
+        project,
+        inputs={"values": {"path": "/nonexistent", "format": "json"}},
+        parameters={"factor": {"value": 1}, "when": {"value": "2024-01-02", "type": "date"}},
+    )
+    proc = _run(
+        project, spec,
+        "--input", f"values={project.root / 'elsewhere' / 'v'}",
+        "--output", f"output={project.root / 'kfp' / 'out'}",
+        "--result", str(project.root / "kfp" / "result.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (project.root / "kfp" / "out").is_file()
+    assert json.loads((project.root / "kfp" / "result.json").read_text())["status"] == "succeeded"
+
+
+def test_user_exception_comes_back_with_step_and_original_traceback(project):
+    project.write("steps/ops.py", OPS)
+    spec = _spec(project, step="explode", qualname="explode", parameters={"x": {"value": 7}})
+    proc = _run(project, spec)
+    assert proc.returncode == 1
+    error = json.loads((project.root / "result.json").read_text())["error"]
+    assert error["type"] == "ValueError" and error["message"] == "bad value 7"
+    assert 'in helper\n    raise ValueError(f"bad value {x}")' in error["traceback"]
+    assert "conveyor/executor.py" not in error["traceback"]
+
+
+def test_tampered_input_is_refused(project):
+    project.write("steps/ops.py", OPS)
+    ref = write_value([1], Codec("json"), project.root / "in" / "values")
+    (project.root / "in" / "values").write_text("[1000]")
+    spec = _spec(
+        project,
+        inputs={"values": {"path": str(project.root / "in" / "values"), "format": "json",
+                           "sha256": ref.sha256}},
+        parameters={"factor": {"value": 1}, "when": {"value": "2024-01-02", "type": "date"}},
+    )  # fmt: skip
+    proc = _run(project, spec)
+    assert proc.returncode == 1
+    error = json.loads((project.root / "result.json").read_text())["error"]
+    assert error["type"] == "ArtifactIntegrityError" and error["stage"] == "load"
+    assert "does not match its content hash" in error["message"]
+
+
+def test_protocol_mismatch_is_reported(project):
+    proc = _run(project, {"protocol": 99})
+    assert proc.returncode == 2
+    assert "protocol 99" in proc.stderr
+
+
+def test_importing_the_executor_loads_only_the_standard_library(tmp_path: Path):
+    bundle = runtime_bundle(tmp_path / "runtime")
+    code = (
+        "import sys, conveyor.executor, conveyor.dag, conveyor.host\n"
+        "from conveyor import component, pipeline, load_table, Metrics\n"
+        "third = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
+        " - {'conveyor', '__main__'})\n"
+        "print(','.join(third))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(bundle)!r}); {code}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert proc.stdout.strip() == ""
+    shipped = {p.name for p in (bundle / "conveyor").iterdir()}
+    assert "engine.py" not in shipped and "cli" not in shipped and "executor.py" in shipped
