@@ -192,6 +192,8 @@ def _copy_out(
             for block in copy:
                 buffer.write(block)
     types = {c.name: _csv_type(c.kind) for c in chosen}
+    if not buffer.getbuffer().nbytes:  # no rows: Arrow refuses an empty CSV
+        return {c.name: pa.array([], type=types[c.name]) for c in chosen}
     table = csv.read_csv(
         io.BytesIO(buffer.getvalue()),
         read_options=csv.ReadOptions(column_names=[c.name for c in chosen]),
