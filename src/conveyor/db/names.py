@@ -93,9 +93,11 @@ def check_columns(columns: list[object], table: TableName) -> list[str]:
     seen: dict[str, str] = {}
     for name in names:
         other = seen.setdefault(name.lower(), name)
-        if other != name or names.count(name) > 1:
+        if other == name and names.count(name) > 1:
+            raise TableSchemaError(f"table {str(table)!r}: column {name!r} appears twice")
+        if other != name:
             raise TableSchemaError(
-                f"table {str(table)!r}: columns {other!r} and {name!r} differ only in case (or "
-                f"repeat); SQLite cannot tell them apart, so rename one"
+                f"table {str(table)!r}: columns {other!r} and {name!r} differ only in case; "
+                f"SQLite cannot tell them apart, so rename one"
             )
     return names

@@ -1,0 +1,101 @@
+"""The database layer as a run sees it (embedded SQLite): host-step checks, and runs that keep
+working when the database cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import conveyor
+from conveyor.db.host_steps import git_version
+from tests.conftest import Project
+
+STEPS = """
+import pandas as pd
+from conveyor import component
+
+
+@component
+def numbers(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"n": list(range(n))})
+"""
+
+FLOWS = """
+from datetime import date
+from conveyor import pipeline, write_table
+from steps.numbers import numbers
+
+
+@pipeline(name="forgetful", partition="day")
+def forgetful(day: date):
+    write_table(numbers(3), "numbers")
+
+
+@pipeline(name="plain")
+def plain(n: int = 2):
+    return numbers(n)
+"""
+
+
+@pytest.fixture
+def project_with_flows(project: Project) -> Project:
+    project.write("steps/numbers.py", STEPS)
+    project.write("flows/numbers.py", FLOWS)
+    return project
+
+
+def test_write_table_without_partition_in_a_partitioned_pipeline_is_refused(
+    project_with_flows: Project,
+) -> None:
+    result = conveyor.run("forgetful", {"day": "2024-01-01"}, runner="inprocess")
+    assert not result.ok
+    error = result.steps["write_table"].error or ""
+    assert "write_table('numbers') has no partition in a partitioned pipeline" in error
+    assert "Pass partition=<the partition parameter>" in error
+
+
+def test_a_run_without_a_reachable_database_still_runs(
+    project_with_flows: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = project_with_flows.settings.with_changes(
+        database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    )
+    with caplog.at_level(logging.WARNING, logger="conveyor.db"):
+        result = conveyor.run("plain", {}, runner="inprocess", settings=settings)
+    assert result.ok and result.output["n"].tolist() == [0, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "conveyor.db"]
+    assert len(warnings) == 1 and warnings[0].startswith("not recording runs: cannot ")
+
+
+def test_runs_are_recorded_in_the_embedded_database_by_default(
+    project_with_flows: Project,
+) -> None:
+    from conveyor.db import lineage
+
+    result = conveyor.run("plain", {"n": 3}, runner="inprocess")
+    assert (project_with_flows.root / ".conveyor" / "conveyor.db").is_file()
+    [recorded] = lineage.list_runs(project_with_flows.settings)
+    assert (recorded.run_id, recorded.status) == (result.run_id, "succeeded")
+
+
+def test_git_version_outside_a_repository(tmp_path) -> None:
+    assert git_version(tmp_path) == (None, None)
+
+
+def test_git_version_reads_head_and_the_dirty_flag(tmp_path) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-qm", "one")
+    assert git_version(tmp_path) == (git("rev-parse", "HEAD"), False)
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_version(tmp_path)[1] is True
