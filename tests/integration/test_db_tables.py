@@ -371,3 +371,26 @@ def test_round_trip_of_every_type(db: Database) -> None:
     assert back["moment"].tolist() == expected["moment"].tolist()
     assert back["aware"].tolist() == expected["aware"].dt.tz_convert("UTC").tolist()
     assert back["blob"].tolist() == expected["blob"].tolist()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"a": [1, 2, 3], "s": ["x", "yy", ""], "t": ["p", "q", "r"], "f": [0.5, 1.5, 2.5]},
+        {"s": ["x", None, "z"], "a": [1, 2, 3], "f": [np.nan, 1.0, 2.0]},
+        {"b": [b"\x00", b"", b"\xff" * 300], "d": [date(1900, 1, 1), D1, date(2100, 12, 31)]},
+        {"flag": [True, False, True], "only": [7, 8, 9]},
+    ],
+    ids=["text-after-record", "nulls-everywhere", "bytes-and-far-dates", "fixed-only"],
+)
+def test_column_layouts_round_trip(db: Database, shape: dict) -> None:
+    data = pd.DataFrame(shape)
+    for column in data.columns:
+        if data[column].dtype == object and isinstance(data[column].dropna().iloc[0], str):
+            data[column] = data[column].astype("str")
+    write_table(db, data, "layout", D1)
+    back = load_table(db, "layout").drop(columns=["conveyor_partition"])
+    for column in data.columns:
+        expected = [None if pd.isna(v) else v for v in data[column]]
+        actual = [None if pd.isna(v) else v for v in back[column]]
+        assert sorted(actual, key=repr) == sorted(expected, key=repr), column

@@ -1,8 +1,8 @@
 """Bulk inserts on the hot path: PostgreSQL binary COPY, SQLite one executemany.
 
-Both run inside the caller's transaction on the driver connection under SQLAlchemy's, so a
+Both run inside the caller's transaction, on the driver connection under SQLAlchemy's, so a
 write is all-or-nothing. No ORM, no per-row statements: PostgreSQL receives one COPY stream in
-binary format (the server parses no text, measured faster than CSV), SQLite one prepared INSERT
+binary format, encoded column-wise (`conveyor.db.copy_format`); SQLite one prepared INSERT
 executed for every row.
 """
 
@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from conveyor.db.columns import COPY_TYPES
+from conveyor.db import copy_format
 from conveyor.db.names import TableName, quote
+from conveyor.db.values import python_values
 
 
 def insert_columns(
@@ -23,25 +24,29 @@ def insert_columns(
     table: TableName,
     names: Sequence[str],
     kinds: Sequence[str],
-    values: Sequence[list[Any]],
+    arrays: Sequence[Any],
 ) -> None:
-    """Insert rows given column-wise (`values[i]` holds column `names[i]`)."""
-    if not values or not len(values[0]):
+    """Insert rows given column-wise as Arrow arrays already of their columns' kinds."""
+    if not arrays or not len(arrays[0]):
         return
     driver = conn.connection.driver_connection
-    columns = ", ".join(quote(n) for n in names)
-    rows = zip(*values, strict=True)
     if dialect == "postgresql":
-        with driver.cursor() as cursor:
-            statement = f"COPY {table.sql} ({columns}) FROM STDIN (FORMAT BINARY)"
-            with cursor.copy(statement) as copy:
-                copy.set_types([COPY_TYPES[k] for k in kinds])
-                for row in rows:
-                    copy.write_row(row)
-    else:
-        marks = ", ".join("?" for _ in names)
-        cursor = driver.cursor()
-        try:
-            cursor.executemany(f"INSERT INTO {table.sql} ({columns}) VALUES ({marks})", rows)
-        finally:
-            cursor.close()
+        plan, pieces = copy_format.stream(arrays, kinds)
+        order = [names[i] for i in (*plan.record, *plan.rest)]
+        statement = (
+            f"COPY {table.sql} ({', '.join(quote(n) for n in order)}) FROM STDIN (FORMAT BINARY)"
+        )
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for piece in pieces:
+                copy.write(piece)
+        return
+    columns = [python_values(a, k, dialect) for a, k in zip(arrays, kinds, strict=True)]
+    marks = ", ".join("?" for _ in names)
+    cursor = driver.cursor()
+    try:
+        cursor.executemany(
+            f"INSERT INTO {table.sql} ({', '.join(quote(n) for n in names)}) VALUES ({marks})",
+            zip(*columns, strict=True),
+        )
+    finally:
+        cursor.close()

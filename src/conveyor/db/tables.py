@@ -47,16 +47,15 @@ def create_table(
     partition_col: str | None,
     run_id: str | None,
 ) -> None:
-    """Create a table for `columns` (missing-only columns become text), index its partition
-    column, and record it in conveyor_tables — all in the caller's transaction."""
+    """Create a table for `columns` (missing-only columns become text) and record it in
+    conveyor_tables, in the caller's transaction. Index its partition column with
+    `create_index` after loading the first rows: building an index once is cheaper than
+    maintaining it row by row."""
     spelled = DDL[dialect]
     body = ", ".join(
         f"{quote(c.name)} {spelled[c.kind if c.kind in spelled else 'text']}" for c in columns
     )
     conn.execute(sa.text(f"CREATE TABLE {table.sql} ({body})"))
-    if partition_col is not None:
-        index = quote(table.index_name(partition_col))
-        conn.execute(sa.text(f"CREATE INDEX {index} ON {table.sql} ({quote(partition_col)})"))
     managed = sa.inspect(ManagedTable).local_table
     conn.execute(sa.delete(managed).where(managed.c.name == str(table)))
     conn.execute(
@@ -67,6 +66,12 @@ def create_table(
             created_by_run=run_id,
         )
     )
+
+
+def create_index(conn: Connection, table: TableName, column: str) -> None:
+    """Index a table's partition column (deletes and range reads filter on it)."""
+    index = quote(table.index_name(column))
+    conn.execute(sa.text(f"CREATE INDEX {index} ON {table.sql} ({quote(column)})"))
 
 
 def recorded_partition_col(conn: Connection, table: TableName) -> tuple[bool, str | None]:

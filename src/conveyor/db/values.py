@@ -34,8 +34,12 @@ def to_arrow(series: Any, kind: str, column: str) -> Any:
     """A frame column as an Arrow array of `kind` (missing values of any spelling become null)."""
     import pyarrow as pa
 
+    if kind == "null":  # nothing but missing values, whatever the dtype
+        return pa.nulls(len(series))
     try:
         array = pa.array(series, from_pandas=True)
+        if isinstance(array, pa.ChunkedArray):  # arrow-backed pandas columns
+            array = array.combine_chunks()
         if pa.types.is_dictionary(array.type):
             array = array.dictionary_decode()
         if pa.types.is_null(array.type):
@@ -48,6 +52,12 @@ def to_arrow(series: Any, kind: str, column: str) -> Any:
         ) from exc
 
 
+def cast(array: Any, kind: str) -> Any:
+    """An Arrow array converted to `kind` (a no-op when it already is; ints widen to double)."""
+    target = arrow_type(kind)
+    return array if array.type == target else array.cast(target, safe=False)
+
+
 def python_values(array: Any, kind: str, dialect: str) -> list[Any]:
     """Driver-ready Python values of an Arrow array (None for NULL)."""
     import pyarrow as pa
@@ -57,14 +67,6 @@ def python_values(array: Any, kind: str, dialect: str) -> list[Any]:
     if array.null_count == 0 and kind in ("boolean", "bigint", "double"):
         return array.to_numpy(zero_copy_only=False).tolist()  # far faster than to_pylist
     return array.to_pylist()
-
-
-def frame_values(frame: Any, kinds: dict[str, str], dialect: str) -> list[list[Any]]:
-    """Per-column lists of driver-ready values for `frame`, converted to the given kinds."""
-    return [
-        python_values(to_arrow(frame[name], kind, name), kind, dialect)
-        for name, kind in kinds.items()
-    ]
 
 
 def storage_type(kind: str, dialect: str) -> Any:

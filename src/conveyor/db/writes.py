@@ -39,11 +39,12 @@ from conveyor.db.names import PARTITION_COLUMN, TableName, check_columns, check_
 from conveyor.db.tables import (
     PARTITION_KINDS,
     bounds,
+    create_index,
     create_table,
     recorded_partition_col,
     table_columns,
 )
-from conveyor.db.values import frame_values, to_arrow
+from conveyor.db.values import cast, to_arrow
 from conveyor.errors import DatabaseError, TableSchemaError
 
 MAX_DATE_LOCKS = 366
@@ -139,10 +140,14 @@ def write_table(
         raise TableSchemaError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
     partition = Partition.build(name, partition_start, partition_end, partition_col)
     frame_cols = _frame_columns(frame, name, partition)
-    extra: dict[str, Any] = {}
+    # Convert every column before the transaction: bad values fail here, and locks are held
+    # only for the database work.
+    arrays = {c.name: to_arrow(frame[c.name], c.kind or NULL, c.name) for c in frame_cols}
     if partition.managed and PARTITION_COLUMN not in frame.columns:
         frame_cols.append(Column(PARTITION_COLUMN, "date", "conveyor's partition column"))
-        extra[PARTITION_COLUMN] = partition.start
+        arrays[PARTITION_COLUMN] = _repeat(partition.start, len(frame))  # type: ignore[arg-type]
+    elif partition.column is not None and len(frame) > 1:
+        arrays = _clustered(arrays, partition.column)
     try:
         with db.write() as conn:
             # Tables are never dropped here, so one that exists now still will under the lock.
@@ -152,22 +157,46 @@ def write_table(
                 existing = table_columns(conn, db.dialect, name)  # created while we waited?
             else:
                 _lock(conn, db.dialect, name, partition)
-            if existing is None:
+            created = existing is None
+            if created:
                 create_table(conn, db.dialect, name, frame_cols, partition.column, run_id)
                 kinds = {c.name: c.kind if c.kind != NULL else "text" for c in frame_cols}
             else:
                 kinds = _check_fit(conn, name, partition, frame_cols, existing)
-            _delete(conn, db.dialect, name, partition)
-            own = {k: v for k, v in kinds.items() if k not in extra}
-            values = frame_values(frame, own, db.dialect)
-            if extra:
-                stored = partition.start.isoformat() if db.dialect == "sqlite" else partition.start
-                values.append([stored] * len(frame))
-            names = [n for n in kinds if n not in extra] + list(extra)
-            insert_columns(conn, db.dialect, name, names, [kinds[n] for n in names], values)
+                _delete(conn, db.dialect, name, partition)
+            names = list(kinds)
+            insert_columns(
+                conn, db.dialect, name, names, [kinds[n] for n in names],
+                [cast(arrays[n], kinds[n]) for n in names],
+            )  # fmt: skip
+            if created and partition.column is not None:
+                create_index(conn, name, partition.column)
     except sa.exc.DBAPIError as exc:
         raise DatabaseError(f"{where}, partition {partition.describe()}: {exc.orig}") from exc
     return len(frame)
+
+
+def _clustered(arrays: dict[str, Any], column: str) -> dict[str, Any]:
+    """Rows in partition-date order (stable: within a date, the frame's order).
+
+    Rows of a date land next to each other on disk, so range reads and partition deletes touch
+    few pages, and the partition column's index is built or extended from sorted keys (building
+    it measured about twice as fast).
+    """
+    import pyarrow.compute as pc
+
+    keys = arrays[column]
+    if keys.null_count == 0 and pc.all(pc.greater_equal(keys[1:], keys[:-1])).as_py():
+        return arrays  # already in order
+    order = pc.sort_indices(keys)
+    return {name: array.take(order) for name, array in arrays.items()}
+
+
+def _repeat(day: date, n: int) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.array(np.full(n, np.datetime64(day, "D")))
 
 
 def _frame_columns(frame: Any, name: TableName, partition: Partition) -> list[Column]:
