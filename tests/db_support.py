@@ -11,6 +11,7 @@ tests/conftest.py loads this module as a plugin, so its fixtures are available e
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from functools import cache
@@ -51,6 +52,15 @@ def schema_url(schema: str, **extra: str) -> str:
     options = {"options": f"-csearch_path%3D{schema}", **extra}
     joined = "&".join(f"{k}={v}" for k, v in options.items())
     return f"{PG_URL}{'&' if '?' in PG_URL else '?'}{joined}"
+
+
+@pytest.fixture(autouse=True)
+def _forget_shared_databases() -> Iterator[None]:
+    """Close the engines runs shared in this test, so connections never pile up."""
+    yield
+    database = sys.modules.get("conveyor.db.database")
+    if database is not None:
+        database.dispose_shared()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 
 from conveyor.artifacts import ArtifactRef
 from conveyor.db import reads, registry, writes
-from conveyor.db.database import Database
+from conveyor.db.database import Database, shared_database
 from conveyor.errors import HostStepError
 from conveyor.host import HostContext
 from conveyor.settings import Settings
@@ -48,7 +48,7 @@ class HostSteps:
     def database(self) -> Database:
         with self._lock:
             if self._database is None:
-                self._database = Database.from_settings(self.settings)
+                self._database = shared_database(self.settings)
             return self._database
 
     def load_table(

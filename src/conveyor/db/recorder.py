@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from conveyor._hashing import to_jsonable
 from conveyor.artifacts import ArtifactRef
-from conveyor.db.database import Database
+from conveyor.db.database import Database, shared_database
 from conveyor.db.models import (
     CRASHED,
     FAILED,
@@ -97,6 +97,7 @@ class Recorder(RunHooks):
         self._lock = threading.Lock()
         self._active: set[str] = set()
         self._known: dict[str, dict[str, ArtifactRef]] = {}  # run -> sha -> ref seen so far
+        self._started: set[tuple[str, str]] = set()  # (run, step) with an attempt row
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -108,7 +109,7 @@ class Recorder(RunHooks):
                 return None
             if self._database is None:
                 try:
-                    database = Database.from_settings(self.settings)
+                    database = shared_database(self.settings)
                     database.ensure_schema()
                 except (ConveyorError, sa.exc.SQLAlchemyError) as exc:
                     log.warning("not recording runs: %s", exc)
@@ -166,6 +167,8 @@ class Recorder(RunHooks):
         _set_partitions(conn, run, RUNNING, now)
 
     def step_started(self, run: RunInfo, step: str, attempt: int, reason: str) -> None:
+        with self._lock:
+            self._started.add((run.run_id, step))
         self._write(self._step_started, run, step, attempt, reason)
 
     def _step_started(
@@ -200,10 +203,17 @@ class Recorder(RunHooks):
                 if isinstance(value, str) and value in known
             }
             known.update({ref.sha256: ref for ref in result.artifacts.values()})
-        self._write(self._step_finished, run, result, inputs)
+            attempted = (run.run_id, result.name) in self._started
+            self._started.discard((run.run_id, result.name))
+        self._write(self._step_finished, run, result, inputs, attempted)
 
     def _step_finished(
-        self, conn: Connection, run: RunInfo, result: StepResult, inputs: dict[str, ArtifactRef]
+        self,
+        conn: Connection,
+        run: RunInfo,
+        result: StepResult,
+        inputs: dict[str, ArtifactRef],
+        attempted: bool,
     ) -> None:
         now = _now()
         fields = {
@@ -224,18 +234,18 @@ class Recorder(RunHooks):
             "log_path": result.log_path,
         }
         _upsert_step(conn, run.run_id, result.name, fields)
-        conn.execute(
-            sa.update(ATTEMPTS)
-            .where(
-                ATTEMPTS.c.run_id == run.run_id,
-                ATTEMPTS.c.step == result.name,
-                ATTEMPTS.c.status == RUNNING,
+        if attempted:  # cached and skipped steps never started an attempt
+            conn.execute(
+                sa.update(ATTEMPTS)
+                .where(
+                    ATTEMPTS.c.run_id == run.run_id,
+                    ATTEMPTS.c.step == result.name,
+                    ATTEMPTS.c.status == RUNNING,
+                )
+                .values(status=result.status, finished_at=now, error=result.error)
             )
-            .values(status=result.status, finished_at=now, error=result.error)
-        )
         refs = [("output", n, r) for n, r in result.artifacts.items()]
         refs += [("input", n, r) for n, r in inputs.items()]
-        conn.execute(sa.delete(REFS).where(REFS.c.run_id == run.run_id, REFS.c.step == result.name))
         if refs:
             conn.execute(
                 sa.insert(REFS),
@@ -256,6 +266,7 @@ class Recorder(RunHooks):
             with self._lock:
                 self._active.discard(run.run_id)
                 self._known.pop(run.run_id, None)
+                self._started = {k for k in self._started if k[0] != run.run_id}
                 if not self._active:
                     self._stop.set()
 
@@ -284,12 +295,10 @@ class Recorder(RunHooks):
                     log.warning("heartbeat failed", exc_info=True)
 
     def close(self) -> None:
-        """Stop the heartbeat and release connections (tests, long-lived processes)."""
+        """Stop the heartbeat thread (the database is shared; it stays open)."""
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
-        if self._database is not None:
-            self._database.close()
 
 
 def _beat(conn: Connection, run_ids: list[str]) -> None:
@@ -307,14 +316,17 @@ def _beat(conn: Connection, run_ids: list[str]) -> None:
 
 
 def _upsert_step(conn: Connection, run_id: str, step: str, fields: dict[str, Any]) -> None:
-    where = (STEPS.c.run_id == run_id) & (STEPS.c.step == step)
-    if conn.execute(sa.update(STEPS).where(where).values(**fields)).rowcount:
-        return
+    """Insert the step's row, or update the one its start created: one statement either way."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     defaults = {
         "kind": "", "status": RUNNING, "reason": "", "attempts": 0, "inputs": {},
         "outputs": {}, "timings": {},
     }  # fmt: skip
-    conn.execute(sa.insert(STEPS).values(**{**defaults, **fields}, run_id=run_id, step=step))
+    statement = insert(STEPS).values(**{**defaults, **fields}, run_id=run_id, step=step)
+    conn.execute(statement.on_conflict_do_update(index_elements=["run_id", "step"], set_=fields))
 
 
 def _set_partitions(conn: Connection, run: RunInfo, status: str, now: datetime) -> None:
