@@ -265,4 +265,5 @@ async def arun_with_prefect(
     if result is None:  # the flow failed before its steps ran (planning): raise that error
         await state.aresult()
         raise RuntimeError(f"Prefect flow run ended {state.type.value}: {state.message}")
+    result.flow_run_id = str(state.state_details.flow_run_id)
     return result
