@@ -127,6 +127,7 @@ async def drive_with_prefect(execution: RunExecution, max_parallel: int) -> RunR
     """Run every step as a Prefect task, independent ones concurrently (at most `max_parallel`)."""
     execution.start()
     slots = asyncio.Semaphore(max_parallel)
+    states: dict[str, Any] = {}  # final Prefect states, so downstream task runs link upstream
     pending = {s.name: s for s in execution.pipeline.steps}
     running: dict[asyncio.Task[StepResult], str] = {}
     try:
@@ -134,7 +135,9 @@ async def drive_with_prefect(execution: RunExecution, max_parallel: int) -> RunR
             execution.skip_blocked(pending)
             for step in execution.ready(pending):
                 del pending[step.name]
-                running[asyncio.create_task(_step_task(execution, step, slots))] = step.name
+                upstream = [states[u] for u in step.upstream if u in states]
+                task = asyncio.create_task(_step_task(execution, step, slots, upstream, states))
+                running[task] = step.name
             if not running:
                 break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -151,7 +154,13 @@ async def drive_with_prefect(execution: RunExecution, max_parallel: int) -> RunR
     return execution.complete()
 
 
-async def _step_task(execution: RunExecution, step: Step, slots: asyncio.Semaphore) -> StepResult:
+async def _step_task(
+    execution: RunExecution,
+    step: Step,
+    slots: asyncio.Semaphore,
+    upstream: list[Any],
+    states: dict[str, Any],
+) -> StepResult:
     from prefect import get_run_logger, task
     from prefect.cache_policies import NO_CACHE
     from prefect.runtime import task_run
@@ -181,11 +190,11 @@ async def _step_task(execution: RunExecution, step: Step, slots: asyncio.Semapho
         retry_delay_seconds=[min(2**n, 30) * execution.engine.retry_delay for n in range(retries)]
         or 0,
         cache_policy=NO_CACHE,
-        persist_result=False,
-        tags=[step.kind],
+        persist_result=False,  # no tags: tagged task runs each ask the API for concurrency slots
     )
     async with slots:
-        await step_task(return_state=True)
+        # wait_for on finished states only records the edges the UI's run graph draws
+        states[step.name] = await step_task(wait_for=upstream, return_state=True)
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 

@@ -98,7 +98,8 @@ def start_server(
     home = prefect_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update({"PREFECT_HOME": str(home), **QUIET})
+    # the browser UI asks the server where its API is; without this it assumes port 4200
+    env.update({"PREFECT_HOME": str(home), "PREFECT_UI_API_URL": url, **QUIET})
     log_path = home / "server.log"
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(

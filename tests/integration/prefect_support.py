@@ -25,7 +25,8 @@ def start_prefect_server(home: Path, timeout: float = 180) -> tuple[subprocess.P
     """`prefect server start` on a free port with its own home; returns (process, api url)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(home), **QUIET})
+    url = f"http://127.0.0.1:{port}/api"
+    env.update({"PREFECT_HOME": str(home), "PREFECT_UI_API_URL": url, **QUIET})
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(
