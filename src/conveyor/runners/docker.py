@@ -1,0 +1,459 @@
+"""The docker runner: every step in its own container, on an image built once per environment.
+
+A step runs `python -m conveyor.executor SPEC` in a fresh container of its environment's image
+(see `runners/images.py`). Host paths are bind-mounted at the same absolute paths, so the task
+spec needs no rewriting: the project root, conveyor's runtime bundle and the artifact store
+read-only, the attempt's work folder read-write. The container runs as a fixed non-root user,
+without network unless the component asks for it, with the component's cpu/memory limits and only
+its declared variables. A timeout kills and removes the container; an out-of-memory kill is named;
+a container whose exit status is lost fails the step. Every container carries labels naming the
+run, the step and the orchestrator process, so containers left by a killed orchestrator are
+removed the next time a docker runner starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from conveyor.component_spec import ComponentSpec
+from conveyor.environment import EnvironmentSpec, Locker
+from conveyor.errors import EnvironmentBuildError, ExecutorProtocolError, StepFailed
+from conveyor.runners.base import (
+    BASE_VARIABLES,
+    PreparedEnvironment,
+    Task,
+    read_result,
+    requirement_spec,
+    step_variables,
+    write_task_spec,
+)
+from conveyor.runners.images import (
+    ENV_PREFIX,
+    IMAGE_PATH,
+    BaseImage,
+    DockerEnvironmentSpec,
+    ImageBuilder,
+    connect,
+)
+from conveyor.runners.runtime import runtime_bundle
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.docker")
+
+# Fixed places inside every step container. Host paths are not reused: an image may hide them
+# (e.g. under /root, mode 0700, which the step user cannot cross).
+PROJECT = "/conveyor/project"
+RUNTIME = "/conveyor/runtime"
+ARTIFACTS = "/conveyor/artifacts"
+WORK = "/conveyor/work"
+STEP_USER = "1000:1000"  # the base image's `conveyor` user; fixed, so output folders can be chowned
+OWNER_LABEL = "conveyor.owner"  # "<hostname>/<pid>/<process start time>" of the orchestrator
+WAIT_SECONDS = 120  # for the exit status once the output has ended (the process is gone by then)
+
+
+def _process_start(pid: int) -> str:
+    """The start time of `pid` (clock ticks since boot), so a reused pid is not mistaken for it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def owner_label() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}/{_process_start(os.getpid())}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, rest = owner.partition("/")
+    pid, _, started = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's (or a malformed) label: not ours to judge
+    if not Path(f"/proc/{pid}").exists():
+        return False
+    return not started or _process_start(int(pid)) == started
+
+
+@dataclass(frozen=True, slots=True)
+class Mounts:
+    """Host folders bind-mounted into a step's container: (host path, container path, mode)."""
+
+    entries: tuple[tuple[Path, str, str], ...]
+
+    def binds(self) -> dict[str, dict[str, str]]:
+        return {str(host): {"bind": inside, "mode": mode} for host, inside, mode in self.entries}
+
+    def inside(self, path: str | Path) -> str:
+        """Where a host path appears inside the container (the deepest mount holding it)."""
+        path = Path(path).resolve()
+        for host, inside, _ in sorted(self.entries, key=lambda e: -len(e[0].parts)):
+            if path.is_relative_to(host):
+                return str(PurePosixPath(inside, path.relative_to(host)))
+        raise ExecutorProtocolError(
+            f"{path} is outside every folder mounted into the step's container "
+            f"({', '.join(str(e[0]) for e in self.entries)})"
+        )
+
+    def outside(self, text: str) -> str:
+        """`text` with container paths turned back into host paths (for tracebacks)."""
+        for host, inside, _ in self.entries:
+            text = text.replace(inside + "/", f"{host}/")
+        return text
+
+
+class DockerRunner:
+    """Runs each step in a container of its environment's image."""
+
+    name = "docker"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.locker = Locker(settings.lock_dir)
+        self._owner = owner_label()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._builder: ImageBuilder | None = None
+        self._idle: list[Any] = []  # API clients not in use: one per concurrent step
+        self._live: dict[str, Any] = {}  # container id -> the client running it
+        self._runtime: Path | None = None
+
+    # ------------------------------------------------------------------------------ engine
+
+    @property
+    def builder(self) -> ImageBuilder:
+        """The image builder; the first use connects and removes orphaned containers."""
+        with self._lock:
+            if self._builder is None:
+                self._client = connect()
+                self._builder = ImageBuilder(self.settings, self._client)
+                remove_orphans(self._client)
+            return self._builder
+
+    def _take_client(self) -> Any:
+        """An API client for one step: requests sessions are not meant to be shared by threads."""
+        builder = self.builder  # connects (and checks the engine) on first use
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        import docker
+
+        # the version the first client negotiated: no extra round trip per client
+        return docker.from_env(version=builder.client.api.api_version).api
+
+    def _give_back(self, api: Any) -> None:
+        with self._lock:
+            self._idle.append(api)
+
+    # ------------------------------------------------------------------------------ environments
+
+    def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
+        base = self.builder.base(component.image or self.settings.base_image)
+        plain = requirement_spec(component, python=base.python_minor)
+        return DockerEnvironmentSpec(plain.requirements, plain.python, image=base.reference)
+
+    def limitations(self, component: ComponentSpec) -> list[str]:
+        if component.gpu:
+            return ["gpu needs the NVIDIA container toolkit on the Docker engine"]
+        return []
+
+    def prepare(
+        self, needs: Mapping[EnvironmentSpec, Sequence[str]]
+    ) -> dict[EnvironmentSpec, PreparedEnvironment]:
+        prepared = {}
+        for spec, steps in needs.items():
+            who = "step " + ", ".join(steps) if len(steps) == 1 else "steps " + ", ".join(steps)
+            image = getattr(spec, "image", None) or self.settings.base_image
+            base: BaseImage = self.builder.base(image)
+            started = time.perf_counter()
+            lock = self.locker.lock(spec, who=who)
+            key, tag, built = self.builder.ensure(spec, base, lock, who)
+            prepared[spec] = PreparedEnvironment(
+                key=key,
+                spec=spec,
+                location=tag,
+                interpreter=base.python,
+                lock_path=str(lock.path),
+                pins=lock.pins,
+                build_seconds=time.perf_counter() - started,
+                built=built,
+            )
+        return prepared
+
+    # ------------------------------------------------------------------------------ running
+
+    def runtime(self) -> Path:
+        if self._runtime is None:
+            self._runtime = runtime_bundle(self.settings.runtime_dir)
+        return self._runtime
+
+    def mounts(self, task: Task) -> Mounts:
+        """The host folders a step sees, at fixed paths under /conveyor (read-only but its own)."""
+        artifacts = self.settings.artifact_dir.resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        return Mounts(
+            (
+                (Path(task.project_root).resolve(), PROJECT, "ro"),
+                (self.runtime().resolve(), RUNTIME, "ro"),
+                (artifacts, ARTIFACTS, "ro"),
+                (task.workdir.resolve(), WORK, "rw"),
+            )
+        )
+
+    def container_config(self, task: Task, mounts: Mounts) -> dict[str, Any]:
+        """The create-container arguments for one attempt (without the host config)."""
+        component = task.component
+        declared = set(component.env)
+        # the image has its own PATH, locale and CA bundle; the host's would point nowhere
+        variables = {
+            k: v
+            for k, v in step_variables(component).items()
+            if k not in BASE_VARIABLES or k in declared or k == "TZ"
+        }
+        variables.update(
+            PATH=IMAGE_PATH,
+            PYTHONPATH=f"{RUNTIME}:{PROJECT}",
+            HOME=WORK,
+            PYTHONUNBUFFERED="1",
+            PYTHONDONTWRITEBYTECODE="1",  # the project is mounted read-only
+        )
+        # The spec keeps host paths (it is the attempt's record); the executor's path overrides,
+        # the same ones a KFP task uses, point it at the mounts.
+        command = [f"{ENV_PREFIX}/bin/python", "-s", "-m", "conveyor.executor"]
+        command.append(mounts.inside(task.spec_path))
+        for flag, section in (("--input", "inputs"), ("--output", "outputs")):
+            for name, item in task.spec[section].items():
+                command += [flag, f"{name}={mounts.inside(item['path'])}"]
+        command += ["--result", mounts.inside(task.result_path)]
+        workdir = task.workdir.resolve()
+        run_id = workdir.parent.parent.name  # <runs>/<run id>/<step>/attempt-N
+        return {
+            "image": task.environment.location,
+            "command": command,
+            "user": STEP_USER,
+            "working_dir": PROJECT,
+            "environment": variables,
+            "name": _container_name(run_id, task.step, workdir.name),
+            "labels": {
+                "conveyor.run": run_id,
+                "conveyor.step": task.step,
+                "conveyor.attempt": workdir.name,
+                "conveyor.project": str(task.project_root),
+                OWNER_LABEL: self._owner,
+            },
+        }
+
+    def host_config(self, api: Any, task: Task, mounts: Mounts) -> Any:
+        component = task.component
+        options: dict[str, Any] = {
+            "binds": mounts.binds(),
+            "network_mode": "bridge" if component.network else "none",
+        }
+        if component.memory:
+            # equal limits: no swap to hide in, so running past the limit is an OOM kill
+            options["mem_limit"] = options["memswap_limit"] = component.memory
+        if component.cpu:
+            options["nano_cpus"] = int(component.cpu * 1e9)
+        if component.gpu:
+            from docker.types import DeviceRequest
+
+            options["device_requests"] = [
+                DeviceRequest(count=component.gpu, capabilities=[["gpu"]])
+            ]
+        return api.create_host_config(**options)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        write_task_spec(task)
+        _writable_by_step(task.workdir)
+        api = self._take_client()
+        try:
+            return self._run(api, task)
+        finally:
+            self._give_back(api)
+
+    def _run(self, api: Any, task: Task) -> dict[str, Any]:
+        import docker
+
+        mounts = self.mounts(task)
+        config = self.container_config(task, mounts)
+        try:
+            created = api.create_container(
+                host_config=self.host_config(api, task, mounts), **config
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise EnvironmentBuildError(
+                f"image {task.environment.location} of step {task.step!r} disappeared (pruned "
+                f"while running?); run again to rebuild it"
+            ) from exc
+        container = created["Id"]
+        with self._lock:
+            self._live[container] = api
+        tail: deque[str] = deque(maxlen=40)
+        timer = None
+        expired = threading.Event()
+        try:
+            stream = api.attach(container, stdout=True, stderr=True, stream=True, demux=True)
+            api.start(container)
+            if task.component.timeout:
+                timer = threading.Timer(task.component.timeout, _expire, (api, container, expired))
+                timer.daemon = True
+                timer.start()
+            _pump(stream, task.log, tail)
+            code, oom = _exit_status(api, container, bool(task.component.memory))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._remove(api, container)
+        try:
+            return _outcome(task, code, oom, expired.is_set(), "\n".join(tail))
+        except StepFailed as exc:  # show host paths, where the user can open the files
+            raise type(exc)(
+                exc.step,
+                mounts.outside(exc.detail),
+                error_type=exc.error_type,
+                remote_traceback=mounts.outside(exc.remote_traceback),
+            ) from None
+
+    def _remove(self, api: Any, container: str) -> None:
+        import docker
+
+        with self._lock:
+            self._live.pop(container, None)
+        try:
+            api.remove_container(container, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("could not remove container %s: %s", container[:12], exc)
+
+    def close(self) -> None:
+        """Kill and remove every live container (an interrupted run must not leave any)."""
+        with self._lock:
+            live = list(self._live.items())
+        for container, api in live:
+            self._remove(api, container)
+
+
+def _container_name(run_id: str, step: str, attempt: str) -> str:
+    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"conveyor-{run_id}-{step}-{attempt}")
+    return name[:200]
+
+
+def _writable_by_step(workdir: Path) -> None:
+    """Let the step user write its result and outputs into the attempt's folder."""
+    uid, gid = (int(part) for part in STEP_USER.split(":"))
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (workdir, out):
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
+        elif os.geteuid() != uid:  # we cannot chown: open the folder instead
+            path.chmod(0o777)
+
+
+def _expire(api: Any, container: str, expired: threading.Event) -> None:
+    expired.set()
+    try:
+        api.kill(container)
+    except Exception as exc:  # already gone: the step ended at the deadline
+        log.debug("kill %s at its timeout: %s", container[:12], exc)
+
+
+def _pump(
+    stream: Iterator[tuple[bytes | None, bytes | None]],
+    sink: Callable[[str], None],
+    tail: deque[str],
+) -> None:
+    """Send the container's output to `sink` line by line; keep the tail of stderr."""
+    pending = [b"", b""]
+    try:
+        for frame in stream:
+            for index, chunk in enumerate(frame):
+                if not chunk:
+                    continue
+                *lines, pending[index] = (pending[index] + chunk).split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    sink(line)
+                    if index == 1:
+                        tail.append(line)
+    except Exception as exc:  # the engine went away mid-step: the exit status will say so
+        log.debug("output stream ended: %s", exc)
+    finally:
+        stream.close()  # type: ignore[attr-defined]
+    for index, rest in enumerate(pending):
+        if rest:
+            line = rest.decode(errors="replace")
+            sink(line)
+            if index == 1:
+                tail.append(line)
+
+
+def _exit_status(api: Any, container: str, limited: bool) -> tuple[int | None, bool]:
+    """(exit code or None when unknown, killed for memory)."""
+    try:
+        status = api.wait(container, timeout=WAIT_SECONDS)
+        code = int(status["StatusCode"])
+    except Exception as exc:  # vanished, engine gone, or no answer: unknown is not success
+        log.debug("no exit status for %s: %s", container[:12], exc)
+        return None, False
+    if code == 0:
+        return 0, False
+    try:
+        oom = bool(api.inspect_container(container)["State"].get("OOMKilled"))
+    except Exception:
+        oom = False
+    return code, oom or (limited and code == 137)
+
+
+def _outcome(
+    task: Task, code: int | None, oom: bool, timed_out: bool, stderr: str
+) -> dict[str, Any]:
+    """The result document of a finished container, or the StepFailed that explains why not."""
+    if timed_out:
+        return read_result(task, None, stderr, timed_out=True)
+    if oom:
+        return read_result(task, code, stderr, oom=True, limit=task.component.memory_text)
+    if code is None:
+        raise StepFailed(
+            task.step,
+            "its container vanished before reporting an exit status (removed from outside, or "
+            "the Docker engine restarted); run it again" + _tail(stderr),
+        )
+    if code > 128:  # docker follows the shell: 128 + the signal that killed the process
+        code = -(code - 128)
+    return read_result(task, code, stderr)
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    return f"; last output:\n{text}" if text else ""
+
+
+def remove_orphans(client: Any) -> int:
+    """Remove containers whose orchestrator process on this machine is gone; return how many."""
+    import docker
+
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+        if _owner_alive(container.labels.get(OWNER_LABEL, "")):
+            continue
+        try:
+            container.remove(force=True)
+            removed += 1
+            log.info("removed container %s of step %s left by an interrupted run %s",
+                     container.name, container.labels.get("conveyor.step", "?"),
+                     container.labels.get("conveyor.run", "?"))  # fmt: skip
+        except docker.errors.APIError as exc:
+            log.debug("could not remove orphan %s: %s", container.name, exc)
+    return removed
