@@ -16,7 +16,7 @@ ARG ENV_KEY
 # every stage's image; nothing reuses it because the final image is found by its key).
 LABEL conveyor.build-stage=${ENV_KEY}
 USER root
-ENV UV_NO_CACHE=1 UV_LINK_MODE=copy UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never
+ENV UV_NO_CACHE=1 UV_LINK_MODE=copy UV_SYSTEM_CERTS=1 UV_PYTHON_DOWNLOADS=never
 COPY tools/ /opt/conveyor-tools/
 COPY requirements.lock /opt/conveyor/requirements.lock
 RUN set -eu; \
@@ -27,8 +27,7 @@ RUN set -eu; \
         uv=/opt/conveyor-tools/venv/bin/uv; \
     fi; \
     "$uv" venv --quiet --python "$(command -v python3)" /opt/conveyor/env; \
-    "$uv" pip sync --python /opt/conveyor/env/bin/python /opt/conveyor/requirements.lock; \
-    /opt/conveyor/env/bin/python -c 'import platform; print("python", platform.python_version())'
+    "$uv" pip sync --python /opt/conveyor/env/bin/python /opt/conveyor/requirements.lock
 
 # ---- the step image: base + the environment, nothing else -------------------------------
 FROM ${BASE_IMAGE}

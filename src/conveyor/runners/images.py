@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -37,6 +38,9 @@ IMAGE_PATH = f"{ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 LABEL_KEY = "conveyor.env-key"
 LABEL_STAGE = "conveyor.build-stage"
 BUILD_LOCK_TIMEOUT = 1800
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# the legacy builder's bookkeeping lines: not what a user needs to see when an install fails
+_BUILDER_NOISE = re.compile(r"^( ---> |Step \d+/\d+ : |Removing intermediate container )")
 # Host variables a build may need to reach the package index (uv reads the UV_* ones; the proxy
 # ones are docker's predefined build arguments).
 BUILD_PASSTHROUGH = (
@@ -243,22 +247,33 @@ class ImageBuilder:
             if self._uv_runs_inside():
                 shutil.copy2(find_uv(), root / "tools" / "uv")
             (root / "requirements.lock").write_text(lock.pinned_text.strip() + "\n")
+            partial = ""  # chunks are not lines: a line can arrive in pieces
             try:
                 for chunk in self.client.api.build(
                     path=context, tag=tag, buildargs=buildargs, labels=labels, rm=True,
                     forcerm=True, pull=False, network_mode="bridge", decode=True,
                 ):  # fmt: skip
-                    for line in str(chunk.get("stream", "")).splitlines():
-                        if line.strip():
+                    *lines, partial = (partial + str(chunk.get("stream", ""))).split("\n")
+                    for line in (_ANSI.sub("", raw) for raw in lines):
+                        log.debug("build %s: %s", key[:12], line)
+                        if line.strip() and not _BUILDER_NOISE.match(line):
                             tail.append(line)
-                            log.debug("build %s: %s", key[:12], line)
                     if "error" in chunk:
-                        error = str(chunk.get("error", "")).strip()
+                        if partial.strip():
+                            tail.append(_ANSI.sub("", partial))
+                        error = _ANSI.sub("", str(chunk.get("error", ""))).strip()
                         break
             finally:
                 self._remove_stage_images(key)
         if error is not None:
-            output = "\n".join(tail) + "\n" + error
+            # the builder echoes the whole RUN command; the installer's own words come before it
+            output = (
+                "\n".join(tail)
+                + "\n"
+                + re.sub(
+                    r"^The command .* returned", "the install step returned", error, flags=re.S
+                )
+            )
             raise installer_error("build the image", spec.requirements, output, who)
 
     def _remove_stage_images(self, key: str) -> None:
