@@ -1,4 +1,4 @@
-"""The docker runner against the real Docker engine, the offline base image and the package index."""
+"""The docker runner against the real Docker engine, the offline base image and the index."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ def _engine():
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        return None, f"no Docker engine reachable ({exc}); start one with containers/ensure-docker.sh"
+        return None, f"no Docker engine ({exc}); start one with containers/ensure-docker.sh"
     return client, ""
 
 
@@ -286,7 +287,7 @@ def test_only_declared_variables_reach_the_container(checks, monkeypatch):
 def test_output_is_streamed_to_the_step_log(checks):
     result = _run("logs", {"n": 3})
     assert result.ok, result.error
-    text = open(result.steps["chatty"].log_path).read()
+    text = Path(result.steps["chatty"].log_path).read_text()
     assert "line 0\nline 1\nline 2\n" in text
     assert "to stderr" in text
 
@@ -477,3 +478,29 @@ def test_orphans_of_a_dead_orchestrator_are_removed_at_start(project, engine):
                 container.remove(force=True)
             except Exception:
                 pass
+
+
+def test_cli_images_build_list_prune(project, engine):
+    from typer.testing import CliRunner
+
+    from conveyor.cli import _register, app
+
+    _register()
+    project.write("steps/reuse.py", REUSE)
+    project.write("flows/reuse.py", REUSE_FLOW)
+    cli = CliRunner()
+    built = cli.invoke(app, ["images", "build", "reuse"])
+    assert built.exit_code == 0, built.output
+    assert "(steps first, second)" in built.output
+    assert "1 needed" in built.output
+    key = built.output.split("conveyor-env:", 1)[1].split()[0]
+    listed = cli.invoke(app, ["images", "list"], env={"COLUMNS": "250"})
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.output.splitlines() if key in line)
+    assert "six==1.16.0" in row and "yes" in row
+    pruned = cli.invoke(app, ["images", "prune", "--dry-run"])
+    assert pruned.exit_code == 0, pruned.output
+    assert key not in pruned.output  # this project uses it
+    everything = cli.invoke(app, ["images", "prune", "--all", "--dry-run"])
+    assert f"would remove {key}" in everything.output
+    engine.images.get(f"conveyor-env:{key}")  # a dry run removes nothing

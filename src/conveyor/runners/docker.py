@@ -27,7 +27,12 @@ from typing import Any
 
 from conveyor.component_spec import ComponentSpec
 from conveyor.environment import EnvironmentSpec, Locker
-from conveyor.errors import EnvironmentBuildError, ExecutorProtocolError, StepFailed
+from conveyor.errors import (
+    ConveyorError,
+    EnvironmentBuildError,
+    ExecutorProtocolError,
+    StepFailed,
+)
 from conveyor.runners.base import (
     BASE_VARIABLES,
     PreparedEnvironment,
@@ -169,6 +174,7 @@ class DockerRunner:
     def prepare(
         self, needs: Mapping[EnvironmentSpec, Sequence[str]]
     ) -> dict[EnvironmentSpec, PreparedEnvironment]:
+        check_project_readable(self.settings.project_root)
         prepared = {}
         for spec, steps in needs.items():
             who = "step " + ", ".join(steps) if len(steps) == 1 else "steps " + ", ".join(steps)
@@ -193,7 +199,11 @@ class DockerRunner:
 
     def runtime(self) -> Path:
         if self._runtime is None:
-            self._runtime = runtime_bundle(self.settings.runtime_dir)
+            bundle = runtime_bundle(self.settings.runtime_dir)
+            for path in (bundle, *bundle.rglob("*")):  # made under the host's umask
+                if not _readable_by_step(path):
+                    path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+            self._runtime = bundle
         return self._runtime
 
     def mounts(self, task: Task) -> Mounts:
@@ -273,7 +283,7 @@ class DockerRunner:
 
     def run(self, task: Task) -> dict[str, Any]:
         write_task_spec(task)
-        _writable_by_step(task.workdir)
+        _open_to_step(task)
         api = self._take_client()
         try:
             return self._run(api, task)
@@ -349,16 +359,45 @@ def _container_name(run_id: str, step: str, attempt: str) -> str:
     return name[:200]
 
 
-def _writable_by_step(workdir: Path) -> None:
-    """Let the step user write its result and outputs into the attempt's folder."""
+def _readable_by_step(path: Path) -> bool:
+    """Whether the step user can read `path` (and enter it, for a folder)."""
     uid, gid = (int(part) for part in STEP_USER.split(":"))
-    out = workdir / "out"
+    info = path.stat()
+    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+    need = 0o5 if path.is_dir() else 0o4
+    return (info.st_mode >> shift) & need == need
+
+
+def check_project_readable(root: Path) -> None:
+    """Fail at plan time when the step user could not read the mounted project."""
+    if not _readable_by_step(root):
+        raise ConveyorError(
+            f"the project folder {root} has mode {root.stat().st_mode & 0o777:o}: the docker "
+            f"runner's step user (uid {STEP_USER.split(':')[0]}) cannot read it. Run `chmod "
+            f"o+rx {root}` (and keep the project's files readable by others), or use --runner venv"
+        )
+
+
+def _open_to_step(task: Task) -> None:
+    """Let the step user read its spec and inputs and write its result and outputs."""
+    uid, gid = (int(part) for part in STEP_USER.split(":"))
+    out = task.workdir / "out"
     out.mkdir(parents=True, exist_ok=True)
-    for path in (workdir, out):
+    for path in (task.workdir, out, task.spec_path):
         if os.geteuid() == 0:
             os.chown(path, uid, gid)
-        elif os.geteuid() != uid:  # we cannot chown: open the folder instead
-            path.chmod(0o777)
+        elif os.geteuid() != uid:  # we cannot chown: open it instead
+            path.chmod(0o777 if path.is_dir() else 0o644)
+    for item in task.spec["inputs"].values():
+        path = Path(item["path"])
+        if not _readable_by_step(path):  # written under a strict umask
+            try:
+                path.chmod(path.stat().st_mode | 0o044)
+            except OSError as exc:
+                raise ConveyorError(
+                    f"step {task.step!r}: its input {path} is not readable by the step user "
+                    f"and cannot be opened to it ({exc}); fix its permissions"
+                ) from exc
 
 
 def _expire(api: Any, container: str, expired: threading.Event) -> None:

@@ -3,10 +3,11 @@
 An image is the base image (a component's `image=`, else `settings.base_image`) plus one uv
 virtual environment synced from the lock of the step's requirements, built from the template
 `containers/step.Dockerfile` and tagged `conveyor-env:<key>`. The key hashes the Python version
-actually inside the base image, the base image's id, the lock and the executor protocol, so every
-step, pipeline and project with the same dependencies shares one image. Builds run under a file
-lock next to the venv environments, so concurrent runs build an image once; a failed build leaves
-no tag behind. This module and `runners/docker.py` are the only importers of the docker SDK.
+actually inside the base image, the base image's id, the template, the lock and the executor
+protocol, so every step, pipeline and project with the same dependencies shares one image. Builds
+run under a file lock next to the venv environments, so concurrent runs build an image once; a
+failed build leaves no tag behind. This module and `runners/docker.py` alone import the docker
+SDK.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor._hashing import sha256_text
 from conveyor.environment import EnvironmentSpec, Lock, environment_key, find_uv, installer_error
 from conveyor.errors import ConveyorError, EnvironmentBuildError
 from conveyor.settings import DEFAULT_BASE_IMAGE, Settings
@@ -108,6 +110,7 @@ class ImageBuilder:
         self._lock = threading.Lock()
         self._bases: dict[str, BaseImage] = {}
         self._uv_fits: bool | None = None
+        self._template: str | None = None
         self.builds = 0  # images this builder had to build (the benchmark reports it)
 
     # ------------------------------------------------------------------------------ base images
@@ -180,7 +183,15 @@ class ImageBuilder:
     # ------------------------------------------------------------------------------ step images
 
     def key(self, base: BaseImage, lock: Lock) -> str:
-        return environment_key("docker", base.python, lock.sha256, base.id)
+        # the template shapes the image as much as the base does: a changed template is a new key
+        return environment_key("docker", base.python, lock.sha256, f"{base.id} {self.template}")
+
+    @property
+    def template(self) -> str:
+        """Content hash of the step Dockerfile template."""
+        if self._template is None:
+            self._template = sha256_text(template_path().read_text())[:16]
+        return self._template
 
     def exists(self, tag: str) -> bool:
         import docker
@@ -235,6 +246,7 @@ class ImageBuilder:
             "conveyor.base-image": base.reference,
             "conveyor.base-image-id": base.id,
             "conveyor.lock-sha256": lock.sha256,
+            "conveyor.template": self.template,
         }
         buildargs = {"BASE_IMAGE": base.id, "ENV_KEY": key}
         buildargs.update({k: os.environ[k] for k in BUILD_PASSTHROUGH if os.environ.get(k)})
