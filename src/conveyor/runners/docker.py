@@ -1,8 +1,8 @@
 """The docker runner: every step in its own container, on an image built once per environment.
 
 A step runs `python -m conveyor.executor SPEC` in a fresh container of its environment's image
-(see `runners/images.py`). Host paths are bind-mounted at the same absolute paths, so the task
-spec needs no rewriting: the project root, conveyor's runtime bundle and the artifact store
+(see `runners/images.py`), its paths pointed by the executor's overrides at fixed mounts (see
+`runners/containers.py`): the project root, conveyor's runtime bundle and the artifact store
 read-only, the attempt's work folder read-write. The container runs as a fixed non-root user,
 without network unless the component asks for it, with the component's cpu/memory limits and only
 its declared variables. A timeout kills and removes the container; an out-of-memory kill is named;
@@ -14,25 +14,16 @@ removed the next time a docker runner starts.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from conveyor.component_spec import ComponentSpec
 from conveyor.environment import EnvironmentSpec, Locker
-from conveyor.errors import (
-    ConveyorError,
-    EnvironmentBuildError,
-    ExecutorProtocolError,
-    StepFailed,
-)
+from conveyor.errors import EnvironmentBuildError, StepFailed
 from conveyor.runners.base import (
     BASE_VARIABLES,
     PreparedEnvironment,
@@ -41,6 +32,24 @@ from conveyor.runners.base import (
     requirement_spec,
     step_variables,
     write_task_spec,
+)
+from conveyor.runners.containers import (
+    ARTIFACTS,
+    OWNER_LABEL,
+    PROJECT,
+    RUNTIME,
+    STEP_USER,
+    WORK,
+    Mounts,
+    check_project_readable,
+    container_name,
+    exit_status,
+    expire,
+    open_to_step,
+    owner_label,
+    pump_output,
+    readable_by_step,
+    remove_orphans,
 )
 from conveyor.runners.images import (
     ENV_PREFIX,
@@ -54,66 +63,6 @@ from conveyor.runners.runtime import runtime_bundle
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.docker")
-
-# Fixed places inside every step container. Host paths are not reused: an image may hide them
-# (e.g. under /root, mode 0700, which the step user cannot cross).
-PROJECT = "/conveyor/project"
-RUNTIME = "/conveyor/runtime"
-ARTIFACTS = "/conveyor/artifacts"
-WORK = "/conveyor/work"
-STEP_USER = "1000:1000"  # the base image's `conveyor` user; fixed, so output folders can be chowned
-OWNER_LABEL = "conveyor.owner"  # "<hostname>/<pid>/<process start time>" of the orchestrator
-WAIT_SECONDS = 120  # for the exit status once the output has ended (the process is gone by then)
-
-
-def _process_start(pid: int) -> str:
-    """The start time of `pid` (clock ticks since boot), so a reused pid is not mistaken for it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def owner_label() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{_process_start(os.getpid())}"
-
-
-def _owner_alive(owner: str) -> bool:
-    host, _, rest = owner.partition("/")
-    pid, _, started = rest.partition("/")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's (or a malformed) label: not ours to judge
-    if not Path(f"/proc/{pid}").exists():
-        return False
-    return not started or _process_start(int(pid)) == started
-
-
-@dataclass(frozen=True, slots=True)
-class Mounts:
-    """Host folders bind-mounted into a step's container: (host path, container path, mode)."""
-
-    entries: tuple[tuple[Path, str, str], ...]
-
-    def binds(self) -> dict[str, dict[str, str]]:
-        return {str(host): {"bind": inside, "mode": mode} for host, inside, mode in self.entries}
-
-    def inside(self, path: str | Path) -> str:
-        """Where a host path appears inside the container (the deepest mount holding it)."""
-        path = Path(path).resolve()
-        for host, inside, _ in sorted(self.entries, key=lambda e: -len(e[0].parts)):
-            if path.is_relative_to(host):
-                return str(PurePosixPath(inside, path.relative_to(host)))
-        raise ExecutorProtocolError(
-            f"{path} is outside every folder mounted into the step's container "
-            f"({', '.join(str(e[0]) for e in self.entries)})"
-        )
-
-    def outside(self, text: str) -> str:
-        """`text` with container paths turned back into host paths (for tracebacks)."""
-        for host, inside, _ in self.entries:
-            text = text.replace(inside + "/", f"{host}/")
-        return text
 
 
 class DockerRunner:
@@ -201,7 +150,7 @@ class DockerRunner:
         if self._runtime is None:
             bundle = runtime_bundle(self.settings.runtime_dir)
             for path in (bundle, *bundle.rglob("*")):  # made under the host's umask
-                if not _readable_by_step(path):
+                if not readable_by_step(path):
                     path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
             self._runtime = bundle
         return self._runtime
@@ -252,7 +201,7 @@ class DockerRunner:
             "user": STEP_USER,
             "working_dir": PROJECT,
             "environment": variables,
-            "name": _container_name(run_id, task.step, workdir.name),
+            "name": container_name(run_id, task.step, workdir.name),
             "labels": {
                 "conveyor.run": run_id,
                 "conveyor.step": task.step,
@@ -283,7 +232,7 @@ class DockerRunner:
 
     def run(self, task: Task) -> dict[str, Any]:
         write_task_spec(task)
-        _open_to_step(task)
+        open_to_step(task)
         api = self._take_client()
         try:
             return self._run(api, task)
@@ -314,11 +263,11 @@ class DockerRunner:
             stream = api.attach(container, stdout=True, stderr=True, stream=True, demux=True)
             api.start(container)
             if task.component.timeout:
-                timer = threading.Timer(task.component.timeout, _expire, (api, container, expired))
+                timer = threading.Timer(task.component.timeout, expire, (api, container, expired))
                 timer.daemon = True
                 timer.start()
-            _pump(stream, task.log, tail)
-            code, oom = _exit_status(api, container, bool(task.component.memory))
+            pump_output(stream, task.log, tail)
+            code, oom = exit_status(api, container, bool(task.component.memory))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -354,107 +303,6 @@ class DockerRunner:
             self._remove(api, container)
 
 
-def _container_name(run_id: str, step: str, attempt: str) -> str:
-    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"conveyor-{run_id}-{step}-{attempt}")
-    return name[:200]
-
-
-def _readable_by_step(path: Path) -> bool:
-    """Whether the step user can read `path` (and enter it, for a folder)."""
-    uid, gid = (int(part) for part in STEP_USER.split(":"))
-    info = path.stat()
-    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
-    need = 0o5 if path.is_dir() else 0o4
-    return (info.st_mode >> shift) & need == need
-
-
-def check_project_readable(root: Path) -> None:
-    """Fail at plan time when the step user could not read the mounted project."""
-    if not _readable_by_step(root):
-        raise ConveyorError(
-            f"the project folder {root} has mode {root.stat().st_mode & 0o777:o}: the docker "
-            f"runner's step user (uid {STEP_USER.split(':')[0]}) cannot read it. Run `chmod "
-            f"o+rx {root}` (and keep the project's files readable by others), or use --runner venv"
-        )
-
-
-def _open_to_step(task: Task) -> None:
-    """Let the step user read its spec and inputs and write its result and outputs."""
-    uid, gid = (int(part) for part in STEP_USER.split(":"))
-    out = task.workdir / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    for path in (task.workdir, out, task.spec_path):
-        if os.geteuid() == 0:
-            os.chown(path, uid, gid)
-        elif os.geteuid() != uid:  # we cannot chown: open it instead
-            path.chmod(0o777 if path.is_dir() else 0o644)
-    for item in task.spec["inputs"].values():
-        path = Path(item["path"])
-        if not _readable_by_step(path):  # written under a strict umask
-            try:
-                path.chmod(path.stat().st_mode | 0o044)
-            except OSError as exc:
-                raise ConveyorError(
-                    f"step {task.step!r}: its input {path} is not readable by the step user "
-                    f"and cannot be opened to it ({exc}); fix its permissions"
-                ) from exc
-
-
-def _expire(api: Any, container: str, expired: threading.Event) -> None:
-    expired.set()
-    try:
-        api.kill(container)
-    except Exception as exc:  # already gone: the step ended at the deadline
-        log.debug("kill %s at its timeout: %s", container[:12], exc)
-
-
-def _pump(
-    stream: Iterator[tuple[bytes | None, bytes | None]],
-    sink: Callable[[str], None],
-    tail: deque[str],
-) -> None:
-    """Send the container's output to `sink` line by line; keep the tail of stderr."""
-    pending = [b"", b""]
-    try:
-        for frame in stream:
-            for index, chunk in enumerate(frame):
-                if not chunk:
-                    continue
-                *lines, pending[index] = (pending[index] + chunk).split(b"\n")
-                for raw in lines:
-                    line = raw.decode(errors="replace").rstrip("\r")
-                    sink(line)
-                    if index == 1:
-                        tail.append(line)
-    except Exception as exc:  # the engine went away mid-step: the exit status will say so
-        log.debug("output stream ended: %s", exc)
-    finally:
-        stream.close()  # type: ignore[attr-defined]
-    for index, rest in enumerate(pending):
-        if rest:
-            line = rest.decode(errors="replace")
-            sink(line)
-            if index == 1:
-                tail.append(line)
-
-
-def _exit_status(api: Any, container: str, limited: bool) -> tuple[int | None, bool]:
-    """(exit code or None when unknown, killed for memory)."""
-    try:
-        status = api.wait(container, timeout=WAIT_SECONDS)
-        code = int(status["StatusCode"])
-    except Exception as exc:  # vanished, engine gone, or no answer: unknown is not success
-        log.debug("no exit status for %s: %s", container[:12], exc)
-        return None, False
-    if code == 0:
-        return 0, False
-    try:
-        oom = bool(api.inspect_container(container)["State"].get("OOMKilled"))
-    except Exception:
-        oom = False
-    return code, oom or (limited and code == 137)
-
-
 def _outcome(
     task: Task, code: int | None, oom: bool, timed_out: bool, stderr: str
 ) -> dict[str, Any]:
@@ -477,22 +325,3 @@ def _outcome(
 def _tail(text: str) -> str:
     text = text.strip()
     return f"; last output:\n{text}" if text else ""
-
-
-def remove_orphans(client: Any) -> int:
-    """Remove containers whose orchestrator process on this machine is gone; return how many."""
-    import docker
-
-    removed = 0
-    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
-        if _owner_alive(container.labels.get(OWNER_LABEL, "")):
-            continue
-        try:
-            container.remove(force=True)
-            removed += 1
-            log.info("removed container %s of step %s left by an interrupted run %s",
-                     container.name, container.labels.get("conveyor.step", "?"),
-                     container.labels.get("conveyor.run", "?"))  # fmt: skip
-        except docker.errors.APIError as exc:
-            log.debug("could not remove orphan %s: %s", container.name, exc)
-    return removed
