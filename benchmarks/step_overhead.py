@@ -34,6 +34,7 @@ import textwrap
 import time
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 STEPS = """
 from conveyor import component
@@ -131,12 +132,14 @@ def make_project(root: Path) -> None:
 
 def warm_step_seconds(runner_name: str, root: Path, repeat: int) -> tuple[float, str]:
     """Median wall time of runner.run() for the no-op step, environment already built."""
-    seconds, env, _ = warm_step(runner_name, root, repeat)
-    return seconds, env
+    runner, task = warm_task(runner_name, root)
+    seconds = median_seconds(lambda: runner.run(task), repeat)
+    runner.close()
+    return seconds, task.environment.location
 
 
-def warm_step(runner_name: str, root: Path, repeat: int) -> tuple[float, str, object]:
-    """(median seconds of runner.run() for the no-op step, its environment's location, runner)."""
+def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
+    """(runner, task) for the no-op step, its environment built and the step run once."""
     from conveyor.discovery import resolve_pipeline
     from conveyor.engine import LocalEngine
     from conveyor.runners import get_runner
@@ -158,9 +161,18 @@ def warm_step(runner_name: str, root: Path, repeat: int) -> tuple[float, str, ob
     }  # fmt: skip
     task = Task("noop", step.component.spec, spec, workdir, env, root, lambda line: None)
     runner.run(task)  # warm-up: bytecode caches
-    seconds = median_seconds(lambda: runner.run(task), repeat)
-    runner.close()
-    return seconds, env.location, runner
+    return runner, task
+
+
+def interleaved_medians(fns: dict[str, Any], repeat: int) -> dict[str, float]:
+    """Median seconds of each callable, run in turn so that load on the machine hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def cli_seconds(args: list[str], root: Path, repeat: int) -> float:
@@ -292,23 +304,30 @@ def docker_sections(root: Path, repeat: int) -> None:
 
     print("\n5. warm no-op step under docker vs a bare `docker run` of the same image")
     started = time.perf_counter()
-    docker_step, image, runner = warm_step("docker", root, repeat)
-    builds = runner.builder.builds  # type: ignore[attr-defined]
-    print(f"   (no-op image {image}: {builds} built, {time.perf_counter() - started:.1f} s "
-          f"including {repeat + 1} runs)")  # fmt: skip
+    runner, task = warm_task("docker", root)
+    image = task.environment.location
+    print(f"   no-op image {image}: {runner.builder.builds} built, ready in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
 
-    def bare(*flags: str) -> float:
+    def bare(*flags: str) -> Any:
         command = ["docker", "run", "--rm", *flags, image, "python", "-c", "pass"]
-        return median_seconds(lambda: subprocess.run(command, check=True), repeat)
+        return lambda: subprocess.run(command, check=True)
 
-    plain = bare()
-    isolated = bare("--network", "none", "--user", "1000:1000")
-    docker_step = min(docker_step, warm_step("docker", root, repeat)[0])  # interleaved, fairer
+    times = interleaved_medians(
+        {
+            "runner": lambda: runner.run(task),
+            "plain": bare(),
+            "isolated": bare("--network", "none", "--user", "1000:1000"),
+        },
+        repeat,
+    )
+    runner.close()
+    step, plain, isolated = times["runner"], times["plain"], times["isolated"]
     print(f"   bare `docker run --rm IMAGE python -c pass`:       {plain * 1000:8.0f} ms")
     print(f"   same with --network none --user 1000:1000:          {isolated * 1000:8.0f} ms")
-    print(f"   docker runner, no-op step (executor, mounts, logs): {docker_step * 1000:8.0f} ms"
-          f"   ratio {docker_step / plain:.2f}x  (target <= 1.3x; "
-          f"{docker_step / isolated:.2f}x the isolated bare run)")  # fmt: skip
+    print(f"   docker runner, no-op step (executor, mounts, logs): {step * 1000:8.0f} ms"
+          f"   ratio {step / plain:.2f}x  (target <= 1.3x; "
+          f"{step / isolated:.2f}x the isolated bare run)")  # fmt: skip
     phases = container_phases(image, repeat)
     shown = ", ".join(f"{name} {ms:.0f}" for name, ms in phases.items())
     print(f"   where a bare container's time goes (SDK, ms): {shown}")
@@ -317,9 +336,8 @@ def docker_sections(root: Path, repeat: int) -> None:
     started = time.perf_counter()
     first = conveyor.run("pandas_flow", {"n": 1000}, runner="docker", hooks=[])
     assert first.ok, first.error
-    print(
-        f"   first run (builds the pandas image if missing): {time.perf_counter() - started:.1f} s"
-    )
+    print(f"   first run, planning included (and the pandas image's build, if missing): "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     pandas_run = conveyor.run("pandas_flow", {"n": 1000}, runner="docker", hooks=[],
                               force_steps=["pandas_step"])  # fmt: skip
     assert pandas_run.ok, pandas_run.error
