@@ -65,8 +65,9 @@ def _owner_alive(owner: str) -> bool:
 
 
 def container_name(run_id: str, step: str, attempt: str) -> str:
-    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"conveyor-{run_id}-{step}-{attempt}")
-    return name[:200]
+    """A readable, unique name (`docker ps`); the random end avoids clashes with leftovers."""
+    name = f"conveyor-{run_id}-{step}-{attempt}"[:180] + "-" + os.urandom(3).hex()
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", name)
 
 
 def readable_by_step(path: Path) -> bool:

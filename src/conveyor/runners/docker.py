@@ -231,11 +231,19 @@ class DockerRunner:
         return api.create_host_config(**options)
 
     def run(self, task: Task) -> dict[str, Any]:
+        import docker
+        import requests
+
         write_task_spec(task)
         open_to_step(task)
         api = self._take_client()
         try:
             return self._run(api, task)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # the engine refused or went away: a step failure, so the engine's retries apply
+            raise StepFailed(
+                task.step, f"the Docker engine failed to run its container: {exc}"
+            ) from exc
         finally:
             self._give_back(api)
 
