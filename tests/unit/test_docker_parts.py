@@ -103,3 +103,25 @@ def test_exit_statuses_become_the_promised_messages(tmp_path):
         _outcome(task, 3, False, False, "boom")
     (tmp_path / "result.json").write_text('{"status": "succeeded", "outputs": {}}')
     assert _outcome(task, 0, False, False, "")["status"] == "succeeded"
+
+
+def test_unreadable_project_files_are_named_at_plan_time(tmp_path):
+    from conveyor.errors import ConveyorError
+    from conveyor.runners.containers import check_project_readable
+
+    module = tmp_path / "steps" / "train.py"
+    module.parent.mkdir()
+    module.write_text("")
+    for path in (tmp_path, module.parent):
+        path.chmod(0o755)
+    module.chmod(0o644)
+    check_project_readable(tmp_path, str(module))
+    if module.stat().st_uid == 1000:
+        return  # the step user owns it: always readable
+    module.chmod(0o600)
+    with pytest.raises(ConveyorError, match=rf"{module} has mode 600: .* `chmod o\+r {module}`"):
+        check_project_readable(tmp_path, str(module))
+    module.parent.chmod(0o700)
+    with pytest.raises(ConveyorError, match=rf"{module.parent} has mode 700"):
+        check_project_readable(tmp_path, str(module))
+    module.parent.chmod(0o755)

@@ -79,14 +79,26 @@ def readable_by_step(path: Path) -> bool:
     return (info.st_mode >> shift) & need == need
 
 
-def check_project_readable(root: Path) -> None:
-    """Fail at plan time when the step user could not read the mounted project."""
-    if not readable_by_step(root):
-        raise ConveyorError(
-            f"the project folder {root} has mode {root.stat().st_mode & 0o777:o}: the docker "
-            f"runner's step user (uid {STEP_USER.split(':')[0]}) cannot read it. Run `chmod "
-            f"o+rx {root}` (and keep the project's files readable by others), or use --runner venv"
-        )
+def check_project_readable(root: Path, file: str | None = None) -> None:
+    """Fail at plan time when the step user could not read the project (or a component's file).
+
+    Without this the step would only say that it cannot import its module, as if a package were
+    missing.
+    """
+    root = root.resolve()
+    paths = [root]
+    if file is not None and Path(file).resolve().is_relative_to(root):
+        target = Path(file).resolve()
+        folders = reversed(target.relative_to(root).parents[:-1])  # steps, steps/sub, ...
+        paths += [*(root / folder for folder in folders), target]
+    for path in paths:
+        if not readable_by_step(path):
+            bits = "o+rx" if path.is_dir() else "o+r"
+            raise ConveyorError(
+                f"{path} has mode {path.stat().st_mode & 0o777:o}: the docker runner's step user "
+                f"(uid {STEP_USER.split(':')[0]}) cannot read it. Run `chmod {bits} {path}` "
+                f"(project folders and files must be readable by others), or use --runner venv"
+            )
 
 
 def open_to_step(task: Task) -> None:

@@ -111,6 +111,7 @@ class DockerRunner:
     # ------------------------------------------------------------------------------ environments
 
     def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
+        check_project_readable(self.settings.project_root, component.file)
         base = self.builder.base(component.image or self.settings.base_image)
         plain = requirement_spec(component, python=base.python_minor)
         return DockerEnvironmentSpec(plain.requirements, plain.python, image=base.reference)
