@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -210,7 +210,8 @@ def _with_model_pins(
             f"step {step.name!r} receives models built in different environments ({described}); "
             f"a step runs in one environment, so give each model its own step"
         )
-    return EnvironmentSpec(merge_requirements(next(iter(pinned)), spec.requirements), spec.python)
+    # replace() keeps subclass fields (the docker runner's base image)
+    return replace(spec, requirements=merge_requirements(next(iter(pinned)), spec.requirements))
 
 
 def _predict_cache(

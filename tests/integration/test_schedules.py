@@ -122,10 +122,10 @@ def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefec
         assert deployment.entrypoint.endswith("daily_report.py:flow")
 
         # a run of the deployment executes through the generated entrypoint
-        flow_run = query(lambda c: c.create_flow_run_from_deployment(deployment.id))
+        created = query(lambda c: c.create_flow_run_from_deployment(deployment.id))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            flow_run = query(lambda c: c.read_flow_run(flow_run.id))
+            flow_run = query(lambda c: c.read_flow_run(created.id))
             if flow_run.state and flow_run.state.is_final():
                 break
             time.sleep(1)
