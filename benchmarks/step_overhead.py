@@ -1,6 +1,6 @@
 """What a step costs, measured against its floor in the same run.
 
-    python benchmarks/step_overhead.py [--quick]
+    python benchmarks/step_overhead.py [--quick] [--docker | --docker-only]
 
 1. A warm no-op step per runner (environment already built) vs a bare `python -c pass` of the
    same interpreter. Target (venv): ≤ 3×.
@@ -10,6 +10,14 @@
 4. Hand-off of a 10M-row × 10-column float DataFrame between two steps (the producer's save plus
    the consumer's load, as the executor times them) vs an in-process `to_parquet` +
    `read_parquet` of the same frame. Target: ≤ 1.5×.
+
+With `--docker` (a Docker engine and the base image needed; `--docker-only` skips 1-4):
+
+5. A warm no-op step under the docker runner vs a bare `docker run --rm IMAGE python -c pass` of
+   the same image, and where the time of a container goes (create, start, exit, wait, remove),
+   measured through the SDK. Target: ≤ 1.3×.
+6. A pandas step under the docker runner (warm).
+7. Image reuse: a second pipeline whose components have the same dependencies builds nothing.
 
 Medians of repeated runs; every ratio is against a baseline measured in the same run.
 """
@@ -24,7 +32,9 @@ import sys
 import tempfile
 import textwrap
 import time
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 STEPS = """
 from conveyor import component
@@ -64,11 +74,20 @@ def big(rows: int, cols: int) -> "pd.DataFrame":
 @component
 def consume(df: "pd.DataFrame") -> int:
     return len(df)
+
+@component
+def noop_twin() -> None:
+    return None
+
+@component
+def pandas_twin(df: "pd.DataFrame") -> int:
+    return int(df["x"].sum())
 """
 
 FLOWS = """
 from conveyor import pipeline
-from steps.bench import big, consume, frame, noop, one, pandas_step, three, two
+from steps.bench import (big, consume, frame, noop, noop_twin, one, pandas_step, pandas_twin,
+                         three, two)
 
 @pipeline
 def noop_flow():
@@ -85,6 +104,11 @@ def pandas_flow(n: int = 1000):
 @pipeline
 def handoff(rows: int = 10_000_000, cols: int = 10):
     return consume(big(rows, cols))
+
+@pipeline
+def twins(n: int = 10):
+    noop_twin()
+    return pandas_twin(frame(n))
 """
 
 
@@ -108,6 +132,14 @@ def make_project(root: Path) -> None:
 
 def warm_step_seconds(runner_name: str, root: Path, repeat: int) -> tuple[float, str]:
     """Median wall time of runner.run() for the no-op step, environment already built."""
+    runner, task = warm_task(runner_name, root)
+    seconds = median_seconds(lambda: runner.run(task), repeat)
+    runner.close()
+    return seconds, task.environment.location
+
+
+def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
+    """(runner, task) for the no-op step, its environment built and the step run once."""
     from conveyor.discovery import resolve_pipeline
     from conveyor.engine import LocalEngine
     from conveyor.runners import get_runner
@@ -129,8 +161,18 @@ def warm_step_seconds(runner_name: str, root: Path, repeat: int) -> tuple[float,
     }  # fmt: skip
     task = Task("noop", step.component.spec, spec, workdir, env, root, lambda line: None)
     runner.run(task)  # warm-up: bytecode caches
-    seconds = median_seconds(lambda: runner.run(task), repeat)
-    return seconds, env.location
+    return runner, task
+
+
+def interleaved_medians(fns: dict[str, Any], repeat: int) -> dict[str, float]:
+    """Median seconds of each callable, run in turn so that load on the machine hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def cli_seconds(args: list[str], root: Path, repeat: int) -> float:
@@ -145,17 +187,26 @@ def cli_seconds(args: list[str], root: Path, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 1M-row hand-off")
+    parser.add_argument("--docker", action="store_true", help="also measure the docker runner")
+    parser.add_argument("--docker-only", action="store_true", help="only the docker sections")
     args = parser.parse_args()
     repeat = 5 if args.quick else 21
     rows = 1_000_000 if args.quick else 10_000_000
 
-    import conveyor
-
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    root.chmod(0o755)  # mkdtemp makes it private; docker steps run as another user and read it
     make_project(root)
     os.chdir(root)
     sys.path.insert(0, str(root))
     print(f"project: {root}   python {sys.version.split()[0]}   {os.cpu_count()} cores")
+    if not args.docker_only:
+        venv_sections(root, repeat, rows)
+    if args.docker or args.docker_only:
+        docker_sections(root, repeat)
+
+
+def venv_sections(root: Path, repeat: int, rows: int) -> None:
+    import conveyor
 
     print("\n1. warm no-op step vs bare interpreter start")
     venv_step, env_path = warm_step_seconds("venv", root, repeat)
@@ -211,6 +262,104 @@ def main() -> None:
         f"   whole steps, wall: producer {result.steps['big'].duration:.2f} s, "
         f"consumer {result.steps['consume'].duration:.2f} s"
     )
+
+
+def container_phases(image: str, repeat: int) -> dict[str, float]:
+    """Median milliseconds of each phase of one bare container, driven through the SDK."""
+    import docker
+
+    api = docker.from_env().api
+    samples: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        marks = [time.perf_counter()]
+        created = api.create_container(
+            image, ["python", "-c", "pass"], user="1000:1000",
+            host_config=api.create_host_config(network_mode="none"),
+        )  # fmt: skip
+        marks.append(time.perf_counter())
+        stream = api.attach(created["Id"], stdout=True, stderr=True, stream=True, demux=True)
+        api.start(created["Id"])
+        marks.append(time.perf_counter())
+        for _chunk in stream:
+            pass
+        marks.append(time.perf_counter())
+        api.wait(created["Id"])
+        marks.append(time.perf_counter())
+        api.remove_container(created["Id"], force=True)
+        marks.append(time.perf_counter())
+        for name, (a, b) in zip(
+            ("create", "attach+start", "run to exit", "wait", "remove"), pairwise(marks),
+            strict=True,
+        ):  # fmt: skip
+            samples.setdefault(name, []).append((b - a) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def docker_sections(root: Path, repeat: int) -> None:
+    import conveyor
+    from conveyor.discovery import resolve_pipeline
+    from conveyor.engine import LocalEngine
+    from conveyor.runners.docker import DockerRunner
+    from conveyor.settings import Settings
+
+    print("\n5. warm no-op step under docker vs a bare `docker run` of the same image")
+    started = time.perf_counter()
+    runner, task = warm_task("docker", root)
+    image = task.environment.location
+    print(f"   no-op image {image}: {runner.builder.builds} built, ready in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+
+    def bare(*flags: str) -> Any:
+        command = ["docker", "run", "--rm", *flags, image, "python", "-c", "pass"]
+        return lambda: subprocess.run(command, check=True)
+
+    times = interleaved_medians(
+        {
+            "runner": lambda: runner.run(task),
+            "plain": bare(),
+            "isolated": bare("--network", "none", "--user", "1000:1000"),
+        },
+        repeat,
+    )
+    runner.close()
+    step, plain, isolated = times["runner"], times["plain"], times["isolated"]
+    print(f"   bare `docker run --rm IMAGE python -c pass`:       {plain * 1000:8.0f} ms")
+    print(f"   same with --network none --user 1000:1000:          {isolated * 1000:8.0f} ms")
+    print(f"   docker runner, no-op step (executor, mounts, logs): {step * 1000:8.0f} ms"
+          f"   ratio {step / plain:.2f}x  (target <= 1.3x; "
+          f"{step / isolated:.2f}x the isolated bare run)")  # fmt: skip
+    phases = container_phases(image, repeat)
+    shown = ", ".join(f"{name} {ms:.0f}" for name, ms in phases.items())
+    print(f"   where a bare container's time goes (SDK, ms): {shown}")
+
+    print("\n6. pandas step under the docker runner (warm; DataFrame in and out)")
+    started = time.perf_counter()
+    first = conveyor.run("pandas_flow", {"n": 1000}, runner="docker", hooks=[])
+    assert first.ok, first.error
+    print(f"   first run, planning included (and the pandas image's build, if missing): "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    pandas_run = conveyor.run("pandas_flow", {"n": 1000}, runner="docker", hooks=[],
+                              force_steps=["pandas_step"])  # fmt: skip
+    assert pandas_run.ok, pandas_run.error
+    step = pandas_run.steps["pandas_step"]
+    parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in step.timings.items())
+    print(f"   pandas step wall {step.duration * 1000:.0f} ms ({parts})")
+
+    print("\n7. image reuse: new components with the same dependencies")
+    settings = Settings.load(root)
+    twins = resolve_pipeline("twins", settings)
+    reuse_runner = DockerRunner(settings)
+    started = time.perf_counter()
+    plan = LocalEngine(settings, reuse_runner).plan(twins, {})
+    seconds = time.perf_counter() - started
+    envs = plan.environments.values()
+    print(f"   plan of `twins` (noop_twin, frame, pandas_twin): {len(envs)} environments, "
+          f"{reuse_runner.builder.builds} image(s) built, {sum(e.built for e in envs)} marked "
+          f"built, planned in {seconds:.2f} s")  # fmt: skip
+    for name in ("noop_twin", "pandas_twin"):
+        env = plan.steps[name].environment
+        assert env is not None
+        print(f"   {name:12} -> {env.location} (built: {env.built})")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "HostContext": "conveyor.host",
     "Metrics": "conveyor.artifacts",
     "Pipeline": "conveyor.dag",
+    "after": "conveyor.dag",
     "RunResult": "conveyor.results",
     "StepFailed": "conveyor.errors",
     "StepResult": "conveyor.results",
@@ -43,6 +44,7 @@ __all__ = [
     "StepFailed",
     "StepResult",
     "__version__",
+    "after",
     "component",
     "host_step",
     "load_model",
@@ -78,7 +80,7 @@ if TYPE_CHECKING:
 
     from conveyor.artifacts import ArtifactRef, Metrics
     from conveyor.component_spec import Component, component
-    from conveyor.dag import Pipeline, pipeline
+    from conveyor.dag import Pipeline, after, pipeline
     from conveyor.errors import ConveyorError, StepFailed
     from conveyor.host import (
         HostContext,

@@ -137,7 +137,10 @@ def read_file(path: str, fmt: str, json_type: str | None, sha256: str | None = N
         return _decode(buffer, fmt, json_type)
     finally:
         if isinstance(buffer, mmap.mmap):
-            buffer.close()
+            try:
+                buffer.close()
+            except BufferError:  # pyarrow may still hold a view for a moment; the map then
+                pass  # closes when the last view is collected
 
 
 def _decode(buffer: Any, fmt: str, json_type: str | None) -> Any:

@@ -54,7 +54,15 @@ class _HostStepStub:
         raise RuntimeError(f"{self.__name__}() is a host step and cannot run inside a step")
 
 
+def after(*placeholders):
+    """Inside a step, pipelines are not traced: ordering blocks do nothing."""
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 STEP_MODE_EXPORTS = {
+    "after": after,
     "component": component,
     "host_step": host_step,
     "pipeline": pipeline,

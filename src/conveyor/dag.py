@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -42,6 +43,7 @@ class Step:
     bindings: tuple[tuple[str, Binding], ...]
     component: Component | None = None
     host: HostStep | None = None
+    after: tuple[str, ...] = ()  # ordering-only upstream steps (`with after(...)`)
 
     @property
     def kind(self) -> str:
@@ -61,7 +63,9 @@ class Step:
 
     @property
     def upstream(self) -> tuple[str, ...]:
+        """Steps this one waits for: those whose outputs it reads, then ordering-only ones."""
         seen = dict.fromkeys(b.step for _, b in self.bindings if b.kind == "output")
+        seen.update(dict.fromkeys(self.after))
         return tuple(s for s in seen if s is not None)
 
 
@@ -187,6 +191,11 @@ class _Trace:
         self.steps: list[Step] = []
         self.explicit_names: set[str] = set()
         self.name_counts: dict[str, int] = {}
+        self.after_stack: list[tuple[str, ...]] = []
+
+    def ordering(self) -> tuple[str, ...]:
+        """Steps that every step recorded now must wait for (from enclosing `with after(...)`)."""
+        return tuple(dict.fromkeys(name for names in self.after_stack for name in names))
 
     def _fail(self, message: str) -> PipelineDefinitionError:
         return PipelineDefinitionError(f"pipeline {self.pipeline!r}: {message}")
@@ -282,7 +291,7 @@ class _Trace:
     def _outputs(self, step_name: str, spec: ComponentSpec | HostSpec) -> Placeholder:
         label = f"the output of step {step_name}"
         if spec.returns == "none":
-            return Placeholder(None, None, label, self.pipeline, self)
+            return Placeholder(None, None, label, self.pipeline, self, step=step_name)
         if spec.returns == "namedtuple":
             fields = {
                 o.name: Placeholder(
@@ -291,14 +300,16 @@ class _Trace:
                     f"output {o.name!r} of step {step_name}",
                     self.pipeline,
                     self,
+                    step=step_name,
                 )
                 for o in spec.outputs
             }
-            return Placeholder(None, None, f"step {step_name}", self.pipeline, self, fields)
+            return Placeholder(
+                None, None, f"step {step_name}", self.pipeline, self, fields, step=step_name
+            )
         out = spec.outputs[0]
-        return Placeholder(
-            Binding.of_output(step_name, "output"), out.codec, label, self.pipeline, self
-        )
+        binding = Binding.of_output(step_name, "output")
+        return Placeholder(binding, out.codec, label, self.pipeline, self, step=step_name)
 
     def call_component(self, component: Component, args: tuple, kwargs: dict) -> Placeholder:
         spec = component.spec
@@ -326,7 +337,7 @@ class _Trace:
         bindings = self._bind(what, spec.inputs, arguments)
         explicit = spec.name != component.fn.__name__
         name = self._step_name(spec.name, explicit)
-        self.steps.append(Step(name, bindings, component=component))
+        self.steps.append(Step(name, bindings, component=component, after=self.ordering()))
         return self._outputs(name, spec)
 
     def call_host(self, host: HostStep, args: tuple, kwargs: dict) -> Placeholder:
@@ -337,8 +348,33 @@ class _Trace:
             raise self._fail(f"{what}: {exc}") from exc
         bindings = self._bind(what, host.spec.inputs, arguments)
         name = self._step_name(host.spec.name, explicit=False)
-        self.steps.append(Step(name, bindings, host=host))
+        self.steps.append(Step(name, bindings, host=host, after=self.ordering()))
         return self._outputs(name, host.spec)
+
+
+@contextmanager
+def after(*placeholders: Any) -> Iterator[None]:
+    """Steps recorded inside the block run only after the steps that produced `placeholders`.
+
+    For an order without a data edge, e.g. reading a table back after writing it:
+
+        written = write_table(rows, "raw", partition=(start, end), partition_col="date")
+        with after(written):
+            history = load_table("raw", end=end, days=30)
+    """
+    trace = TRACER.get()
+    if not isinstance(trace, _Trace):
+        raise PipelineDefinitionError("after(...) is used inside a @pipeline body only")
+    names: list[str] = []
+    for value in placeholders:
+        if not isinstance(value, Placeholder) or value._owner is not trace or not value._step:
+            raise trace._fail(f"after() takes results of steps of this pipeline, got {value!r}")
+        names.append(value._step)
+    trace.after_stack.append(tuple(names))
+    try:
+        yield
+    finally:
+        trace.after_stack.pop()
 
 
 def _returned_bindings(trace: _Trace, value: Any) -> Any:

@@ -111,7 +111,6 @@ def find_uv() -> str:
 def uv_environment() -> dict[str, str]:
     """The variables uv runs with: TLS against the system CA bundle, which proxies need."""
     env = dict(os.environ)
-    env.setdefault("UV_NATIVE_TLS", "1")
     if "SSL_CERT_FILE" not in env and SYSTEM_CA_BUNDLE.is_file():
         env["SSL_CERT_FILE"] = str(SYSTEM_CA_BUNDLE)
     return env

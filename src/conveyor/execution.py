@@ -305,6 +305,7 @@ class RunExecution:
                 n: p.environment for n, p in self.plan.steps.items() if p.environment is not None
             },
             code={n: p.code for n, p in self.plan.steps.items() if p.code},
+            pinned=self.plan.models.get(step.name),
         )
         engine.hooks.step_started(self.info, step.name, 1, "host steps always run")
         if host.fn is not None:

@@ -68,6 +68,7 @@ class HostContext:
     results: dict[str, Any] = field(default_factory=dict)
     environments: dict[str, Any] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)
+    pinned: Any = None  # for load_model: the ModelPin resolved when the run was planned
 
     @property
     def run_id(self) -> str:

@@ -18,12 +18,18 @@ from conveyor.settings import Settings
 ENGINES = ("auto", "local", "prefect")
 
 
-def resolve_engine(engine: str) -> str:
+def resolve_engine(engine: str, settings: Settings) -> str:
     """`auto` -> `prefect` when a Prefect API is configured or the managed server is up."""
     if engine not in ENGINES:
         raise ConveyorError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
+    import importlib.util
+
+    from conveyor.prefect_server import api_configured
+
+    if api_configured(settings) and importlib.util.find_spec("prefect") is not None:
+        return "prefect"
     return "local"
 
 
@@ -98,7 +104,7 @@ def run(
     """
     settings = settings or Settings.load()
     pipeline = resolve_pipeline(pipeline_or_name, settings)
-    chosen = resolve_engine(engine)
+    chosen = resolve_engine(engine, settings)
     local = build_engine(
         settings,
         runner=runner,

@@ -74,7 +74,7 @@ def _forbidden(symbol: str):
 class Placeholder:
     """A traced value: a pipeline parameter, or an output of a step that has not run yet."""
 
-    __slots__ = ("_binding", "_codec", "_fields", "_label", "_owner", "_pipeline")
+    __slots__ = ("_binding", "_codec", "_fields", "_label", "_owner", "_pipeline", "_step")
     __hash__ = object.__hash__
 
     def __init__(
@@ -85,6 +85,7 @@ class Placeholder:
         pipeline: str,
         owner: object,
         fields: dict[str, Placeholder] | None = None,
+        step: str | None = None,
     ) -> None:
         self._binding = binding
         self._codec = codec
@@ -92,6 +93,7 @@ class Placeholder:
         self._pipeline = pipeline
         self._owner = owner
         self._fields = fields
+        self._step = step  # the step that produces it (None for a pipeline parameter)
 
     def __repr__(self) -> str:
         return f"<placeholder {self._label}>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -17,7 +17,7 @@ from conveyor._hashing import to_jsonable
 from conveyor.artifacts import ArtifactRef, ArtifactStore
 from conveyor.cache import CacheIndex, CacheKeyParts, explain_miss
 from conveyor.dag import Pipeline, Step
-from conveyor.environment import EnvironmentSpec
+from conveyor.environment import EnvironmentSpec, merge_requirements
 from conveyor.errors import ConveyorError, HostStepError, ParameterError
 from conveyor.fingerprint import Fingerprinter
 from conveyor.host import BUILTIN_KINDS
@@ -48,6 +48,7 @@ class Plan:
     steps: dict[str, StepPlan]
     environments: dict[EnvironmentSpec, PreparedEnvironment]
     seconds: float = 0.0
+    models: dict[str, Any] = field(default_factory=dict)  # load_model step -> ModelPin
 
     @property
     def partition(self) -> tuple[date, date] | None:
@@ -129,10 +130,12 @@ def make_plan(
     host_impls = host_impls or {}
     steps = {s.name: StepPlan(s.name, s.kind) for s in pipeline.steps}
 
+    models = resolve_models(pipeline, bound, host_impls)
     needs: dict[EnvironmentSpec, list[str]] = {}
     for step in pipeline.steps:
         if step.component is not None:
             spec = runner.environment_spec(step.component.spec)  # type: ignore[arg-type]
+            spec = _with_model_pins(step, spec, models)
             needs.setdefault(spec, []).append(step.name)
             steps[step.name].notes = runner.limitations(step.component.spec)  # type: ignore[arg-type]
         elif (
@@ -157,7 +160,58 @@ def make_plan(
             steps[step.name].code = fingerprinter.fingerprint(fn)
 
     _predict_cache(pipeline, bound, steps, CacheIndex(store), policy)
-    return Plan(pipeline, bound, steps, environments, time.perf_counter() - started)
+    plan = Plan(pipeline, bound, steps, environments, time.perf_counter() - started)
+    plan.models = models
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPin:
+    """A model a load_model step will return, resolved before the run (version and pins)."""
+
+    name: str
+    version: int | None
+    pins: tuple[str, ...]
+
+
+def resolve_models(
+    pipeline: Pipeline, params: Mapping[str, Any], host_impls: HostImplementations
+) -> dict[str, ModelPin]:
+    """Resolve every load_model step whose arguments are known before the run.
+
+    A step that receives a model runs with the pins of the environment that produced it, so the
+    model (and its environment) must be known when environments are built. The version found
+    here is also the one the load_model step returns, even if a promotion happens meanwhile.
+    """
+    resolver = getattr(host_impls.get("load_model"), "resolve_at_plan", None)
+    found: dict[str, ModelPin] = {}
+    for step in pipeline.steps:
+        if step.host is None or step.host.spec.kind != "load_model" or resolver is None:
+            continue
+        if any(b.kind == "output" for _, b in step.bindings):
+            continue  # depends on another step's output: resolved when it runs
+        values, _ = input_values(step, params, {})
+        pin = resolver(**values)
+        if pin is not None:
+            found[step.name] = ModelPin(values["name"], pin.get("version"), tuple(pin["pins"]))
+    return found
+
+
+def _with_model_pins(
+    step: Step, spec: EnvironmentSpec, models: Mapping[str, ModelPin]
+) -> EnvironmentSpec:
+    sources = [models[b.step] for _, b in step.bindings if b.kind == "output" and b.step in models]
+    pinned = {pin.pins for pin in sources if pin.pins}
+    if not pinned:
+        return spec
+    if len(pinned) > 1:
+        described = "; ".join(f"{p.name} v{p.version}" for p in sources)
+        raise HostStepError(
+            f"step {step.name!r} receives models built in different environments ({described}); "
+            f"a step runs in one environment, so give each model its own step"
+        )
+    # replace() keeps subclass fields (the docker runner's base image)
+    return replace(spec, requirements=merge_requirements(next(iter(pinned)), spec.requirements))
 
 
 def _predict_cache(

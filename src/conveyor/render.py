@@ -45,7 +45,8 @@ def render_text(pipeline: Pipeline) -> str:
             if step.component is not None and step.component.spec is not None:
                 packages = step.component.spec.packages
                 extra = f"  [{', '.join(packages)}]" if packages else ""
-            lines.append(f"  {step.name:<{width}}  {kind}  ({args}){extra}")
+            order = f"  after {', '.join(step.after)}" if step.after else ""
+            lines.append(f"  {step.name:<{width}}  {kind}  ({args}){extra}{order}")
     return "\n".join(lines)
 
 
@@ -67,4 +68,6 @@ def render_mermaid(pipeline: Pipeline) -> str:
                 lines.append(
                     f"    {_node_id(binding.step or '')} -->|{label}| {_node_id(step.name)}"
                 )
+        for before in step.after:  # ordering without data: dotted
+            lines.append(f"    {_node_id(before)} -.-> {_node_id(step.name)}")
     return "\n".join(lines)

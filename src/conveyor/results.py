@@ -84,6 +84,7 @@ class RunResult:
     outputs: Any = None
     error: str | None = None
     plan_seconds: float = 0.0
+    flow_run_id: str | None = None  # the Prefect flow run, under the Prefect engine
 
     @property
     def ok(self) -> bool:

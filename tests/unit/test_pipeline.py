@@ -270,3 +270,33 @@ def test_render_text_and_mermaid():
     assert mermaid.startswith("flowchart TD")
     assert "n_source -->|df| n_double" in mermaid
     assert "n_split -->|train → train| n_score" in mermaid
+
+
+def test_after_orders_steps_without_a_data_edge():
+    from conveyor import after
+
+    @pipeline(partition=("start", "end"))
+    def flow(start: date, end: date):
+        written = write_table(source(3), "raw", partition=(start, end), partition_col="x")
+        with after(written):
+            history = load_table("raw", end=end, days=30)
+        return double(history)
+
+    loader = flow.step("load_table")
+    assert loader.upstream == ("write_table",) and loader.after == ("write_table",)
+    assert flow.step("double").upstream == ("load_table",)
+    assert [[s.name for s in level] for level in levels(flow)] == [
+        ["source"],
+        ["write_table"],
+        ["load_table"],
+        ["double"],
+    ]
+    assert "after write_table" in render_text(flow)
+    assert "n_write_table -.-> n_load_table" in render_mermaid(flow)
+
+
+def test_after_outside_a_pipeline_is_an_error():
+    from conveyor import after
+
+    with pytest.raises(PipelineDefinitionError, match="inside a @pipeline body only"), after():
+        pass

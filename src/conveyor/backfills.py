@@ -1,0 +1,304 @@
+"""Backfills: run a pipeline over a date range, partition by partition, resumably.
+
+Partition status lives in conveyor's database, so a backfill skips what already succeeded (unless
+`reprocess="all"`), and an interrupted or crashed backfill resumes when the same command runs
+again. A ranged pipeline (`partition=("start", "end")`) gets consecutive partitions grouped into
+one run each (`batch` dates per run); every date's status is still recorded. Within a run the step
+cache applies, so a re-backfill after a code change re-runs only the changed step and what
+follows it. Under the Prefect engine every run is a flow run tagged `backfill`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from conveyor.dag import Pipeline
+from conveyor.discovery import resolve_pipeline
+from conveyor.engine import LocalEngine
+from conveyor.errors import ConveyorError, ParameterError
+from conveyor.launch import build_engine, resolve_engine
+from conveyor.results import RunResult
+from conveyor.settings import Settings
+
+REPROCESS = ("missing", "failed", "all")
+DEFAULT_BATCH = 250
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The partition dates one run processes (one date unless the pipeline is ranged)."""
+
+    dates: tuple[date, ...]
+
+    @property
+    def start(self) -> date:
+        return self.dates[0]
+
+    @property
+    def end(self) -> date:
+        return self.dates[-1]
+
+    def label(self) -> str:
+        return str(self.start) if len(self.dates) == 1 else f"{self.start}..{self.end}"
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    batch: Batch
+    status: str  # "succeeded" | "failed"
+    run_id: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class BackfillResult:
+    """What a backfill did: runs, and per-partition counts."""
+
+    pipeline: str
+    selected: list[date]
+    skipped: list[date]
+    batches: list[Batch]
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def dates_with(self, status: str) -> list[date]:
+        return [d for o in self.outcomes if o.status == status for d in o.batch.dates]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.interrupted
+            and not self.dates_with("failed")
+            and len(self.outcomes) == len(self.batches)
+        )
+
+    def summary(self) -> str:
+        lines = [
+            f"backfill of {self.pipeline}: {len(self.dates_with('succeeded'))} partitions "
+            f"succeeded, {len(self.skipped)} skipped (already succeeded), "
+            f"{len(self.dates_with('failed'))} failed"
+            + (", interrupted" if self.interrupted else "")
+            + f" in {self.seconds:.1f}s ({len(self.outcomes)} of {len(self.batches)} runs)"
+        ]
+        for outcome in self.outcomes:
+            if outcome.status == "failed":
+                first = (outcome.error or "failed").strip().splitlines()[0]
+                lines.append(f"  failed {outcome.batch.label()}: {first}")
+        return "\n".join(lines)
+
+
+def select_partitions(
+    pipeline: Pipeline,
+    start: date,
+    end: date,
+    statuses: Mapping[date, str],
+    reprocess: str = "missing",
+) -> tuple[list[date], list[date]]:
+    """(partitions to run, partitions skipped) of the pipeline's calendar in [start, end].
+
+    `missing` runs every partition that has not succeeded (never run, failed, interrupted);
+    `failed` only those recorded as failed; `all` every partition.
+    """
+    if reprocess not in REPROCESS:
+        raise ParameterError(f"--reprocess {reprocess!r}: choose one of {', '.join(REPROCESS)}")
+    if end < start:
+        raise ParameterError(f"--end {end} is before --start {start}")
+    dates = pipeline.calendar.dates(start, end)
+    if reprocess == "all":
+        return dates, []
+    if reprocess == "failed":
+        chosen = [d for d in dates if statuses.get(d) == "failed"]
+    else:
+        chosen = [d for d in dates if statuses.get(d) != "succeeded"]
+    chosen_set = set(chosen)
+    return chosen, [d for d in dates if d not in chosen_set]
+
+
+def group_batches(
+    pipeline: Pipeline, selected: Sequence[date], batch: int | None, reverse: bool = False
+) -> list[Batch]:
+    """One batch per date, or for ranged pipelines runs of consecutive calendar dates."""
+    if not selected:
+        return []
+    if not pipeline.ranged:
+        batches = [Batch((d,)) for d in selected]
+    else:
+        size = batch or DEFAULT_BATCH
+        if size < 1:
+            raise ParameterError(f"--batch must be at least 1, got {size}")
+        calendar = pipeline.calendar.dates(selected[0], selected[-1])
+        position = {d: i for i, d in enumerate(calendar)}
+        batches, current = [], [selected[0]]
+        for day in selected[1:]:
+            contiguous = position[day] == position[current[-1]] + 1
+            if contiguous and len(current) < size:
+                current.append(day)
+            else:
+                batches.append(Batch(tuple(current)))
+                current = [day]
+        batches.append(Batch(tuple(current)))
+    return list(reversed(batches)) if reverse else batches
+
+
+def _partition_params(pipeline: Pipeline, batch: Batch) -> dict[str, Any]:
+    if isinstance(pipeline.partition, tuple):
+        return {pipeline.partition[0]: batch.start, pipeline.partition[1]: batch.end}
+    if pipeline.partition is None:
+        raise ParameterError(
+            f"pipeline {pipeline.name!r} has no partition parameter; only partitioned pipelines "
+            f"(a `date` parameter, or partition=...) can be backfilled"
+        )
+    return {pipeline.partition: batch.start}
+
+
+def backfill(
+    target: Pipeline | str,
+    start: date,
+    end: date,
+    *,
+    concurrency: int = 1,
+    reprocess: str = "missing",
+    batch: int | None = None,
+    dry_run: bool = False,
+    reverse: bool = False,
+    params: Mapping[str, Any] | None = None,
+    engine: str = "auto",
+    runner: str = "venv",
+    cache: bool = True,
+    force_steps: Sequence[str] = (),
+    max_parallel: int | None = None,
+    settings: Settings | None = None,
+    on_progress: Callable[[BatchOutcome], None] | None = None,
+) -> BackfillResult:
+    """Run `target` for every selected partition in [start, end]; see the module docstring."""
+    from conveyor.db.lineage import partition_status
+
+    settings = settings or Settings.load()
+    pipeline = resolve_pipeline(target, settings)
+    if concurrency < 1:
+        raise ParameterError(f"--concurrency must be at least 1, got {concurrency}")
+    statuses = partition_status(settings, pipeline.name, start, end)
+    selected, skipped = select_partitions(pipeline, start, end, statuses, reprocess)
+    batches = group_batches(pipeline, selected, batch, reverse)
+    for one in batches[:1]:  # parameters are checked before anything runs
+        pipeline.bind({**(params or {}), **_partition_params(pipeline, one)})
+    result = BackfillResult(pipeline.name, selected, skipped, batches)
+    if dry_run or not batches:
+        return result
+    chosen = resolve_engine(engine, settings)
+    per_run = max_parallel or max(1, (settings_cpus() // concurrency))
+    local = build_engine(
+        settings, runner=runner, cache=cache, force_steps=force_steps,
+        max_parallel=per_run, tags=("backfill",),
+    )  # fmt: skip
+    started = time.perf_counter()
+
+    def record(outcome: BatchOutcome) -> None:
+        result.outcomes.append(outcome)
+        if on_progress is not None:
+            on_progress(outcome)
+
+    try:
+        if chosen == "prefect":
+            asyncio.run(_with_prefect(local, pipeline, batches, params or {}, concurrency, record))
+        else:
+            _with_threads(local, pipeline, batches, params or {}, concurrency, record)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        local.runner.close()
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def settings_cpus() -> int:
+    import os
+
+    return os.cpu_count() or 2
+
+
+def _outcome(batch: Batch, run: RunResult | None, error: BaseException | None, began: float):
+    seconds = time.perf_counter() - began
+    if run is not None:
+        return BatchOutcome(
+            batch, "succeeded" if run.ok else "failed", run.run_id, run.error, seconds
+        )
+    return BatchOutcome(batch, "failed", None, f"{type(error).__name__}: {error}", seconds)
+
+
+def _with_threads(
+    engine: LocalEngine,
+    pipeline: Pipeline,
+    batches: list[Batch],
+    params: Mapping[str, Any],
+    concurrency: int,
+    record: Callable[[BatchOutcome], None],
+) -> None:
+    lock = threading.Lock()
+
+    def one(batch: Batch) -> BatchOutcome:
+        began = time.perf_counter()
+        try:
+            run = engine.run(pipeline, {**params, **_partition_params(pipeline, batch)})
+        except ConveyorError as exc:
+            return _outcome(batch, None, exc, began)
+        return _outcome(batch, run, None, began)
+
+    queue = list(batches)
+    running: dict[Future[BatchOutcome], Batch] = {}
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="conveyor-backfill")
+    try:
+        while queue or running:
+            while queue and len(running) < concurrency:
+                batch = queue.pop(0)
+                running[pool.submit(one, batch)] = batch
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                with lock:
+                    record(future.result())
+    except BaseException:
+        engine.runner.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+async def _with_prefect(
+    engine: LocalEngine,
+    pipeline: Pipeline,
+    batches: list[Batch],
+    params: Mapping[str, Any],
+    concurrency: int,
+    record: Callable[[BatchOutcome], None],
+) -> None:
+    from conveyor.prefect_flow import arun_with_prefect
+
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(batch: Batch) -> None:
+        async with slots:
+            began = time.perf_counter()
+            try:
+                run = await arun_with_prefect(
+                    engine,
+                    pipeline,
+                    {**params, **_partition_params(pipeline, batch)},
+                    tags=("backfill",),
+                    flow_run_name=f"{pipeline.name} {batch.label()}",
+                )
+            except ConveyorError as exc:
+                record(_outcome(batch, None, exc, began))
+                return
+            record(_outcome(batch, run, None, began))
+
+    await asyncio.gather(*(one(b) for b in batches))

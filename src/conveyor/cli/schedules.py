@@ -1,0 +1,139 @@
+"""`conveyor backfill | serve | deploy | ui`."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import typer
+
+from conveyor.cli import app
+from conveyor.cli.common import console, fail, parse_params, settings
+
+
+def _date(value: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{flag} {value!r} is not a date; write it as YYYY-MM-DD")
+
+
+@app.command()
+def backfill(
+    name: str = typer.Argument(..., help="Pipeline name or PATH.py:ATTRIBUTE."),
+    start: str = typer.Option(..., "--start", help="First partition date (YYYY-MM-DD)."),
+    end: str = typer.Option(..., "--end", help="Last partition date (YYYY-MM-DD)."),
+    concurrency: int = typer.Option(1, "--concurrency", help="Runs at once."),
+    reprocess: str = typer.Option(
+        "missing", "--reprocess", help="missing (not yet succeeded), failed, or all."
+    ),
+    batch: int = typer.Option(None, "--batch", help="Dates per run (ranged pipelines)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the partitions; run nothing."),
+    reverse: bool = typer.Option(False, "--reverse", help="Newest partitions first."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="Other parameters NAME=VALUE."),
+    engine: str = typer.Option("auto", help="local, prefect, or auto."),
+    runner: str = typer.Option("venv", help="venv, docker or inprocess."),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+    force_step: list[str] = typer.Option(None, "--force-step"),
+    max_parallel: int = typer.Option(None, "--max-parallel", help="Steps at once per run."),
+) -> None:
+    """Run a pipeline over a date range; skips succeeded partitions; resumable."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from conveyor.backfills import backfill as run_backfill
+
+    first, last = _date(start, "--start"), _date(end, "--end")
+    options = dict(
+        concurrency=concurrency, reprocess=reprocess, batch=batch, reverse=reverse,
+        params=parse_params(param), engine=engine, runner=runner, cache=not no_cache,
+        force_steps=force_step or (), max_parallel=max_parallel, settings=settings(),
+    )  # fmt: skip
+    if dry_run:
+        result = run_backfill(name, first, last, dry_run=True, **options)
+        console.print(
+            f"dry run: {len(result.selected)} partitions to run in {len(result.batches)} runs, "
+            f"{len(result.skipped)} already succeeded (skipped)"
+        )
+        for one in result.batches:
+            console.print(f"  would run {one.label()} ({len(one.dates)} partitions)")
+        return
+    counts = {"succeeded": 0, "failed": 0}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("partitions · {task.fields[counts]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"backfill {name}", total=None, counts="")
+
+        def on_progress(outcome) -> None:
+            counts[outcome.status] += len(outcome.batch.dates)
+            text = f"{counts['succeeded']} ok, {counts['failed']} failed"
+            progress.update(task, advance=len(outcome.batch.dates), counts=text)
+
+        selection = run_backfill(name, first, last, dry_run=True, **options)
+        progress.update(task, total=len(selection.selected))
+        result = run_backfill(name, first, last, on_progress=on_progress, **options)
+    console.print(result.summary())
+    if not result.ok:
+        raise typer.Exit(130 if result.interrupted else 1)
+
+
+@app.command()
+def serve(
+    limit: int = typer.Option(None, "--limit", help="Flow runs at once."),
+) -> None:
+    """Serve the schedules in deployments/*.toml with Prefect (they run on time; see the UI)."""
+    from conveyor.prefect_flow import configure
+    from conveyor.schedules import load_entries
+    from conveyor.schedules import serve as serve_entries
+
+    config = settings()
+    configure(config)
+    entries = load_entries(config)
+    for entry in entries:
+        console.print(f"serving [bold]{entry.name}[/bold]: {entry.pipeline} on '{entry.cron}' "
+                      f"({entry.timezone}, offset {entry.partition_offset})")  # fmt: skip
+    serve_entries(config, limit=limit)
+
+
+@app.command()
+def deploy(
+    work_pool: str = typer.Option(..., "--work-pool", help="Prefect work pool for the workers."),
+) -> None:
+    """Register the schedules in deployments/*.toml for Prefect workers of a work pool."""
+    from conveyor.prefect_flow import configure
+    from conveyor.schedules import deploy as deploy_entries
+
+    config = settings()
+    configure(config)
+    for deployment_id in deploy_entries(config, work_pool):
+        console.print(f"registered deployment {deployment_id}")
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(4200, help="Port of the managed Prefect server."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the managed server."),
+) -> None:
+    """Start (or show) conveyor's managed Prefect server; its UI is conveyor's web UI."""
+    from conveyor.prefect_server import start_server, stop_server
+
+    config = settings()
+    if stop:
+        console.print("stopped" if stop_server(config) else "no managed server was running")
+        return
+    server = start_server(config, port=port)
+    console.print(f"Prefect UI: {server['ui']}   (API {server['url']}, pid {server['pid']})")
+    console.print("runs and backfills started from this project now report here; "
+                  "`conveyor ui --stop` stops it")  # fmt: skip

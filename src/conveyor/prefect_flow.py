@@ -1,0 +1,278 @@
+"""Pipelines as Prefect flows: one flow run per pipeline run, one task run per step.
+
+The flow is async on purpose: a sync Prefect flow waits for its heartbeat thread's one-second
+tick when it ends, an async one does not. Steps still execute through conveyor's runner (venv,
+docker, in-process) in worker threads; Prefect records them, retries them as their component
+says, forwards their log lines and shows the run in its UI. Every run publishes a table artifact
+of its steps (status, cached or why it ran, environment build, start, run and I/O time) and, when
+steps report metrics, a table of those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
+
+from conveyor.dag import Pipeline, Step
+from conveyor.engine import LocalEngine
+from conveyor.execution import RunExecution
+from conveyor.prefect_server import prefect_variables
+from conveyor.results import CACHED, FAILED, RunResult, StepResult
+
+log = logging.getLogger("conveyor.prefect")
+
+
+def configure(settings: Any) -> None:
+    """Point Prefect at conveyor's managed server (if up) and switch its telemetry off."""
+    from conveyor.prefect_server import prefect_home
+
+    prefect_home(settings).mkdir(parents=True, exist_ok=True)
+    for key, value in prefect_variables(settings).items():
+        os.environ.setdefault(key, value)
+
+
+def api_settings(settings: Any) -> Any:
+    """A context applying the API URL to an already-imported Prefect (it reads env on import)."""
+    from contextlib import nullcontext
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("PREFECT_API_URL") or prefect_variables(settings).get("PREFECT_API_URL")
+    if not url or PREFECT_API_URL.value() == url:
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_API_URL: url})
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "conveyor"
+
+
+def _flow_signature(pipeline: Pipeline, partition_optional: bool) -> inspect.Signature:
+    params = []
+    for p in pipeline.params:
+        annotation = {"date": date, "int": int, "float": float, "str": str, "bool": bool}.get(
+            p.codec.json_type or p.annotation, Any
+        )
+        is_partition = p.name in _partition_names(pipeline)
+        default = p.default if p.has_default else inspect.Parameter.empty
+        if partition_optional and is_partition:
+            default = None
+        params.append(
+            inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                              annotation=annotation)
+        )  # fmt: skip
+    return inspect.Signature(params)
+
+
+def _partition_names(pipeline: Pipeline) -> tuple[str, ...]:
+    if pipeline.partition is None:
+        return ()
+    return pipeline.partition if isinstance(pipeline.partition, tuple) else (pipeline.partition,)
+
+
+def build_flow(
+    engine: LocalEngine,
+    pipeline: Pipeline,
+    *,
+    tags: tuple[str, ...] = (),
+    resolve_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    results: dict[str, RunResult] | None = None,
+) -> Any:
+    """A Prefect flow named after the pipeline whose parameters are the pipeline's.
+
+    `resolve_params` fills in parameters at run time (a scheduled run derives its partition from
+    its scheduled time) and may wait for upstream partitions. `results`, when given, receives
+    each run's RunResult under its flow-run id, so callers get it without Prefect persisting it.
+    """
+    from prefect import flow
+    from prefect.runtime import flow_run
+    from prefect.states import Failed
+
+    async def run_pipeline(**params: Any) -> Any:
+        if resolve_params is not None:
+            params = await asyncio.to_thread(resolve_params, dict(params))
+        params = {
+            k: v for k, v in params.items() if v is not None or k not in _partition_names(pipeline)
+        }
+        plan = await asyncio.to_thread(engine.plan, pipeline, params)
+        execution = engine.execution(pipeline, plan, tags)
+        result = await drive_with_prefect(execution, engine.max_parallel)
+        if results is not None:
+            results[str(flow_run.id)] = result
+        await _publish_artifacts(execution, result)
+        if not result.ok:
+            return Failed(message=(result.error or "a step failed")[:2000])
+        return {"run_id": result.run_id, "status": result.status}
+
+    run_pipeline.__name__ = pipeline.name.replace("-", "_")
+    run_pipeline.__qualname__ = run_pipeline.__name__
+    run_pipeline.__doc__ = pipeline.description or f"conveyor pipeline {pipeline.name}"
+    run_pipeline.__signature__ = _flow_signature(pipeline, resolve_params is not None)  # type: ignore[attr-defined]
+    return flow(
+        name=pipeline.name,
+        validate_parameters=False,
+        persist_result=False,
+        log_prints=False,
+    )(run_pipeline)
+
+
+async def drive_with_prefect(execution: RunExecution, max_parallel: int) -> RunResult:
+    """Run every step as a Prefect task, independent ones concurrently (at most `max_parallel`)."""
+    execution.start()
+    slots = asyncio.Semaphore(max_parallel)
+    states: dict[str, Any] = {}  # final Prefect states, so downstream task runs link upstream
+    pending = {s.name: s for s in execution.pipeline.steps}
+    running: dict[asyncio.Task[StepResult], str] = {}
+    try:
+        while pending or running:
+            execution.skip_blocked(pending)
+            for step in execution.ready(pending):
+                del pending[step.name]
+                upstream = [states[u] for u in step.upstream if u in states]
+                task = asyncio.create_task(_step_task(execution, step, slots, upstream, states))
+                running[task] = step.name
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                running.pop(task)
+                execution.finish(task.result())
+    except BaseException:
+        execution.engine.runner.close()
+        for task in running:
+            task.cancel()
+        execution.interrupt(list(pending) + list(running.values()))
+        execution.complete()
+        raise
+    return execution.complete()
+
+
+async def _step_task(
+    execution: RunExecution,
+    step: Step,
+    slots: asyncio.Semaphore,
+    upstream: list[Any],
+    states: dict[str, Any],
+) -> StepResult:
+    from prefect import get_run_logger, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.runtime import task_run
+    from prefect.states import Completed
+    from prefect.states import Failed as FailedState
+
+    retries = step.component.spec.retries if step.component and step.component.spec else 0
+    holder: dict[str, StepResult] = {}
+
+    async def run_step() -> Any:
+        logger = get_run_logger()
+        attempt = task_run.run_count or 1
+        only = attempt if step.component is not None else None
+        result = await asyncio.to_thread(execution.execute_step, step, only, logger.info)
+        holder["result"] = result
+        if result.status == FAILED:
+            if step.component is not None and attempt <= retries:
+                raise RuntimeError((result.error or "failed").splitlines()[0])  # Prefect retries
+            return FailedState(message=(result.error or "failed")[:2000])
+        return Completed(message="cached" if result.status == CACHED else result.reason)
+
+    step_task = task(
+        run_step,
+        name=step.name,
+        task_run_name=step.name,
+        retries=retries,
+        retry_delay_seconds=[min(2**n, 30) * execution.engine.retry_delay for n in range(retries)]
+        or 0,
+        cache_policy=NO_CACHE,
+        persist_result=False,  # no tags: tagged task runs each ask the API for concurrency slots
+    )
+    async with slots:
+        # wait_for on finished states only records the edges the UI's run graph draws
+        states[step.name] = await step_task(wait_for=upstream, return_state=True)
+    return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
+
+
+async def _publish_artifacts(execution: RunExecution, result: RunResult) -> None:
+    from prefect.artifacts import acreate_table_artifact
+
+    rows = []
+    for name, step in result.steps.items():
+        plan = execution.plan.steps.get(name)
+        env = plan.environment if plan else None
+        timings = step.timings
+        rows.append(
+            {
+                "step": name,
+                "kind": step.kind,
+                "status": step.status,
+                "cached / why": step.reason,
+                "attempts": step.attempts,
+                "environment build (s)": round(env.build_seconds, 3) if env and env.built else 0,
+                "start": step.started_at.isoformat(timespec="seconds") if step.started_at else "",
+                "run (s)": round(timings.get("run", step.duration), 3),
+                "I/O (s)": round(timings.get("load", 0) + timings.get("save", 0), 3),
+                "total (s)": round(step.duration, 3),
+            }
+        )
+    key = artifact_key(f"{result.pipeline}-steps")
+    await acreate_table_artifact(
+        table=rows, key=key, description=f"conveyor run {result.run_id}: {result.summary()}"
+    )
+    metrics = [
+        {"step": name, "metric": metric, "value": value}
+        for name, step in result.steps.items()
+        for metric, value in (step.metrics or {}).items()
+    ]
+    if metrics:
+        await acreate_table_artifact(
+            table=metrics,
+            key=artifact_key(f"{result.pipeline}-metrics"),
+            description=f"metrics reported by the steps of run {result.run_id}",
+        )
+
+
+def run_with_prefect(
+    engine: LocalEngine,
+    pipeline: Pipeline,
+    params: Mapping[str, Any],
+    *,
+    tags: tuple[str, ...] = (),
+    flow_run_name: str | None = None,
+) -> RunResult:
+    """Run a pipeline once as a Prefect flow run and return conveyor's RunResult."""
+    return asyncio.run(
+        arun_with_prefect(engine, pipeline, params, tags=tags, flow_run_name=flow_run_name)
+    )
+
+
+async def arun_with_prefect(
+    engine: LocalEngine,
+    pipeline: Pipeline,
+    params: Mapping[str, Any],
+    *,
+    tags: tuple[str, ...] = (),
+    flow_run_name: str | None = None,
+) -> RunResult:
+    """The async form, for running several flow runs concurrently (backfills)."""
+    configure(engine.settings)  # before importing Prefect, which reads its settings on import
+    import prefect
+
+    results: dict[str, RunResult] = {}
+    flow = build_flow(engine, pipeline, tags=tags, results=results)
+    if flow_run_name:
+        flow = flow.with_options(flow_run_name=flow_run_name)
+    bound = pipeline.bind(params)  # fail fast, before a flow run exists
+    with api_settings(engine.settings), prefect.tags(*tags):
+        state = await flow(**bound, return_state=True)
+    result = results.get(str(state.state_details.flow_run_id))
+    if result is None:  # the flow failed before its steps ran (planning): raise that error
+        await state.aresult()
+        raise RuntimeError(f"Prefect flow run ended {state.type.value}: {state.message}")
+    result.flow_run_id = str(state.state_details.flow_run_id)
+    return result

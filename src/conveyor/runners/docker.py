@@ -1,0 +1,336 @@
+"""The docker runner: every step in its own container, on an image built once per environment.
+
+A step runs `python -m conveyor.executor SPEC` in a fresh container of its environment's image
+(see `runners/images.py`), its paths pointed by the executor's overrides at fixed mounts (see
+`runners/containers.py`): the project root, conveyor's runtime bundle and the artifact store
+read-only, the attempt's work folder read-write. The container runs as a fixed non-root user,
+without network unless the component asks for it, with the component's cpu/memory limits and only
+its declared variables. A timeout kills and removes the container; an out-of-memory kill is named;
+a container whose exit status is lost fails the step. Every container carries labels naming the
+run, the step and the orchestrator process, so containers left by a killed orchestrator are
+removed the next time a docker runner starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from conveyor.component_spec import ComponentSpec
+from conveyor.environment import EnvironmentSpec, Locker
+from conveyor.errors import EnvironmentBuildError, StepFailed
+from conveyor.runners.base import (
+    BASE_VARIABLES,
+    PreparedEnvironment,
+    Task,
+    read_result,
+    requirement_spec,
+    step_variables,
+    write_task_spec,
+)
+from conveyor.runners.containers import (
+    ARTIFACTS,
+    OWNER_LABEL,
+    PROJECT,
+    RUNTIME,
+    STEP_USER,
+    WORK,
+    Mounts,
+    check_project_readable,
+    container_name,
+    exit_status,
+    expire,
+    open_to_step,
+    owner_label,
+    pump_output,
+    readable_by_step,
+    remove_orphans,
+)
+from conveyor.runners.images import (
+    ENV_PREFIX,
+    IMAGE_PATH,
+    BaseImage,
+    DockerEnvironmentSpec,
+    ImageBuilder,
+    connect,
+)
+from conveyor.runners.runtime import runtime_bundle
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.docker")
+
+
+class DockerRunner:
+    """Runs each step in a container of its environment's image."""
+
+    name = "docker"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.locker = Locker(settings.lock_dir)
+        self._owner = owner_label()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._builder: ImageBuilder | None = None
+        self._idle: list[Any] = []  # API clients not in use: one per concurrent step
+        self._live: dict[str, Any] = {}  # container id -> the client running it
+        self._runtime: Path | None = None
+
+    # ------------------------------------------------------------------------------ engine
+
+    @property
+    def builder(self) -> ImageBuilder:
+        """The image builder; the first use connects and removes orphaned containers."""
+        with self._lock:
+            if self._builder is None:
+                self._client = connect()
+                self._builder = ImageBuilder(self.settings, self._client)
+                remove_orphans(self._client)
+            return self._builder
+
+    def _take_client(self) -> Any:
+        """An API client for one step: requests sessions are not meant to be shared by threads."""
+        builder = self.builder  # connects (and checks the engine) on first use
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        import docker
+
+        # the version the first client negotiated: no extra round trip per client
+        return docker.from_env(version=builder.client.api.api_version).api
+
+    def _give_back(self, api: Any) -> None:
+        with self._lock:
+            self._idle.append(api)
+
+    # ------------------------------------------------------------------------------ environments
+
+    def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
+        check_project_readable(self.settings.project_root, component.file)
+        base = self.builder.base(component.image or self.settings.base_image)
+        plain = requirement_spec(component, python=base.python_minor)
+        return DockerEnvironmentSpec(plain.requirements, plain.python, image=base.reference)
+
+    def limitations(self, component: ComponentSpec) -> list[str]:
+        if component.gpu:
+            return ["gpu needs the NVIDIA container toolkit on the Docker engine"]
+        return []
+
+    def prepare(
+        self, needs: Mapping[EnvironmentSpec, Sequence[str]]
+    ) -> dict[EnvironmentSpec, PreparedEnvironment]:
+        check_project_readable(self.settings.project_root)
+        prepared = {}
+        for spec, steps in needs.items():
+            who = "step " + ", ".join(steps) if len(steps) == 1 else "steps " + ", ".join(steps)
+            image = getattr(spec, "image", None) or self.settings.base_image
+            base: BaseImage = self.builder.base(image)
+            started = time.perf_counter()
+            lock = self.locker.lock(spec, who=who)
+            key, tag, built = self.builder.ensure(spec, base, lock, who)
+            prepared[spec] = PreparedEnvironment(
+                key=key,
+                spec=spec,
+                location=tag,
+                interpreter=base.python,
+                lock_path=str(lock.path),
+                pins=lock.pins,
+                build_seconds=time.perf_counter() - started,
+                built=built,
+            )
+        return prepared
+
+    # ------------------------------------------------------------------------------ running
+
+    def runtime(self) -> Path:
+        if self._runtime is None:
+            bundle = runtime_bundle(self.settings.runtime_dir)
+            for path in (bundle, *bundle.rglob("*")):  # made under the host's umask
+                if not readable_by_step(path):
+                    path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+            self._runtime = bundle
+        return self._runtime
+
+    def mounts(self, task: Task) -> Mounts:
+        """The host folders a step sees, at fixed paths under /conveyor (read-only but its own)."""
+        artifacts = self.settings.artifact_dir.resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        return Mounts(
+            (
+                (Path(task.project_root).resolve(), PROJECT, "ro"),
+                (self.runtime().resolve(), RUNTIME, "ro"),
+                (artifacts, ARTIFACTS, "ro"),
+                (task.workdir.resolve(), WORK, "rw"),
+            )
+        )
+
+    def container_config(self, task: Task, mounts: Mounts) -> dict[str, Any]:
+        """The create-container arguments for one attempt (without the host config)."""
+        component = task.component
+        declared = set(component.env)
+        # the image has its own PATH, locale and CA bundle; the host's would point nowhere
+        variables = {
+            k: v
+            for k, v in step_variables(component).items()
+            if k not in BASE_VARIABLES or k in declared or k == "TZ"
+        }
+        variables.update(
+            PATH=IMAGE_PATH,
+            PYTHONPATH=f"{RUNTIME}:{PROJECT}",
+            HOME=WORK,
+            PYTHONUNBUFFERED="1",
+            PYTHONDONTWRITEBYTECODE="1",  # the project is mounted read-only
+        )
+        # The spec keeps host paths (it is the attempt's record); the executor's path overrides,
+        # the same ones a KFP task uses, point it at the mounts.
+        command = [f"{ENV_PREFIX}/bin/python", "-s", "-m", "conveyor.executor"]
+        command.append(mounts.inside(task.spec_path))
+        for flag, section in (("--input", "inputs"), ("--output", "outputs")):
+            for name, item in task.spec[section].items():
+                command += [flag, f"{name}={mounts.inside(item['path'])}"]
+        command += ["--result", mounts.inside(task.result_path)]
+        workdir = task.workdir.resolve()
+        run_id = workdir.parent.parent.name  # <runs>/<run id>/<step>/attempt-N
+        return {
+            "image": task.environment.location,
+            "command": command,
+            "user": STEP_USER,
+            "working_dir": PROJECT,
+            "environment": variables,
+            "name": container_name(run_id, task.step, workdir.name),
+            "labels": {
+                "conveyor.run": run_id,
+                "conveyor.step": task.step,
+                "conveyor.attempt": workdir.name,
+                "conveyor.project": str(task.project_root),
+                OWNER_LABEL: self._owner,
+            },
+        }
+
+    def host_config(self, api: Any, task: Task, mounts: Mounts) -> Any:
+        component = task.component
+        options: dict[str, Any] = {
+            "binds": mounts.binds(),
+            "network_mode": "bridge" if component.network else "none",
+        }
+        if component.memory:
+            # equal limits: no swap to hide in, so running past the limit is an OOM kill
+            options["mem_limit"] = options["memswap_limit"] = component.memory
+        if component.cpu:
+            options["nano_cpus"] = int(component.cpu * 1e9)
+        if component.gpu:
+            from docker.types import DeviceRequest
+
+            options["device_requests"] = [
+                DeviceRequest(count=component.gpu, capabilities=[["gpu"]])
+            ]
+        return api.create_host_config(**options)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        import docker
+        import requests
+
+        write_task_spec(task)
+        open_to_step(task)
+        api = self._take_client()
+        try:
+            return self._run(api, task)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # the engine refused or went away: a step failure, so the engine's retries apply
+            raise StepFailed(
+                task.step, f"the Docker engine failed to run its container: {exc}"
+            ) from exc
+        finally:
+            self._give_back(api)
+
+    def _run(self, api: Any, task: Task) -> dict[str, Any]:
+        import docker
+
+        mounts = self.mounts(task)
+        config = self.container_config(task, mounts)
+        try:
+            created = api.create_container(
+                host_config=self.host_config(api, task, mounts), **config
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise EnvironmentBuildError(
+                f"image {task.environment.location} of step {task.step!r} disappeared (pruned "
+                f"while running?); run again to rebuild it"
+            ) from exc
+        container = created["Id"]
+        with self._lock:
+            self._live[container] = api
+        tail: deque[str] = deque(maxlen=40)
+        timer = None
+        expired = threading.Event()
+        try:
+            stream = api.attach(container, stdout=True, stderr=True, stream=True, demux=True)
+            api.start(container)
+            if task.component.timeout:
+                timer = threading.Timer(task.component.timeout, expire, (api, container, expired))
+                timer.daemon = True
+                timer.start()
+            pump_output(stream, task.log, tail)
+            code, oom = exit_status(api, container, bool(task.component.memory))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._remove(api, container)
+        try:
+            return _outcome(task, code, oom, expired.is_set(), "\n".join(tail))
+        except StepFailed as exc:  # show host paths, where the user can open the files
+            raise type(exc)(
+                exc.step,
+                mounts.outside(exc.detail),
+                error_type=exc.error_type,
+                remote_traceback=mounts.outside(exc.remote_traceback),
+            ) from None
+
+    def _remove(self, api: Any, container: str) -> None:
+        import docker
+
+        with self._lock:
+            self._live.pop(container, None)
+        try:
+            api.remove_container(container, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                log.warning("could not remove container %s: %s", container[:12], exc)
+
+    def close(self) -> None:
+        """Kill and remove every live container (an interrupted run must not leave any)."""
+        with self._lock:
+            live = list(self._live.items())
+        for container, api in live:
+            self._remove(api, container)
+
+
+def _outcome(
+    task: Task, code: int | None, oom: bool, timed_out: bool, stderr: str
+) -> dict[str, Any]:
+    """The result document of a finished container, or the StepFailed that explains why not."""
+    if timed_out:
+        return read_result(task, None, stderr, timed_out=True)
+    if oom:
+        return read_result(task, code, stderr, oom=True, limit=task.component.memory_text)
+    if code is None:
+        raise StepFailed(
+            task.step,
+            "its container vanished before reporting an exit status (removed from outside, or "
+            "the Docker engine restarted); run it again" + _tail(stderr),
+        )
+    if code > 128:  # docker follows the shell: 128 + the signal that killed the process
+        code = -(code - 128)
+    return read_result(task, code, stderr)
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    return f"; last output:\n{text}" if text else ""

@@ -1,0 +1,88 @@
+"""A real Prefect server for the tests, and helpers to read what conveyor reported to it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conveyor.prefect_server import QUIET
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_prefect_server(home: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on a free port with its own home; returns (process, api url)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    url = f"http://127.0.0.1:{port}/api"
+    env.update({"PREFECT_HOME": str(home), "PREFECT_UI_API_URL": url, **QUIET})
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    stop_process(proc)
+    raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def query(coro_factory):
+    """Run `coro_factory(client)` against the configured API and return its result."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def main():
+        async with get_client() as client:
+            return await coro_factory(client)
+
+    with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        return asyncio.run(main())
+
+
+def flow_run_and_tasks(flow_run_id: str):
+    """(flow run, {task run name: task run}) as the Prefect API has them."""
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read(client):
+        flow_run = await client.read_flow_run(UUID(flow_run_id))
+        tasks = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+        )
+        return flow_run, {t.name: t for t in tasks}
+
+    return query(read)

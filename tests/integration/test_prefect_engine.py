@@ -1,0 +1,172 @@
+"""The Prefect engine against a real Prefect server: flow runs, task runs, states, artifacts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+import conveyor
+from conveyor.launch import resolve_engine
+from tests.conftest import need
+from tests.integration.prefect_support import (
+    flow_run_and_tasks,
+    query,
+    start_prefect_server,
+    stop_process,
+)
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    need(importlib.util.find_spec("prefect") is not None, "prefect is not installed")
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        stop_process(proc)
+
+
+STEPS = """
+from pathlib import Path
+from conveyor import Metrics, component
+
+@component
+def load(n: int) -> list:
+    print(f"loading {n} values")
+    return list(range(n))
+
+@component
+def total(values: list) -> int:
+    return sum(values)
+
+@component
+def score(values: list) -> Metrics:
+    return Metrics(mean=sum(values) / len(values))
+
+@component
+def boom(values: list) -> int:
+    raise ValueError("boom in a step")
+
+@component
+def after_boom(x: int) -> int:
+    return x
+
+@component(retries=1)
+def flaky(marker: str) -> int:
+    path = Path(marker)
+    first = not path.exists()
+    path.write_text("x")
+    if first:
+        raise ConnectionError("first attempt fails")
+    return 1
+"""
+
+FLOWS = """
+from conveyor import pipeline
+from steps.p import after_boom, boom, flaky, load, score, total
+
+@pipeline
+def summed(n: int = 4):
+    values = load(n)
+    return total(values), score(values)
+
+@pipeline
+def broken(n: int = 3):
+    values = load(n)
+    after_boom(boom(values))
+    return total(values)
+
+@pipeline
+def retried(marker: str):
+    return flaky(marker)
+"""
+
+
+@pytest.fixture
+def flows(project, prefect_api):
+    project.write("steps/p.py", STEPS)
+    project.write("flows/p.py", FLOWS)
+    return project
+
+
+def _run(name, params=None, **options):
+    return conveyor.run(name, params or {}, runner="inprocess", engine="prefect", hooks=[],
+                        **options)  # fmt: skip
+
+
+def test_a_run_is_a_flow_run_with_one_task_run_per_step(flows):
+    result = _run("summed")
+    assert result.ok, result.error
+    assert result.output == (6, {"mean": 1.5})
+    flow_run, tasks = flow_run_and_tasks(result.flow_run_id)
+    assert flow_run.state.type.value == "COMPLETED"
+    assert flow_run.parameters == {"n": 4}
+    assert set(tasks) == {"load", "total", "score"}
+    assert {t.state.type.value for t in tasks.values()} == {"COMPLETED"}
+    assert tasks["load"].state.message == "no previous run"
+
+    again = _run("summed")
+    _, tasks = flow_run_and_tasks(again.flow_run_id)
+    assert {t.state.message for t in tasks.values()} == {"cached"}
+
+
+def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    result = _run("summed", {"n": 5})
+    flow_run, _ = flow_run_and_tasks(result.flow_run_id)
+    flow = query(lambda client: client.read_flow(flow_run.flow_id))
+    assert flow.name == "summed"
+    artifacts = query(
+        lambda client: client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result.flow_run_id)])
+            )
+        )
+    )
+    by_key = {a.key: json.loads(a.data) if isinstance(a.data, str) else a.data for a in artifacts}
+    steps = by_key["summed-steps"]
+    assert [row["step"] for row in steps] == ["load", "total", "score"]
+    assert {"cached / why", "environment build (s)", "run (s)", "I/O (s)"} <= set(steps[0])
+    assert by_key["summed-metrics"] == [{"step": "score", "metric": "mean", "value": 2.0}]
+
+
+def test_a_failing_step_fails_the_flow_run_and_skips_downstream(flows):
+    result = _run("broken")
+    assert result.status == "failed"
+    assert result.steps["after_boom"].status == "skipped"
+    assert result.steps["total"].status == "succeeded"
+    flow_run, tasks = flow_run_and_tasks(result.flow_run_id)
+    assert flow_run.state.type.value == "FAILED"
+    assert tasks["boom"].state.type.value == "FAILED"
+    assert "boom in a step" in tasks["boom"].state.message
+    assert "after_boom" not in tasks  # never started
+    assert tasks["total"].state.type.value == "COMPLETED"
+
+
+def test_component_retries_are_prefect_retries(flows, tmp_path):
+    result = _run("retried", {"marker": str(tmp_path / "marker")})
+    assert result.ok, result.error
+    assert result.steps["flaky"].attempts == 2
+    _, tasks = flow_run_and_tasks(result.flow_run_id)
+    assert tasks["flaky"].run_count == 2
+    assert tasks["flaky"].state.type.value == "COMPLETED"
+
+
+def test_auto_engine_uses_prefect_when_an_api_is_configured(flows, monkeypatch):
+    assert resolve_engine("auto", flows.settings) == "prefect"
+    monkeypatch.delenv("PREFECT_API_URL")
+    assert resolve_engine("auto", flows.settings) == "local"

@@ -1,0 +1,139 @@
+"""Schedules from deployments/*.toml: validation, partition derivation, and `conveyor serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+
+import pytest
+
+from conveyor.discovery import resolve_pipeline
+from conveyor.schedules import ScheduleError, load_entries, resolve_scheduled_params
+from tests.integration.prefect_support import query
+from tests.integration.test_prefect_engine import prefect_api  # noqa: F401 - session fixture
+
+STEPS = """
+from datetime import date
+from conveyor import component
+
+@component
+def stamp(day: date, label: str) -> str:
+    return f"{label}:{day}"
+"""
+
+FLOWS = """
+from datetime import date
+from conveyor import pipeline
+from steps.s import stamp
+
+@pipeline(calendar="weekdays")
+def daily(day: date, label: str = "x"):
+    return stamp(day, label)
+"""
+
+GOOD = """
+[daily-report]
+pipeline = "daily"
+cron = "30 18 * * 1-5"
+timezone = "America/New_York"
+partition_offset = -1
+parameters = { label = "nightly" }
+"""
+
+
+@pytest.fixture
+def scheduled(project):
+    project.write("steps/s.py", STEPS)
+    project.write("flows/s.py", FLOWS)
+    project.write("deployments/daily.toml", GOOD)
+    return project
+
+
+def test_entries_are_parsed_and_validated(scheduled):
+    (entry,) = load_entries(scheduled.settings)
+    assert (entry.name, entry.pipeline, entry.cron, entry.partition_offset) == (
+        "daily-report", "daily", "30 18 * * 1-5", -1,
+    )  # fmt: skip
+    assert entry.parameters == {"label": "nightly"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD.replace("30 18 * * 1-5", "every day at six"),
+         "deployments/bad.toml, entry [daily-report]: cron 'every day at six' is not a valid"),
+        (GOOD.replace('pipeline = "daily"', 'pipeline = "dialy"'),
+         "deployments/bad.toml, entry [daily-report]: no pipeline named 'dialy'"),
+        (GOOD.replace("America/New_York", "Mars/Olympus"),
+         "entry [daily-report]: unknown timezone 'Mars/Olympus'"),
+        (GOOD.replace("label = ", "colour = "),
+         "entry [daily-report]: pipeline 'daily' has no parameter 'colour'"),
+        (GOOD + 'after = ["nope"]\n', "entry [daily-report]: `after` names 'nope'"),
+        (GOOD.replace("cron =", "crontab ="), "unknown key(s) ['crontab']"),
+    ],
+)  # fmt: skip
+def test_bad_entries_name_the_file_and_entry(scheduled, text, message):
+    (scheduled.root / "deployments/daily.toml").unlink()
+    scheduled.write("deployments/bad.toml", text)
+    with pytest.raises(ScheduleError) as info:
+        load_entries(scheduled.settings)
+    assert message in str(info.value)
+
+
+def test_the_partition_comes_from_the_scheduled_time(scheduled):
+    (entry,) = load_entries(scheduled.settings)
+    pipeline = resolve_pipeline("daily", scheduled.settings)
+    # Monday 2024-03-04 18:30 in New York is 23:30 UTC; offset -1 -> the previous weekday
+    monday_evening = datetime(2024, 3, 4, 23, 30, tzinfo=UTC)
+    params = resolve_scheduled_params(entry, pipeline, scheduled.settings, {}, monday_evening)
+    assert params == {"label": "nightly", "day": date(2024, 3, 1)}
+    # just after midnight UTC it is still Monday in New York
+    late = datetime(2024, 3, 5, 2, 0, tzinfo=UTC)
+    params = resolve_scheduled_params(entry, pipeline, scheduled.settings, {}, late)
+    assert params["day"] == date(2024, 3, 1)
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefect_api):  # noqa: F811
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve"], cwd=scheduled.root, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deployment = None
+        deadline = time.monotonic() + 120
+        while deployment is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"conveyor serve exited: {proc.stdout.read().decode()[-3000:]}")
+            try:
+                deployment = query(lambda c: c.read_deployment_by_name("daily/daily-report"))
+            except Exception:
+                time.sleep(1)
+        assert deployment is not None, "the served deployment never appeared"
+        (schedule,) = deployment.schedules
+        assert schedule.schedule.cron == "30 18 * * 1-5"
+        assert schedule.schedule.timezone == "America/New_York"
+        assert deployment.entrypoint.endswith("daily_report.py:flow")
+
+        # a run of the deployment executes through the generated entrypoint
+        created = query(lambda c: c.create_flow_run_from_deployment(deployment.id))
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            flow_run = query(lambda c: c.read_flow_run(created.id))
+            if flow_run.state and flow_run.state.is_final():
+                break
+            time.sleep(1)
+        assert flow_run.state.type.value == "COMPLETED", flow_run.state
+        assert "scheduled" in flow_run.tags
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,127 @@
+"""The docker runner's engine-free parts: mounts, output pumping, exit statuses, orphan owners."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import ExecutorProtocolError, StepFailed, StepKilled, StepTimeout
+from conveyor.runners.containers import (
+    Mounts,
+    _owner_alive,
+    container_name,
+    owner_label,
+    pump_output,
+    readable_by_step,
+)
+
+
+def test_mounts_translate_paths_both_ways(tmp_path):
+    root, work = tmp_path / "proj", tmp_path / "proj" / ".conveyor" / "runs" / "r" / "s" / "a"
+    work.mkdir(parents=True)
+    mounts = Mounts(((root, "/conveyor/project", "ro"), (work, "/conveyor/work", "rw")))
+    # the deepest mount wins: the work folder is inside the project
+    assert mounts.inside(work / "out" / "x") == "/conveyor/work/out/x"
+    assert mounts.inside(root / "steps" / "a.py") == "/conveyor/project/steps/a.py"
+    assert mounts.binds()[str(work)] == {"bind": "/conveyor/work", "mode": "rw"}
+    trace = 'File "/conveyor/project/steps/a.py", line 3'
+    assert mounts.outside(trace) == f'File "{root}/steps/a.py", line 3'
+    with pytest.raises(ExecutorProtocolError, match="outside every folder mounted"):
+        mounts.inside(tmp_path / "elsewhere")
+
+
+class _Stream:
+    def __init__(self, frames):
+        self.frames = frames
+        self.closed = False
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def close(self):
+        self.closed = True
+
+
+def test_output_is_split_into_lines_across_chunks_and_stderr_tail_kept():
+    stream = _Stream([(b"hel", None), (b"lo\nwor", b"err"), (None, b"or 1\n"), (b"ld", None)])
+    lines, tail = [], deque(maxlen=5)
+    pump_output(stream, lines.append, tail)
+    assert sorted(lines) == ["error 1", "hello", "world"]
+    assert list(tail) == ["error 1"]
+    assert stream.closed
+
+
+def test_container_names_are_valid_and_unique():
+    first = container_name("20260101T000000-abc", "train model", "attempt-1")
+    assert first.startswith("conveyor-20260101T000000-abc-train-model-attempt-1-")
+    assert first != container_name("20260101T000000-abc", "train model", "attempt-1")
+
+
+def test_owner_labels_tell_live_from_dead_orchestrators():
+    assert _owner_alive(owner_label())
+    host = socket.gethostname()
+    assert not _owner_alive(f"{host}/{2**22 + 17}/1")  # above Linux's pid_max
+    assert _owner_alive(f"another-machine/{2**22 + 17}/1")  # not ours to judge
+    if Path("/proc/self/stat").exists():  # a reused pid: same number, another start time
+        assert not _owner_alive(f"{host}/{os.getpid()}/1")
+
+
+def test_readable_by_step_follows_owner_group_and_other_bits(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    assert not readable_by_step(private) or private.stat().st_uid == 1000
+    private.chmod(0o755)
+    assert readable_by_step(private)
+
+
+def test_exit_statuses_become_the_promised_messages(tmp_path):
+    from conveyor.component_spec import ComponentSpec
+    from conveyor.runners.base import PreparedEnvironment, Task
+    from conveyor.runners.docker import _outcome
+
+    component = ComponentSpec(
+        name="s", module="m", qualname="s", file=None, inputs=(), outputs=(), returns="none",
+        timeout=5, memory=512 * 2**20, memory_text="512Mi",
+    )  # fmt: skip
+    env = PreparedEnvironment(key="k", spec=None, location="img", interpreter="3.11.2")  # type: ignore[arg-type]
+    spec = {"result": str(tmp_path / "result.json")}
+    task = Task("s", component, spec, tmp_path, env, tmp_path, print)
+    with pytest.raises(StepTimeout, match="timed out after 5 s"):
+        _outcome(task, 137, True, True, "")
+    with pytest.raises(StepKilled, match=r"killed: out of memory \(limit 512Mi\)"):
+        _outcome(task, 137, True, False, "")
+    with pytest.raises(StepFailed, match="vanished before reporting an exit status"):
+        _outcome(task, None, False, False, "")
+    with pytest.raises(StepKilled, match="killed by SIGTERM"):
+        _outcome(task, 143, False, False, "")
+    with pytest.raises(StepFailed, match="exit code 3 and no result file; last output:\nboom"):
+        _outcome(task, 3, False, False, "boom")
+    (tmp_path / "result.json").write_text('{"status": "succeeded", "outputs": {}}')
+    assert _outcome(task, 0, False, False, "")["status"] == "succeeded"
+
+
+def test_unreadable_project_files_are_named_at_plan_time(tmp_path):
+    from conveyor.errors import ConveyorError
+    from conveyor.runners.containers import check_project_readable
+
+    module = tmp_path / "steps" / "train.py"
+    module.parent.mkdir()
+    module.write_text("")
+    for path in (tmp_path, module.parent):
+        path.chmod(0o755)
+    module.chmod(0o644)
+    check_project_readable(tmp_path, str(module))
+    if module.stat().st_uid == 1000:
+        return  # the step user owns it: always readable
+    module.chmod(0o600)
+    with pytest.raises(ConveyorError, match=rf"{module} has mode 600: .* `chmod o\+r {module}`"):
+        check_project_readable(tmp_path, str(module))
+    module.parent.chmod(0o700)
+    with pytest.raises(ConveyorError, match=rf"{module.parent} has mode 700"):
+        check_project_readable(tmp_path, str(module))
+    module.parent.chmod(0o755)
