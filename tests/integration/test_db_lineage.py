@@ -166,7 +166,9 @@ def test_lineage_from_prediction_to_model_to_training_run(settings: Settings) ->
     assert predict.outputs["output"]["format"] == "parquet"
     [use] = found.models_loaded
     assert use.step == "load_model" and use.model.version == 1
-    assert use.requested == {"stage": "production", "version": None, "as_of": str(today)}
+    assert use.requested == {
+        "stage": "production", "version": None, "as_of": str(today), "pinned_at_plan": 1
+    }  # fmt: skip
     assert use.training_run is not None and use.training_run.run_id == trained.run_id
     model = use.model
     assert model.artifact == trained.steps["train"].artifacts["output"]
@@ -212,6 +214,37 @@ def _cli(settings: Settings, *args: str) -> str:
     result = CliRunner().invoke(app, list(args), env=env, terminal_width=200)
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_the_model_is_resolved_when_the_run_is_planned(settings: Settings) -> None:
+    from conveyor.artifacts import Codec
+    from conveyor.discovery import resolve_pipeline
+    from conveyor.launch import build_engine
+
+    today = datetime.now(UTC).date()
+    run(settings, "features", day=today)
+    store_ref = run(settings, "training", as_of=today).steps["train"].artifacts["output"]
+    registry.promote(settings, "mean", 1)
+    # a second version, trained elsewhere with pinned packages (the store must hold it too)
+    registry.register(
+        settings,
+        registry.NewModel(
+            name="mean", artifact=store_ref.__class__("f" * 64, Codec("joblib"), 1),
+            location="elsewhere", environment_lock="six==1.16.0",
+        ),
+    )  # fmt: skip
+    engine = build_engine(settings, runner="inprocess")
+    scoring = resolve_pipeline("scoring", settings)
+    plan = engine.plan(scoring, {"day": today})
+    assert plan.models["load_model"].version == 1
+    registry.promote(settings, "mean", 2)  # promoted after planning...
+    result = engine.run(scoring, {"day": today}, plan=plan)
+    assert result.ok, result.error
+    assert result.steps["load_model"].artifacts["output"] == store_ref  # ...the plan's v1 ran
+    pinned = engine.plan(scoring, {"day": today})  # planned now: v2 and its environment's pins
+    assert pinned.models["load_model"].version == 2
+    assert "six==1.16.0" in pinned.steps["predict"].environment.spec.requirements
+    engine.runner.close()
 
 
 def test_rerunning_a_partition_rewrites_it_and_records_a_new_run(settings: Settings) -> None:

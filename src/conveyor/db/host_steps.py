@@ -28,11 +28,18 @@ LOAD_TABLE_STEP = re.compile(r"load_table(_\d+)?")
 def implementations(settings: Settings) -> dict[str, Callable[..., Any]]:
     """Host-step kind -> implementation, all sharing one lazily opened database."""
     steps = HostSteps(settings)
+
+    def load_model(ctx: HostContext, **inputs: Any) -> ArtifactRef:
+        return steps.load_model(ctx, **inputs)
+
+    # planning asks for the model before environments are built (see planning.resolve_models)
+    load_model.resolve_at_plan = steps.resolve_model  # type: ignore[attr-defined]
+    load_model.__doc__ = HostSteps.load_model.__doc__
     return {
         "load_table": steps.load_table,
         "write_table": steps.write_table,
         "register_model": steps.register_model,
-        "load_model": steps.load_model,
+        "load_model": load_model,
     }
 
 
@@ -133,6 +140,20 @@ class HostSteps:
         ctx.log.info("register_model %s: version %d", name, version)
         return version
 
+    def resolve_model(
+        self,
+        name: str,
+        stage: str | None = "production",
+        version: int | None = None,
+        as_of: date | str | None = None,
+    ) -> dict[str, Any]:
+        """The version load_model will return and the pins of the environment that built it,
+        resolved when the run is planned (so the consuming step's environment can use them)."""
+        record = registry.resolve(
+            self.database, name, stage=stage, version=version, as_of=_date(as_of)
+        )
+        return {"version": record.version, "pins": list(record.pins)}
+
     def load_model(
         self,
         ctx: HostContext,
@@ -141,8 +162,19 @@ class HostSteps:
         version: int | None = None,
         as_of: date | None = None,
     ) -> ArtifactRef:
-        """The reference of the model version asked for, checked to be in the artifact store."""
-        record = registry.resolve(self.database, name, stage=stage, version=version, as_of=as_of)
+        """The reference of the model version asked for, checked to be in the artifact store.
+
+        When the run was planned with this model resolved (`ctx.pinned`), that exact version
+        is returned, even if a promotion happened since: the consuming step's environment was
+        built for it.
+        """
+        pinned = getattr(ctx.pinned, "version", None)
+        if pinned is not None:
+            record = registry.resolve(self.database, name, version=pinned)
+        else:
+            record = registry.resolve(
+                self.database, name, stage=stage, version=version, as_of=as_of
+            )
         if not ctx.store.exists(record.artifact):
             raise HostStepError(
                 f"step {ctx.step!r}: model {name!r} v{record.version} is registered, but its "
@@ -153,6 +185,7 @@ class HostSteps:
             "stage": stage if version is None else None,
             "version": version,
             "as_of": as_of.isoformat() if as_of else None,
+            "pinned_at_plan": pinned,
         }
         registry.record_load(
             self.database, record, run_id=ctx.run_id, step=ctx.step, requested=requested
