@@ -70,6 +70,20 @@ def test_empty_frame_clears_its_partition(db: Database) -> None:
     assert rows(db, "feats", D1).empty
 
 
+def test_a_new_table_needs_known_column_types(db: Database) -> None:
+    untyped = pd.DataFrame(
+        {"id": pd.Series([], dtype="int64"), "note": pd.Series([], dtype=object)}
+    )
+    assert write_table(db, untyped, "notes", D1) == 0  # nothing to write: no table yet
+    with db.read() as conn:
+        assert table_columns(conn, db.dialect, TableName("notes")) is None
+    with pytest.raises(TableSchemaError, match="column 'note' holds only missing values"):
+        write_table(db, pd.DataFrame({"id": [1], "note": [None]}), "notes", D1)
+    write_table(db, pd.DataFrame({"id": [1], "note": ["typed"]}), "notes", D1)
+    write_table(db, pd.DataFrame({"id": [2], "note": [None]}), "notes", D1)  # fits any type
+    assert load_table(db, "notes")["note"].isna().all()
+
+
 def test_unpartitioned_write_replaces_the_whole_table(db: Database) -> None:
     write_table(db, frame(4), "lookup")
     write_table(db, frame(2, seed=3), "lookup")

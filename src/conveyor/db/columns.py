@@ -131,7 +131,7 @@ def frame_column(series: Any, name: str, table: str) -> Column:
     elif pd.api.types.is_datetime64_dtype(dtype):
         kind = "timestamp"
     elif isinstance(dtype, pd.StringDtype):
-        kind = "text" if series.notna().any() else NULL
+        kind = "text"
     elif pd.api.types.is_object_dtype(dtype):
         kind = _object_kind(series)
         origin = f"object of {_inferred(series)}"

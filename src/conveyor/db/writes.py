@@ -159,8 +159,17 @@ def write_table(
                 _lock(conn, db.dialect, name, partition)
             created = existing is None
             if created:
+                unknown = [c.name for c in frame_cols if c.kind == NULL]
+                if unknown and not len(frame):
+                    return 0  # nothing to write, and no types to create the table from
+                if unknown:
+                    raise TableSchemaError(
+                        f"{where}: column {unknown[0]!r} holds only missing values, so the new "
+                        f"table's column type is unknown; give it a dtype first, e.g. "
+                        f"df[{unknown[0]!r}] = df[{unknown[0]!r}].astype('float64') (or 'str')"
+                    )
                 create_table(conn, db.dialect, name, frame_cols, partition.column, run_id)
-                kinds = {c.name: c.kind if c.kind != NULL else "text" for c in frame_cols}
+                kinds = {c.name: c.kind or "text" for c in frame_cols}
             else:
                 kinds = _check_fit(conn, name, partition, frame_cols, existing)
                 _delete(conn, db.dialect, name, partition)
