@@ -1,12 +1,14 @@
 """conveyor's database layer (L5): the only code that imports SQLAlchemy, Alembic or psycopg.
 
-    database.py    URLs, engines (SQLite file by default, PostgreSQL via psycopg 3), upgrades
+    database.py    URLs, engines (SQLite file by default, PostgreSQL via psycopg 3), upgrades,
+                   one shared engine per database and process
     models.py      conveyor's own tables; migrations/ holds their Alembic history
     names.py       table and column names, validated as identifiers
     columns.py     column types: frame dtypes <-> conveyor's types <-> SQL
     values.py      values between frames and drivers, through Arrow
     tables.py      user tables: columns, creation, partition columns
     bulk.py        PostgreSQL binary COPY and SQLite executemany
+    copy_format.py PostgreSQL's binary COPY format, encoded column-wise
     writes.py      write_table: replace one partition in one transaction
     reads.py       load_table: a date range as a frame with stable dtypes and order
     registry.py    model versions, stages and their history; promote and roll back

@@ -7,6 +7,12 @@ missing (partition column indexed), checks the frame against the table's columns
 partition's rows and bulk-inserts the frame. Any failure rolls all of it back, and a killed
 writer leaves the old partition in place: the transaction never committed.
 
+Rows are inserted in partition-date order (stable within a date), so a date's rows sit together
+on disk; a new table gets its partition-column index after the first rows are in (building an
+index once is cheaper than growing it row by row). A new table takes its column types from the
+frame; a column of nothing but missing values has no type, so an empty frame creates nothing
+and a non-empty one is refused until the column gets a dtype.
+
 Partition keys:
 
 - `partition_col=None`: conveyor keeps the date in a column of its own, `conveyor_partition`.
