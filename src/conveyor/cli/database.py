@@ -52,6 +52,12 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _input(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # an artifact's content hash
+    return _short(value, 40)
+
+
 # ----------------------------------------------------------------------------------- db
 
 
@@ -281,13 +287,19 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix
             _styled(step.status, STATUS_STYLE),
             step.reason,
             _seconds(step.duration),
-            "\n".join(f"{k}={_short(v, 40)}" for k, v in step.inputs.items()),
+            "\n".join(f"{k}={_input(v)}" for k, v in step.inputs.items() if v is not None),
             "\n".join(
                 f"{k}: {v['sha256'][:12]} ({v['format']}, {v['size']} B)"
                 for k, v in step.outputs.items()
             ),
         )
     console.print(table)
+    for step in found.steps:
+        if step.error and step.status in ("failed", "crashed"):
+            first = step.error.strip().splitlines()[0]
+            console.print(f"[red]{step.step}: {first}[/red]", markup=True, soft_wrap=True)
+        if step.log_path and step.status in ("failed", "crashed"):
+            console.print(f"  log: {step.log_path}")
     for use in found.models_loaded:
         model, trained = use.model, use.training_run
         asked = ", ".join(f"{k}={v}" for k, v in use.requested.items() if v is not None)
