@@ -67,18 +67,6 @@ LABEL = {
     NULL: "all-missing",
 }
 
-# psycopg's binary COPY type names.
-COPY_TYPES = {
-    "boolean": "bool",
-    "bigint": "int8",
-    "double": "float8",
-    "text": "text",
-    "date": "date",
-    "timestamp": "timestamp",
-    "timestamptz": "timestamptz",
-    "bytes": "bytea",
-}
-
 # A frame value of the left type may go into a column of the right type.
 WIDENS = {("bigint", "double")}
 

@@ -149,10 +149,6 @@ class Database:
                 f"and that the server is running."
             ) from exc
 
-    def driver_connection(self, conn: Connection) -> Any:
-        """The psycopg or sqlite3 connection under an SQLAlchemy connection (same transaction)."""
-        return conn.connection.driver_connection
-
     def close(self) -> None:
         self.engine.dispose()
 
