@@ -100,11 +100,13 @@ def _writer(url: str, table: str, day: date, n: int, tag: str, go: Path | None =
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.parametrize("table_exists", [True, False], ids=["replace", "create"])
 def test_concurrent_writers_of_one_partition_leave_one_copy(
-    db: Database, database_url: str, tmp_path: Path
+    db: Database, database_url: str, tmp_path: Path, table_exists: bool
 ) -> None:
     db.ensure_schema()
-    write_table(db, frame(10), "feats", D1)  # an old copy both writers replace
+    if table_exists:
+        write_table(db, frame(10), "feats", D1)  # an old copy the writers replace
     go = tmp_path / "go"
     procs = [_writer(database_url, "feats", D1, 40_000, f"w{i}", go) for i in range(3)]
     for proc in procs:  # every writer is connected and waiting before any starts
