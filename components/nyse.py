@@ -82,7 +82,9 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
             where = f"date {dates[i].date()}" if not pd.isna(dates[i]) else f"row {i + 1}"
             problems.append(f"{source}: column {column!r}, {where}: {what(i)}")
 
-    report("date", dates.isna(), lambda i: _bad(raw["date"][i], "is not a date (YYYY-MM-DD)"))
+    report(
+        "date", dates.isna(), lambda i: _bad(raw["date"][i], "is not a date (expected YYYY-MM-DD)")
+    )
     out = {"date": dates}
     for column, (low, high) in RANGES.items():
         text = raw[column].map(_text)
