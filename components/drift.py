@@ -52,8 +52,12 @@ def drift(
     end: date,
     window: int = 250,
     threshold: float = 0.2,
+    flag_on: str = "any",
 ) -> pd.DataFrame:
     """Per date in [start, end]: PSI of each lag and of the predictions over the trailing window.
+
+    `flag_on="any"` flags a date when any PSI passes `threshold`; `"prediction"` only when the
+    predictions' does (slow-moving inputs such as volatility shift between regimes by design).
 
     The window is the `window` rows of `features` ending at the date, so both frames must start
     at least `window - 1` trading days before `start`; a reference of None (no model) gives an
@@ -64,6 +68,8 @@ def drift(
 
     if window < 1:
         raise ValueError(f"drift: window must be at least 1 row, got {window}")
+    if flag_on not in ("any", "prediction"):
+        raise ValueError(f"drift: flag_on must be 'any' or 'prediction', got {flag_on!r}")
     names = ["date", *(f"psi_{c}" for c in COLUMNS), "psi_max", "drift_flag"]
     if reference is None:  # no model yet, so no reference: nothing to compare
         empty = pd.DataFrame({n: pd.Series([], dtype="float64") for n in names})
@@ -95,7 +101,8 @@ def drift(
         out[f"psi_{column}"] = ((actual - expected) * np.log(actual / expected)).sum(axis=1)
     result = pd.DataFrame(out)
     psi = result[[f"psi_{c}" for c in COLUMNS]]
-    return result.assign(psi_max=psi.max(axis=1), drift_flag=psi.max(axis=1) > threshold)
+    flagged = psi.max(axis=1) if flag_on == "any" else result["psi_prediction"]
+    return result.assign(psi_max=psi.max(axis=1), drift_flag=flagged > threshold)
 
 
 def _joined(features: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:

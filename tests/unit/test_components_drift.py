@@ -76,6 +76,13 @@ def test_a_shifted_feature_is_flagged() -> None:
     assert (result["psi_max"] == result["psi_log_volatility_lag1"]).all()
     assert (result["psi_DJ_return_lag1"] < 0.2).all()
     assert list(result.columns) == ["date", *PSI, "psi_max", "drift_flag"]
+    # flagging on the predictions only: the shifted input alone does not flag
+    on_predictions = drift(shifted, fake_predictions(shifted), reference, first,
+                           date(1999, 1, 1), flag_on="prediction")  # fmt: skip
+    expected = on_predictions["psi_prediction"] > 0.2
+    assert (on_predictions["drift_flag"] == expected).all()
+    with pytest.raises(ValueError, match="flag_on must be"):
+        drift(shifted, fake_predictions(shifted), reference, first, date(1999, 1, 1), flag_on="x")
 
 
 def test_one_range_or_several_give_the_same_rows(real: tuple[pd.DataFrame, pd.DataFrame]) -> None:
