@@ -57,8 +57,7 @@ def run_reference_flows(
 def demo(settings: Settings, runner: str = "venv") -> int:
     """Run the reference flows with a progress bar, then print the report."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from components.nyse import trading_days
@@ -71,8 +70,9 @@ def demo(settings: Settings, runner: str = "venv") -> int:
         "training": 1,
         "batch_prediction": len(trading_days(*PREDICTED)),
     }
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("partitions"), TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("partitions"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
         tasks = {
             name: bar.add_task(name, total=total, start=False) for name, total in totals.items()
         }
