@@ -7,7 +7,6 @@ libraries (pandas, numpy, joblib) are imported only by the codec that needs them
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from datetime import date, datetime
 
@@ -114,42 +113,40 @@ def write_file(value: Any, fmt: str, json_type: str | None, path: str) -> tuple[
 
 
 def read_file(path: str, fmt: str, json_type: str | None, sha256: str | None = None) -> Any:
-    """Load a value from `path`, refusing it if its bytes do not hash to `sha256`."""
+    """Load a value from `path`, refusing it if its bytes do not hash to `sha256`.
+
+    Parquet is read through pyarrow's own memory map: the DataFrame may keep pointing into the
+    mapped file, and pyarrow's reference counting keeps the map alive exactly as long as that.
+    """
     path = os.fspath(path)
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as f:
-            buffer: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        if fmt == "parquet":
+            import pyarrow as pa
+
+            buffer: Any = pa.memory_map(path, "r").read_buffer()
+        else:
+            with open(path, "rb") as f:
+                buffer = f.read()
     except FileNotFoundError as exc:
         raise ArtifactError(
             f"artifact {path} is missing; re-run the step that produced it (`--force-step STEP`)"
         ) from exc
-    try:
-        if sha256 is not None:
-            actual = sha256_buffer(buffer)
-            if actual != sha256:
-                raise ArtifactIntegrityError(
-                    f"artifact {path} does not match its content hash: expected sha256 "
-                    f"{sha256}, found {actual}. The file was changed or truncated after it was "
-                    f"written; delete it and re-run the step that produced it (`--force-step "
-                    f"STEP`)."
-                )
-        return _decode(buffer, fmt, json_type)
-    finally:
-        if isinstance(buffer, mmap.mmap):
-            try:
-                buffer.close()
-            except BufferError:  # pyarrow may still hold a view for a moment; the map then
-                pass  # closes when the last view is collected
+    if sha256 is not None:
+        actual = sha256_buffer(buffer)
+        if actual != sha256:
+            raise ArtifactIntegrityError(
+                f"artifact {path} does not match its content hash: expected sha256 {sha256}, "
+                f"found {actual}. The file was changed or truncated after it was written; "
+                f"delete it and re-run the step that produced it (`--force-step STEP`)."
+            )
+    return _decode(buffer, fmt, json_type)
 
 
 def _decode(buffer: Any, fmt: str, json_type: str | None) -> Any:
     if fmt == "parquet":
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # to_pandas copies out of the mapped buffer, so closing the map afterwards is safe
-        return pq.read_table(pa.py_buffer(buffer)).to_pandas()
+        return pq.read_table(buffer).to_pandas()
     if fmt == "json":
         return decode_json_value(json.loads(bytes(buffer)), json_type)
     import io

@@ -56,6 +56,7 @@ class BatchOutcome:
     run_id: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    run: RunResult | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -229,9 +230,8 @@ def settings_cpus() -> int:
 def _outcome(batch: Batch, run: RunResult | None, error: BaseException | None, began: float):
     seconds = time.perf_counter() - began
     if run is not None:
-        return BatchOutcome(
-            batch, "succeeded" if run.ok else "failed", run.run_id, run.error, seconds
-        )
+        status = "succeeded" if run.ok else "failed"
+        return BatchOutcome(batch, status, run.run_id, run.error, seconds, run)
     return BatchOutcome(batch, "failed", None, f"{type(error).__name__}: {error}", seconds)
 
 

@@ -439,7 +439,7 @@ def _signature_specs(
                 f"{where}: NamedTuple {returned.__name__} has untyped fields {missing}; "
                 f"use `class {returned.__name__}(typing.NamedTuple)` with a hint on every field"
             )
-        field_hints = typing.get_type_hints(returned)
+        field_hints = _resolved_hints(returned)
         outputs = tuple(
             OutputSpec(
                 f, codec_for(field_hints[f], f"{where}, field {f!r}"), _hint_text(field_hints[f])
@@ -454,15 +454,21 @@ def _signature_specs(
     )
 
 
-def _resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def _resolved_hints(obj: Any) -> dict[str, Any]:
+    """Type hints of a function or NamedTuple; unresolvable string hints stay strings."""
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(obj)
     except Exception:  # a forward reference the orchestrator cannot import; resolve one by one
+        namespace = getattr(obj, "__globals__", None)
+        if namespace is None:  # a class: its module's globals
+            import sys
+
+            namespace = vars(sys.modules.get(obj.__module__, object))
         hints: dict[str, Any] = {}
-        for key, value in getattr(fn, "__annotations__", {}).items():
+        for key, value in getattr(obj, "__annotations__", {}).items():
             if isinstance(value, str):
                 try:
-                    value = eval(value, fn.__globals__)
+                    value = eval(value, dict(namespace))
                 except Exception:
                     pass
             hints[key] = value

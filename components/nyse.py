@@ -1,0 +1,202 @@
+"""The NYSE source: ingest one date range as it would have arrived, validate it, and its calendar.
+
+Every component here moves DataFrames, so pandas is in each of their environments and may be
+imported at the top: the NamedTuple's field hints are resolved at decoration time and need `pd`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import functools
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from components.design import DAYS, as_dates
+from conveyor import component
+
+DEFAULT_SOURCE = "flows/data/NYSE.csv"  # relative: resolved against the step's cwd (project root)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("date", "day_of_week", "DJ_return", "log_volume", "log_volatility", "train")
+# Allowed ranges, with wide margins over the data (DJ_return -0.047..0.050, log_volume
+# -1.32..1.04, log_volatility -13.1..-7.5); ±0.3 still admits the 1987 crash (-0.23).
+RANGES = {"DJ_return": (-0.3, 0.3), "log_volume": (-5.0, 5.0), "log_volatility": (-20.0, 5.0)}
+_TRUTH = {"true": True, "false": False, "1": True, "0": False}
+_MAX_LISTED = 20
+
+
+class Ingested(NamedTuple):
+    rows: pd.DataFrame
+    lookback: list
+
+
+def resolve_source(source: str) -> Path:
+    """An absolute path as is; a relative one against the cwd, else against the project root."""
+    path = Path(source)
+    if path.is_absolute():
+        return path
+    for base in (Path.cwd(), PROJECT_ROOT):
+        if (base / path).exists():
+            return base / path
+    return Path.cwd() / path
+
+
+@component
+def ingest(source: str, start: date, end: date) -> Ingested:
+    """The raw text rows of the source's dates in [start, end], and the 5 dates before start."""
+    if start > end:
+        raise ValueError(f"ingest: start {start} is after end {end}")
+    raw = _read_raw(source)
+    dates = _parse_dates(raw, source)
+    in_range = ((dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))).to_numpy()
+    order = dates[in_range].sort_values(kind="stable").index
+    rows = raw.loc[order].reset_index(drop=True)
+    before = sorted(set(dates[dates < pd.Timestamp(start)]))[-5:]
+    return Ingested(rows, [d.date().isoformat() for d in before])
+
+
+@component
+def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check schema, types, values and dates; the rows with canonical dtypes, sorted by date."""
+    missing = [c for c in COLUMNS if c not in raw.columns]
+    extra = [c for c in raw.columns if c not in COLUMNS]
+    if missing or extra:
+        raise ValueError(
+            f"{source}: "
+            + "; ".join(
+                [f"missing column {c!r}" for c in missing]
+                + [f"unexpected column {c!r}" for c in extra]
+            )
+            + f"; expected exactly the columns {', '.join(COLUMNS)}"
+        )
+    raw = raw.reset_index(drop=True)
+    problems: list[str] = []
+    dates = pd.to_datetime(raw["date"].map(_text), format="%Y-%m-%d", errors="coerce")
+
+    def report(column: str, bad: pd.Series, what: Callable[[int], str]) -> None:
+        for i in bad.index[bad.to_numpy(dtype=bool)]:
+            where = f"date {dates[i].date()}" if not pd.isna(dates[i]) else f"row {i + 1}"
+            problems.append(f"{source}: column {column!r}, {where}: {what(i)}")
+
+    report(
+        "date", dates.isna(), lambda i: _bad(raw["date"][i], "is not a date (expected YYYY-MM-DD)")
+    )
+    out = {"date": dates}
+    for column, (low, high) in RANGES.items():
+        text = raw[column].map(_text)
+        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+        report(column, numbers.isna(), lambda i, t=text: _bad(t[i], "is not a number"))
+        report(
+            column,
+            numbers.notna() & ~numbers.between(low, high),
+            lambda i, t=text, r=(low, high): f"value {t[i]} is outside the range [{r[0]}, {r[1]}]",
+        )
+        out[column] = numbers
+    days = raw["day_of_week"].map(_text)
+    known = days.isin(DAYS)
+    report("day_of_week", ~known, lambda i: _bad(days[i], f"is not one of {', '.join(DAYS)}"))
+    weekday = dates.dt.day_of_week.map(dict(enumerate(DAYS)))
+    report(
+        "day_of_week",
+        known & dates.notna() & (days != weekday),
+        lambda i: f"value {days[i]!r} does not match the date (a {dates[i].day_name()})",
+    )
+    out["day_of_week"] = days
+    truth = raw["train"].map(lambda v: _TRUTH.get(_text(v).lower()))
+    report("train", truth.isna(), lambda i: _bad(raw["train"][i], "is not TRUE or FALSE"))
+    out["train"] = truth
+    counts = dates.dropna().value_counts()
+    for day, count in sorted(counts[counts > 1].items()):
+        problems.append(f"{source}: column 'date': date {day.date()} appears {count} times")
+    if problems:
+        listed = problems[:_MAX_LISTED] + (["..."] if len(problems) > _MAX_LISTED else [])
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in {source}:"
+        raise ValueError(head if len(problems) == 1 else "\n  ".join([head, *listed]))
+    frame = pd.DataFrame({c: out[c] for c in COLUMNS})
+    return _canonical(frame.sort_values("date", kind="stable"))
+
+
+def trading_days(start: date, end: date, source: str = DEFAULT_SOURCE) -> list[date]:
+    """The partition calendar: the source's trading dates in [start, end], weekdays after them."""
+    start, end = _day(start), _day(end)
+    path = resolve_source(source)
+    stat = path.stat()
+    known = _source_dates(str(path), stat.st_mtime_ns, stat.st_size)
+    days = list(known[bisect.bisect_left(known, start) : bisect.bisect_right(known, end)])
+    day = max(start, known[-1] + timedelta(days=1)) if known else start
+    while day <= end:
+        if day.weekday() < 5:
+            days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+@functools.lru_cache(maxsize=8)
+def _source_dates(path: str, mtime_ns: int, size: int) -> tuple[date, ...]:
+    # mtime and size are part of the key so an edited file is read again
+    with open(path, newline="") as handle:  # noqa: PTH123 - csv wants a text handle
+        return tuple(sorted({date.fromisoformat(row["date"]) for row in csv.DictReader(handle)}))
+
+
+def _read_raw(source: str) -> pd.DataFrame:
+    path = resolve_source(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"{source}: source file not found (looked at {path})")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{source}: not a readable CSV file ({exc})") from exc
+    missing = [c for c in COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+            f"expected the columns {', '.join(COLUMNS)}"
+        )
+    return raw[list(COLUMNS)]
+
+
+def _parse_dates(raw: pd.DataFrame, source: str) -> pd.Series:
+    dates = pd.to_datetime(raw["date"], format="%Y-%m-%d", errors="coerce")
+    bad = dates.index[dates.isna()]
+    if len(bad):
+        i = bad[0]
+        raise ValueError(
+            f"{source}: column 'date', line {i + 2}: value {raw['date'][i]!r} is not a date "
+            f"(expected YYYY-MM-DD)" + (f"; {len(bad) - 1} more bad dates" if len(bad) > 1 else "")
+        )
+    return dates
+
+
+def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    return frame.assign(
+        date=as_dates(frame["date"]),
+        day_of_week=frame["day_of_week"].astype(str),
+        train=frame["train"].astype(bool),
+        **{c: frame[c].astype("float64") for c in RANGES},
+    )[list(COLUMNS)]
+
+
+def _text(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, datetime | pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+def _bad(value: object, what: str) -> str:
+    text = _text(value)
+    return "missing value" if text == "" else f"value {text!r} {what}"
+
+
+def _day(value: date) -> date:
+    return value.date() if isinstance(value, datetime) else value
