@@ -217,11 +217,13 @@ load_model = _builtin(
         ("stage", JSON, True, "production"),
         ("version", JSON, True, None),
         ("as_of", DATE, True, None),
+        ("required", JSON, True, True),
     ],
     Codec("joblib"),
     output_is_ref=True,
-    doc="load_model(name, stage='production' | version=N, as_of=d): the model artifact a "
-    "downstream step receives (the orchestrator never unpickles it).",
+    doc="load_model(name, stage='production' | version=N, as_of=d, required=True): the model "
+    "artifact a downstream step receives (the orchestrator never unpickles it). With "
+    "required=False a missing model arrives as None instead of failing the run.",
 )
 
 

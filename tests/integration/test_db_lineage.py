@@ -22,6 +22,7 @@ from conveyor.db.database import Database
 from conveyor.db.models import PipelineRun, StepAttempt, StepRun
 from conveyor.db.reads import load_table
 from conveyor.db.recorder import Recorder
+from conveyor.errors import RegistryError
 from conveyor.results import RunInfo
 from conveyor.settings import Settings
 from tests.conftest import Project
@@ -72,6 +73,11 @@ def flaky(marker: str) -> int:
 
 
 @component
+def describe(model: object) -> str:
+    return "none" if model is None else type(model).__name__
+
+
+@component
 def nap(seconds: float) -> int:
     time.sleep(seconds)
     return 1
@@ -81,7 +87,7 @@ FLOWS = """
 from datetime import date
 
 from conveyor import load_model, load_table, pipeline, register_model, write_table
-from steps.ml import evaluate, flaky, make_features, nap, predict, train
+from steps.ml import describe, evaluate, flaky, make_features, nap, predict, train
 
 
 @pipeline(name="features", partition="day")
@@ -106,6 +112,11 @@ def scoring(day: date):
 @pipeline(name="flaky", partition="day")
 def flaky_pipeline(day: date, marker: str = "marker"):
     flaky(marker)
+
+
+@pipeline(name="optional")
+def optional():
+    return describe(load_model("mean", required=False))
 
 
 @pipeline(name="slow", partition="day")
@@ -245,6 +256,19 @@ def test_the_model_is_resolved_when_the_run_is_planned(settings: Settings) -> No
     assert pinned.models["load_model"].version == 2
     assert "six==1.16.0" in pinned.steps["predict"].environment.spec.requirements
     engine.runner.close()
+
+
+def test_an_optional_model_that_does_not_exist_arrives_as_none(settings: Settings) -> None:
+    assert run(settings, "optional").output == "none"  # no model registered at all
+    today = datetime.now(UTC).date()
+    run(settings, "features", day=today)
+    run(settings, "training", as_of=today)
+    assert run(settings, "optional").output == "none"  # registered, none in production
+    with pytest.raises(RegistryError, match="no version was production on"):
+        # required (the default): planning stops the run before any step runs
+        conveyor.run("scoring", {"day": today}, runner="inprocess", settings=settings)
+    registry.promote(settings, "mean", 1)
+    assert run(settings, "optional").output == "MeanModel"
 
 
 def test_rerunning_a_partition_rewrites_it_and_records_a_new_run(settings: Settings) -> None:

@@ -15,10 +15,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from conveyor.artifacts import ArtifactRef
+from conveyor.artifacts import ArtifactRef, Codec
 from conveyor.db import reads, registry, writes
 from conveyor.db.database import Database, shared_database
-from conveyor.errors import HostStepError
+from conveyor.errors import HostStepError, RegistryError
 from conveyor.host import HostContext
 from conveyor.settings import Settings
 
@@ -146,12 +146,19 @@ class HostSteps:
         stage: str | None = "production",
         version: int | None = None,
         as_of: date | str | None = None,
-    ) -> dict[str, Any]:
+        required: bool = True,
+    ) -> dict[str, Any] | None:
         """The version load_model will return and the pins of the environment that built it,
-        resolved when the run is planned (so the consuming step's environment can use them)."""
-        record = registry.resolve(
-            self.database, name, stage=stage, version=version, as_of=_date(as_of)
-        )
+        resolved when the run is planned (so the consuming step's environment can use them).
+        None when there is no such model and it is not required."""
+        try:
+            record = registry.resolve(
+                self.database, name, stage=stage, version=version, as_of=_date(as_of)
+            )
+        except RegistryError:
+            if required:
+                raise
+            return None
         return {"version": record.version, "pins": list(record.pins)}
 
     def load_model(
@@ -161,20 +168,28 @@ class HostSteps:
         stage: str | None = "production",
         version: int | None = None,
         as_of: date | None = None,
+        required: bool = True,
     ) -> ArtifactRef:
         """The reference of the model version asked for, checked to be in the artifact store.
 
         When the run was planned with this model resolved (`ctx.pinned`), that exact version
         is returned, even if a promotion happened since: the consuming step's environment was
-        built for it.
+        built for it. With `required=False`, no such model gives a stored None (the first
+        training run has no production model to compare with).
         """
         pinned = getattr(ctx.pinned, "version", None)
-        if pinned is not None:
-            record = registry.resolve(self.database, name, version=pinned)
-        else:
-            record = registry.resolve(
-                self.database, name, stage=stage, version=version, as_of=as_of
-            )
+        try:
+            if pinned is not None:
+                record = registry.resolve(self.database, name, version=pinned)
+            else:
+                record = registry.resolve(
+                    self.database, name, stage=stage, version=version, as_of=as_of
+                )
+        except RegistryError as exc:
+            if required:
+                raise
+            ctx.log.info("load_model %s: none (%s); passing None", name, exc)
+            return ctx.store.put(None, Codec("joblib"))
         if not ctx.store.exists(record.artifact):
             raise HostStepError(
                 f"step {ctx.step!r}: model {name!r} v{record.version} is registered, but its "
