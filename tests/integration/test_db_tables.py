@@ -339,6 +339,8 @@ def test_load_table_dates_columns_dtypes_and_order(db: Database, tmp_path: Path)
     assert list(window.columns) == ["id", "x", "name", "conveyor_partition"]
     assert window.dtypes.astype(str).tolist() == ["Int64", "float64", "str", "object"]
     again = load_table(db, "feats", start=days[-3], end=days[-1])
+    lookback = load_table(db, "feats", start=days[-1], end=days[-1], days=2)  # 2 days before
+    assert sorted(set(lookback["conveyor_partition"])) == days[-3:]
     assert content_hash(window, tmp_path) == content_hash(again, tmp_path)
     subset = load_table(db, "feats", start=days[2], end=days[2], columns=["x", "id"])
     assert list(subset.columns) == ["x", "id"]
@@ -356,6 +358,8 @@ def test_load_table_errors(db: Database) -> None:
         load_table(db, "feats", columns=["zz"])
     with pytest.raises(DatabaseError, match="days=3 counts back from end="):
         load_table(db, "feats", days=3)
+    with pytest.raises(DatabaseError, match="days must be a positive integer"):
+        load_table(db, "feats", end=D1, days=0)
 
 
 def test_round_trip_of_every_type(db: Database) -> None:

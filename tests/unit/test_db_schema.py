@@ -95,8 +95,7 @@ def test_partition_and_range_rules() -> None:
         Partition.build(table, None, None, "day")
     assert resolve_range(None, d2, 3) == (d1, d2)  # calendar days, both ends included
     assert resolve_range(d1, None, None) == (d1, None)
-    with pytest.raises(DatabaseError, match="pass start= or days=, not both"):
-        resolve_range(d1, d2, 3)
+    assert resolve_range(d2, d2, 2) == (d1, d2)  # with start=: a lookback of 2 days before it
     with pytest.raises(DatabaseError, match="days must be a positive integer"):
         resolve_range(None, d2, 0)
 

@@ -1,10 +1,15 @@
 """load_table: rows of a table as a DataFrame whose content hash depends only on the rows.
 
 The range is in calendar days, inclusive at both ends: `start=` and `end=` bound the partition
-column; `days=N` with `end=` means the N calendar days ending at `end` (`end - N + 1` to `end`),
-whatever the pipeline's calendar — a weekday pipeline asking for 30 days gets about 22 dates of
-data. The frame is sorted by the partition column, then by every selected column (text in byte
-order on both back ends, NULLs last), and its dtypes depend only on the column types (see
+column. `days=N` reaches N calendar days back, whatever the pipeline's calendar (a weekday
+pipeline asking for 30 days gets about 22 dates of data):
+
+- with `end=` alone, the N days ending at `end`: `end - N + 1` to `end` (a training window);
+- with `start=`, the N days before `start` as well: `start - N` to `end` (a ranged run's
+  lookback, so the trailing windows of its first dates are complete).
+
+The frame is sorted by the partition column, then by every selected column (text in byte order
+on both back ends, NULLs last), and its dtypes depend only on the column types (see
 `conveyor.db.columns`), so the same rows always give the same frame and the same hash.
 
 PostgreSQL streams the result with `COPY (SELECT ...) TO STDOUT` as CSV parsed by Arrow; SQLite
@@ -44,10 +49,13 @@ class DateRange:
             if isinstance(days, bool) or not isinstance(days, int) or days < 1:
                 raise DatabaseError(f"{where}: days must be a positive integer, got {days!r}")
             if start is not None:
-                raise DatabaseError(f"{where}: pass start= or days=, not both")
-            if end is None:
-                raise DatabaseError(f"{where}: days={days} counts back from end=; pass end= too")
-            start = end - timedelta(days=days - 1)
+                start = start - timedelta(days=days)  # a lookback before the range
+            elif end is not None:
+                start = end - timedelta(days=days - 1)  # the window ending at `end`
+            else:
+                raise DatabaseError(
+                    f"{where}: days={days} counts back from end= (or from start=); pass one"
+                )
         if start is not None and end is not None and end < start:
             raise DatabaseError(f"{where}: end ({end}) is before start ({start})")
         return cls(start, end)
