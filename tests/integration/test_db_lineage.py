@@ -271,6 +271,19 @@ def test_an_optional_model_that_does_not_exist_arrives_as_none(settings: Setting
     assert run(settings, "optional").output == "MeanModel"
 
 
+def test_a_partitioned_run_registers_its_model_in_data_time(settings: Settings) -> None:
+    for n in range(3):
+        run(settings, "features", day=D + timedelta(n))
+    run(settings, "training", as_of=D + timedelta(2))  # a replay of history
+    [span] = registry.history(settings, "mean")
+    assert span.started_at == datetime(2024, 2, 3, tzinfo=UTC)  # the training cutoff
+    assert registry.resolve(settings, "mean", stage="candidate", as_of=D + timedelta(2)).version
+    with pytest.raises(RegistryError, match="no version was candidate on 2024-02-02"):
+        registry.resolve(settings, "mean", stage="candidate", as_of=D + timedelta(1))
+    registry.promote(settings, "mean", 1, at=datetime(2024, 2, 4, tzinfo=UTC))
+    assert registry.resolve(settings, "mean", as_of=date(2024, 2, 4)).version == 1
+
+
 def test_rerunning_a_partition_rewrites_it_and_records_a_new_run(settings: Settings) -> None:
     first = run(settings, "features", day=D)
     second = run(settings, "features", day=D)

@@ -11,7 +11,7 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,7 @@ class HostSteps:
                 step=ctx.step,
                 producing_step=producer,
             ),
+            at=training_cutoff(ctx.partition),
         )
         ctx.log.info("register_model %s: version %d", name, version)
         return version
@@ -231,6 +232,15 @@ def tables_read(ctx: HostContext) -> list[dict[str, Any]]:
             }
         )
     return found
+
+
+def training_cutoff(partition: tuple[date, date] | None) -> datetime | None:
+    """When a partitioned run's model takes effect in the registry: the start (UTC) of its last
+    partition date — data time, so replaying history finds the models of that time. None (now)
+    for an unpartitioned run."""
+    if partition is None:
+        return None
+    return datetime.combine(partition[1], time.min, UTC)
 
 
 def _date(value: Any) -> date | None:

@@ -6,6 +6,12 @@ production before the current one. Every stage a version holds is a span in
 `conveyor_model_stages` (from, until), so `resolve(..., as_of=d)` can answer "which version was
 in production on date d" long after later promotions.
 
+Stage spans are in *effective* time, which `at=` sets (default: now). Pipelines register and
+promote in data time: the register_model host step of a partitioned run registers its version
+as of the run's training cutoff (the start of its last partition date, UTC), so replaying
+history resolves the models that existed at each point of it. `created_at` stays the wall-clock
+time of registration, for the record.
+
 `as_of=d` means the version in production at the **end** of day d (UTC): a version promoted
 during d serves d. Runs for a day are normally made after it ends (a partition offset of -1),
 so by then the answer no longer changes and re-running the day gives the same model.
@@ -166,8 +172,9 @@ def _set_stage(conn: Connection, record: ModelRecord, stage: str, at: datetime, 
 
 
 def register(target: Settings | Database, model: NewModel, *, at: datetime | None = None) -> int:
-    """Record a model version as `candidate`; return its version number (existing if the same
-    artifact is already registered under this name)."""
+    """Record a model version as `candidate` from `at` (effective time; default now); return
+    its version number (the existing one if this artifact is already registered under this
+    name)."""
     at = _now(at)
     with using(target) as db, db.write() as conn:
         _lock_name(conn, db, model.name)
@@ -195,7 +202,7 @@ def register(target: Settings | Database, model: NewModel, *, at: datetime | Non
                 artifact_type=artifact.codec.json_type,
                 artifact_size=artifact.size,
                 artifact_location=location,
-                created_at=at,
+                created_at=datetime.now(UTC),
             )
             .returning(VERSIONS.c.id)
         ).scalar_one()
@@ -220,9 +227,12 @@ def promote(
         record = _get(conn, name, version)
         if record.stage == "production":
             return record
-        if at < record.created_at:
+        registered = conn.execute(
+            sa.select(sa.func.min(SPANS.c.started_at)).where(SPANS.c.model_version_id == record.id)
+        ).scalar()
+        if registered is not None and at < registered:
             raise RegistryError(
-                f"model {name!r} v{version} was registered at {record.created_at:%Y-%m-%d %H:%M} "
+                f"model {name!r} v{version} was registered as of {registered:%Y-%m-%d %H:%M} "
                 f"UTC; it cannot be promoted before that ({at:%Y-%m-%d %H:%M} UTC)"
             )
         for current in _in_stage(conn, name, "production"):
