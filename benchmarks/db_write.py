@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -102,15 +103,28 @@ def report(title: str, rows: int, seconds: dict[str, list[float]], floor: str) -
 
 
 def bench_postgres(url: str, frame: pd.DataFrame, repeat: int, to_sql: bool) -> bool:
+    """Everything happens in a throwaway schema, dropped even when a measurement fails."""
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(url, autocommit=True)
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        return _bench_postgres(url, admin, schema, frame, repeat, to_sql)
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+def _bench_postgres(
+    url: str, admin: Any, schema: str, frame: pd.DataFrame, repeat: int, to_sql: bool
+) -> bool:
     import psycopg
     import sqlalchemy as sa
 
     from conveyor.db.database import Database, normalize_url
     from conveyor.db.writes import write_table
 
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(url, autocommit=True)
-    admin.execute(f'CREATE SCHEMA "{schema}"')
     scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     db = Database(scoped)
     db.ensure_schema()
@@ -190,8 +204,6 @@ def bench_postgres(url: str, frame: pd.DataFrame, repeat: int, to_sql: bool) -> 
     raw.close()
     engine.dispose()
     db.close()
-    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.close()
     return ok
 
 
