@@ -93,8 +93,8 @@ def test_unpartitioned_write_replaces_the_whole_table(db: Database) -> None:
 # ----------------------------------------------------------------------------- processes
 
 
-def _writer(url: str, table: str, day: date, n: int, tag: str, go: Path | None = None):
-    args = [sys.executable, str(WRITER), url, table, day.isoformat(), str(n), tag]
+def _writer(url: str, table: str, day: date | str, n: int, tag: str, go: Path | None = None):
+    args = [sys.executable, str(WRITER), url, table, str(day), str(n), tag]
     if go is not None:
         args.append(str(go))
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -121,6 +121,36 @@ def test_concurrent_writers_of_one_partition_leave_one_copy(
     assert len(day) == 40_000
     assert day["name"].nunique() == 1  # one writer's rows, whole; the others replaced
     assert sorted(day["id"]) == list(range(40_000))
+
+
+def test_concurrent_overlapping_ranges_never_duplicate_a_date(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    db.ensure_schema()
+    days = [D1 + timedelta(n) for n in range(7)]
+    for round_ in range(3):
+        go = tmp_path / f"go{round_}"
+        spans = [f"{days[0]}..{days[4]}", f"{days[2]}..{days[6]}", f"{days[3]}..{days[3]}"]
+        procs = [
+            _writer(database_url, "ranged", span, 7_000, f"w{i}", go)
+            for i, span in enumerate(spans)
+        ]
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        go.touch()
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        table = load_table(db, "ranged")
+        per_day = table.groupby("day")["name"].agg(["nunique", "size"])
+        assert (per_day["nunique"] == 1).all(), per_day  # each date from one writer only
+        assert set(per_day.index) == set(days)
+        for day, row in per_day.iterrows():  # and whole: all of that writer's rows for the date
+            writer = table.loc[table["day"] == day, "name"].iloc[0]
+            span = spans[int(writer[1:])].split("..")
+            width = (date.fromisoformat(span[-1]) - date.fromisoformat(span[0])).days + 1
+            assert row["size"] == -(-7_000 // width) or row["size"] == 7_000 // width
 
 
 def test_writer_killed_mid_write_leaves_the_old_partition(
