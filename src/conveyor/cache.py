@@ -5,7 +5,10 @@ reuses them without running anything. Next to entries, the parts of the most rec
 (pipeline, step) are kept so a miss can say why it ran. No database is needed.
 
     <artifacts>/cache/entries/ab/<key>.json
-    <artifacts>/cache/latest/<pipeline>/<step>.json
+    <artifacts>/cache/latest/<pipeline>/<step>/<partition>.json
+
+The most recent parts are kept per partition, so a re-run of one date is explained against the
+same date's previous run, not against whichever date ran last.
 """
 
 from __future__ import annotations
@@ -111,8 +114,8 @@ class CacheIndex:
     def _entry_path(self, key: str) -> Path:
         return self.root / "entries" / key[:2] / f"{key}.json"
 
-    def _latest_path(self, pipeline: str, step: str) -> Path:
-        return self.root / "latest" / pipeline / f"{step}.json"
+    def _latest_path(self, pipeline: str, step: str, partition: str) -> Path:
+        return self.root / "latest" / pipeline / step / f"{partition or 'all'}.json"
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The entry for `key` if every output it names is still in the store."""
@@ -131,16 +134,17 @@ class CacheIndex:
             payload["metrics"] = metrics
         _write_json(self._entry_path(key), payload)
 
-    def latest(self, pipeline: str, step: str) -> CacheKeyParts | None:
+    def latest(self, pipeline: str, step: str, partition: str = "") -> CacheKeyParts | None:
+        path = self._latest_path(pipeline, step, partition)
         try:
-            return CacheKeyParts.from_dict(
-                json.loads(self._latest_path(pipeline, step).read_text())
-            )
+            return CacheKeyParts.from_dict(json.loads(path.read_text()))
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
 
-    def remember(self, pipeline: str, step: str, parts: CacheKeyParts) -> None:
-        _write_json(self._latest_path(pipeline, step), parts.to_dict())
+    def remember(
+        self, pipeline: str, step: str, parts: CacheKeyParts, partition: str = ""
+    ) -> None:
+        _write_json(self._latest_path(pipeline, step, partition), parts.to_dict())
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

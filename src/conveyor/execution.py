@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor._hashing import to_jsonable
 from conveyor.artifacts import ArtifactRef, Codec
-from conveyor.cache import CacheIndex, explain_miss
+from conveyor.cache import explain_miss
 from conveyor.dag import Pipeline, Step
 from conveyor.errors import ConveyorError, HostStepError, StepFailed
 from conveyor.host import HostContext, call_user_host_step
-from conveyor.planning import Plan, cache_parts, input_values
+from conveyor.planning import Plan, cache_parts, input_values, partition_label
 from conveyor.results import (
     CACHED,
     DONE,
@@ -57,6 +57,7 @@ class RunExecution:
         self.info = info
         self.started = started
         self.run_dir = engine.settings.run_dir / info.run_id
+        self.partition = partition_label(pipeline, plan.params)
         self.results: dict[str, StepResult] = {}
         self.outputs: dict[str, dict[str, ArtifactRef]] = {}
         self._lock = threading.Lock()
@@ -183,13 +184,15 @@ class RunExecution:
         if reason is None:
             entry = engine.index.lookup(key)
             if entry is not None:
-                engine.index.remember(self.pipeline.name, step.name, parts)
+                engine.index.remember(self.pipeline.name, step.name, parts, self.partition)
                 return StepResult(
                     step.name, "component", CACHED, "cached", artifacts=entry.outputs,
                     metrics=entry.metrics, **base,
                 )  # fmt: skip
-            reason = explain_miss_for(engine.index, self.pipeline.name, step.name, parts)
-        engine.index.remember(self.pipeline.name, step.name, parts)
+            reason = explain_miss(
+                engine.index.latest(self.pipeline.name, step.name, self.partition), parts
+            )
+        engine.index.remember(self.pipeline.name, step.name, parts, self.partition)
 
         attempts = component.retries + 1
         tries = [only_attempt] if only_attempt else range(1, attempts + 1)
@@ -333,10 +336,6 @@ class RunExecution:
     def _snapshot(self) -> dict[str, StepResult]:
         with self._lock:
             return dict(self.results)
-
-
-def explain_miss_for(index: CacheIndex, pipeline: str, step: str, parts: Any) -> str:
-    return explain_miss(index.latest(pipeline, step), parts)
 
 
 class StepLog:

@@ -74,6 +74,14 @@ class CachePolicy:
         return None
 
 
+def partition_label(pipeline: Pipeline, params: Mapping[str, Any]) -> str:
+    """`2024-01-02` or `2024-01-02..2024-01-31` for a partitioned run, else ``."""
+    window = pipeline.partition_range(params)
+    if window is None:
+        return ""
+    return str(window[0]) if window[0] == window[1] else f"{window[0]}..{window[1]}"
+
+
 def input_values(
     step: Step, params: Mapping[str, Any], upstream: Mapping[str, Mapping[str, ArtifactRef]]
 ) -> tuple[dict[str, Any], dict[str, ArtifactRef]]:
@@ -240,7 +248,9 @@ def _predict_cache(
             known[step.name] = entry.outputs
         else:
             plan.state = "run"
-            plan.reason = explain_miss(index.latest(pipeline.name, step.name), parts)
+            plan.reason = explain_miss(
+                index.latest(pipeline.name, step.name, partition_label(pipeline, params)), parts
+            )
 
 
 class PlanError(ConveyorError):
