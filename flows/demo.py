@@ -9,6 +9,7 @@ the step cache: it finishes in seconds.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import date
 
@@ -65,6 +66,9 @@ def demo(settings: Settings, runner: str = "venv") -> int:
 
     console = Console()
     began = time.perf_counter()
+    # the progress bars tell the story; per-step log lines would scroll them away
+    for name in ("conveyor", "prefect"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     totals = {
         "features": len(trading_days(*HISTORY)),
         "training": 1,

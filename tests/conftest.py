@@ -20,7 +20,7 @@ from conveyor.settings import Settings
 STRICT = os.environ.get("CONVEYOR_CI_STRICT") == "1"
 
 # Fixtures of the database tests (SQLite and PostgreSQL variants); imports nothing heavy.
-pytest_plugins = ["tests.db_support"]
+pytest_plugins = ["tests.db_support", "tests.integration.prefect_support"]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -12,7 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from conveyor.prefect_server import QUIET
+from tests.conftest import need
 
 
 def free_port() -> int:
@@ -86,3 +90,20 @@ def flow_run_and_tasks(flow_run_id: str):
         return flow_run, {t.name: t for t in tasks}
 
     return query(read)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """One real Prefect server for the whole session (Prefect's client keeps global state)."""
+    need(importlib.util.find_spec("prefect") is not None, "prefect is not installed")
+    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        stop_process(proc)

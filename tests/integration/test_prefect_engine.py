@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import pytest
 
 import conveyor
 from conveyor.launch import resolve_engine
-from tests.conftest import need
-from tests.integration.prefect_support import (
-    flow_run_and_tasks,
-    query,
-    start_prefect_server,
-    stop_process,
-)
+from tests.integration.prefect_support import flow_run_and_tasks, query
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory):
-    need(importlib.util.find_spec("prefect") is not None, "prefect is not installed")
-    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
-    previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url
-    try:
-        yield url
-    finally:
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
-        stop_process(proc)
 
 
 STEPS = """

@@ -14,7 +14,6 @@ import pytest
 from conveyor.discovery import resolve_pipeline
 from conveyor.schedules import ScheduleError, load_entries, resolve_scheduled_params
 from tests.integration.prefect_support import query
-from tests.integration.test_prefect_engine import prefect_api  # noqa: F401 - session fixture
 
 STEPS = """
 from datetime import date
@@ -99,7 +98,7 @@ def test_the_partition_comes_from_the_scheduled_time(scheduled):
 
 @pytest.mark.prefect
 @pytest.mark.slow
-def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefect_api):  # noqa: F811
+def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefect_api):
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "serve"], cwd=scheduled.root, env=env,
