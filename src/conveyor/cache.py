@@ -141,9 +141,7 @@ class CacheIndex:
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
 
-    def remember(
-        self, pipeline: str, step: str, parts: CacheKeyParts, partition: str = ""
-    ) -> None:
+    def remember(self, pipeline: str, step: str, parts: CacheKeyParts, partition: str = "") -> None:
         _write_json(self._latest_path(pipeline, step, partition), parts.to_dict())
 
 

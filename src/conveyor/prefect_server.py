@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConveyorError
+from conveyor.runners.process import process_alive
 from conveyor.settings import Settings
 
 # Quiet, offline-friendly Prefect: no analytics, no promotional content, patient ephemeral start.
@@ -40,24 +41,13 @@ def _state_path(settings: Settings) -> Path:
     return prefect_home(settings) / "server.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "zombie" in status.read_text())
-
-
 def managed_server(settings: Settings) -> dict[str, Any] | None:
     """The managed server's `{"url", "pid"}` if it is running, else None."""
     try:
         state = json.loads(_state_path(settings).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return state if _alive(int(state.get("pid", -1))) else None
+    return state if process_alive(int(state.get("pid", -1))) else None
 
 
 def prefect_variables(settings: Settings) -> dict[str, str]:
@@ -146,8 +136,8 @@ def stop_server(settings: Settings, timeout: float = 15) -> bool:
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if process_alive(pid):
         os.killpg(pid, signal.SIGKILL)
     return True

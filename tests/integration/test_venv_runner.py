@@ -241,3 +241,31 @@ def test_two_processes_needing_one_environment_build_it_once(checks, tmp_path):
     assert outputs[0][1] == outputs[1][1]
     built = [p for p in (tmp_path / "shared-envs").iterdir() if p.is_dir()]
     assert [p.name for p in built] == [outputs[0][1]]
+
+
+def test_cli_plan_envs_list_and_prune(project, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from conveyor.cli import _register, app
+
+    monkeypatch.setenv("CONVEYOR_ENV_DIR", str(tmp_path / "envs"))
+    monkeypatch.setenv("COLUMNS", "200")
+    project.write("steps/sixes.py", SIX)
+    project.write("flows/sixes.py", FLOW)
+    _register()
+    cli = CliRunner()
+    planned = cli.invoke(app, ["plan", "sixes"])
+    assert planned.exit_code == 0, planned.output
+    assert "six==1.16.0" in planned.output and "no previous run" in planned.output
+    listed = cli.invoke(app, ["envs", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("yes") == 3  # all three used by this project
+    # an environment no pipeline of the project uses any more is pruned; the others stay
+    stray = tmp_path / "envs" / "0123456789abcdef01234567"
+    stray.mkdir()
+    (stray / "conveyor-env.json").write_text('{"requirements": ["old==1.0"], "python": "3.11"}')
+    dry = cli.invoke(app, ["envs", "prune", "--dry-run"])
+    assert "would remove 0123456789abcdef01234567 (old==1.0)" in dry.output and stray.exists()
+    pruned = cli.invoke(app, ["envs", "prune"])
+    assert "1 environment(s) removed" in pruned.output and not stray.exists()
+    assert len([p for p in (tmp_path / "envs").iterdir() if p.is_dir()]) == 3

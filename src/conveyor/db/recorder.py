@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +40,7 @@ from conveyor.db.models import (
 from conveyor.errors import ConveyorError
 from conveyor.hooks import RunHooks
 from conveyor.results import RunInfo, RunResult, StepResult
+from conveyor.runners.process import process_alive
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.db")
@@ -62,21 +62,6 @@ def recorder_hooks(settings: Settings) -> list[RunHooks]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child nobody has reaped yet still answers signals
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class Recorder(RunHooks):
