@@ -174,8 +174,9 @@ def test_a_scheduled_date_writes_exactly_the_backfilled_row(full):
 def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):
     settings, _ = full
     lines = (ROOT / "flows/data/NYSE.csv").read_text().splitlines()
-    bad = [line.replace("-0.6", "x0.6", 1) if line.startswith("1970-01-05") else line
+    bad = [line.replace("-0.020766", "abc", 1) if line.startswith('"1970-01-05"') else line
            for line in lines]  # fmt: skip
+    assert bad != lines
     source = tmp_path / "NYSE_bad.csv"
     source.write_text("\n".join(bad) + "\n")
     raw_before = _table(settings, "raw_nyse")
@@ -185,7 +186,7 @@ def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):
     assert result.status == "failed"
     assert result.steps["validate"].status == "failed"
     assert result.steps["write_table"].status == "skipped"
-    assert "NYSE_bad.csv: column" in result.error and "date 1970-01-05" in result.error
+    assert "NYSE_bad.csv: column 'log_volume', date 1970-01-05: value 'abc'" in result.error
     pd.testing.assert_frame_equal(raw_before, _table(settings, "raw_nyse"))
 
 
