@@ -171,7 +171,19 @@ def test_a_scheduled_date_writes_exactly_the_backfilled_row(full):
     assert len(_table(settings, "predictions")) == 4 * 1770
 
 
+def test_a_second_run_is_served_by_partition_status_and_the_cache(full):
+    settings, _ = full
+    again = _run_flows(settings, "venv", (date(1980, 1, 2), date(1986, 12, 31)))
+    assert again["features"].batches == [] and len(again["features"].skipped) == 6051
+    assert again["batch_prediction"].batches == []
+    ran = [n for n, s in again["training"].steps.items()
+           if s.status == "succeeded" and s.kind == "component"]  # fmt: skip
+    # only the production model's score on the holdout is new: it is now the promoted model
+    assert set(ran) <= {"validate_production", "score_production"}
+
+
 def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):
+    # after the re-run test: the failed run marks its partitions failed
     settings, _ = full
     lines = (ROOT / "flows/data/NYSE.csv").read_text().splitlines()
     bad = [line.replace("-0.020766", "abc", 1) if line.startswith('"1970-01-05"') else line
@@ -188,17 +200,6 @@ def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):
     assert result.steps["write_table"].status == "skipped"
     assert "NYSE_bad.csv: column 'log_volume', date 1970-01-05: value 'abc'" in result.error
     pd.testing.assert_frame_equal(raw_before, _table(settings, "raw_nyse"))
-
-
-def test_a_second_run_is_served_by_partition_status_and_the_cache(full):
-    settings, _ = full
-    again = _run_flows(settings, "venv", (date(1980, 1, 2), date(1986, 12, 31)))
-    assert again["features"].batches == [] and len(again["features"].skipped) == 6051
-    assert again["batch_prediction"].batches == []
-    ran = [n for n, s in again["training"].steps.items()
-           if s.status == "succeeded" and s.kind == "component"]  # fmt: skip
-    # only the production model's score on the holdout is new: it is now the promoted model
-    assert set(ran) <= {"validate_production", "score_production"}
 
 
 def _short_rows(settings: Settings) -> dict[str, pd.DataFrame]:

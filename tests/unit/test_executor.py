@@ -142,8 +142,10 @@ def test_importing_the_executor_loads_only_the_standard_library(tmp_path: Path):
         " - {'conveyor', '__main__'})\n"
         "print(','.join(third))\n"
     )
+    script = f"import sys; sys.path.insert(0, {str(bundle)!r}); {code}"
     proc = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(bundle)!r}); {code}"],
+        # -S: no site-packages, so a .pth hook of the test venv (setuptools') is not counted
+        [sys.executable, "-I", "-S", "-c", script],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert proc.stdout.strip() == ""
