@@ -11,7 +11,7 @@ follows it. Under the Prefect engine every run is a flow run tagged `backfill`.
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -196,7 +196,7 @@ def backfill(
     if dry_run or not batches:
         return result
     chosen = resolve_engine(engine, settings)
-    per_run = max_parallel or max(1, (settings_cpus() // concurrency))
+    per_run = max_parallel or max(1, (os.cpu_count() or 2) // concurrency)
     local = build_engine(
         settings, runner=runner, cache=cache, force_steps=force_steps,
         max_parallel=per_run, tags=("backfill",),
@@ -221,12 +221,6 @@ def backfill(
     return result
 
 
-def settings_cpus() -> int:
-    import os
-
-    return os.cpu_count() or 2
-
-
 def _outcome(batch: Batch, run: RunResult | None, error: BaseException | None, began: float):
     seconds = time.perf_counter() - began
     if run is not None:
@@ -243,8 +237,6 @@ def _with_threads(
     concurrency: int,
     record: Callable[[BatchOutcome], None],
 ) -> None:
-    lock = threading.Lock()
-
     def one(batch: Batch) -> BatchOutcome:
         began = time.perf_counter()
         try:
@@ -264,8 +256,7 @@ def _with_threads(
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 running.pop(future)
-                with lock:
-                    record(future.result())
+                record(future.result())
     except BaseException:
         engine.runner.close()
         pool.shutdown(wait=False, cancel_futures=True)

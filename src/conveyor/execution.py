@@ -33,6 +33,7 @@ from conveyor.results import (
     StepResult,
 )
 from conveyor.runners.base import Task
+from conveyor.version import EXECUTOR_PROTOCOL
 
 if TYPE_CHECKING:
     from conveyor.engine import LocalEngine
@@ -249,7 +250,7 @@ class RunExecution:
                 entry["type"] = json_type
             parameters[name] = entry
         return {
-            "protocol": 1,
+            "protocol": EXECUTOR_PROTOCOL,
             "step": step.name,
             "module": component.module,
             "qualname": component.qualname,

@@ -35,6 +35,8 @@ def resolve_engine(engine: str, settings: Settings) -> str:
 
 def default_host_implementations(settings: Settings) -> HostImplementations:
     """The database-backed host steps, when conveyor's database layer is installed."""
+    if not settings.uses_database:
+        return {}
     try:
         from conveyor.db.host_steps import implementations
     except ImportError:
@@ -44,6 +46,8 @@ def default_host_implementations(settings: Settings) -> HostImplementations:
 
 def default_hooks(settings: Settings) -> list[RunHooks]:
     """Lineage recording into conveyor's database, when its layer is installed."""
+    if not settings.uses_database:
+        return []
     try:
         from conveyor.db.recorder import recorder_hooks
     except ImportError:

@@ -18,7 +18,7 @@ from conveyor.artifacts import ArtifactRef, ArtifactStore
 from conveyor.cache import CacheIndex, CacheKeyParts, explain_miss
 from conveyor.dag import Pipeline, Step
 from conveyor.environment import EnvironmentSpec, merge_requirements
-from conveyor.errors import ConveyorError, HostStepError, ParameterError
+from conveyor.errors import HostStepError, ParameterError
 from conveyor.fingerprint import Fingerprinter
 from conveyor.host import BUILTIN_KINDS
 from conveyor.runners.base import PreparedEnvironment, Runner
@@ -153,9 +153,9 @@ def make_plan(
         ):
             raise HostStepError(
                 f"pipeline {pipeline.name!r}, step {step.name!r}: {step.host.spec.kind}() "
-                f"needs conveyor's database layer, which is not available here. Install "
+                f"needs conveyor's database layer, which is not available here: install "
                 f"it with `pip install 'conveyor[db]'` (SQLite by default, PostgreSQL via "
-                f"CONVEYOR_DATABASE_URL)."
+                f"CONVEYOR_DATABASE_URL), and do not set CONVEYOR_DATABASE_URL=none."
             )
     environments = runner.prepare(needs)
     for spec, names in needs.items():
@@ -251,7 +251,3 @@ def _predict_cache(
             plan.reason = explain_miss(
                 index.latest(pipeline.name, step.name, partition_label(pipeline, params)), parts
             )
-
-
-class PlanError(ConveyorError):
-    """Planning failed (kept for callers that want to tell plan failures from run failures)."""

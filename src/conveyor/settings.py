@@ -3,7 +3,8 @@
 The project root is the nearest directory upward holding a `pyproject.toml` with a
 `[tool.conveyor]` table, else the working directory. Paths can be moved with variables:
 `CONVEYOR_HOME` (state, default `<root>/.conveyor`), `CONVEYOR_ENV_DIR` (built environments,
-shared between projects because they are content-addressed), `CONVEYOR_DATABASE_URL`.
+shared between projects because they are content-addressed), `CONVEYOR_DATABASE_URL` (default:
+an SQLite file in the home; `none` for no database at all, e.g. quick experiments).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class Settings:
             or config.get("base_image", DEFAULT_BASE_IMAGE),
             tool_config=config,
         )
+
+    @property
+    def uses_database(self) -> bool:
+        """False when CONVEYOR_DATABASE_URL=none: runs are not recorded, host steps unavailable."""
+        return (self.database_url or "").strip().lower() != "none"
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced."""

@@ -207,3 +207,24 @@ def test_step_results_carry_artifacts_and_timings(flows):
     assert step.output == [0, 2, 4, 6]
     assert set(step.timings) == {"import", "load", "run", "save"}
     assert step.environment and step.cache_key
+
+
+def test_without_a_database_runs_work_and_host_steps_say_why(flows, monkeypatch):
+    from conveyor.errors import HostStepError
+
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "none")
+    result = conveyor.run("chain", {}, runner="inprocess")  # default hooks: none recorded
+    assert result.ok, result.error
+    assert not (flows.root / ".conveyor" / "conveyor.db").exists()
+    flows.write(
+        "flows/tables.py",
+        """
+        from conveyor import load_table, pipeline
+
+        @pipeline
+        def reads():
+            return load_table("anything")
+        """,
+    )
+    with pytest.raises(HostStepError, match="do not set CONVEYOR_DATABASE_URL=none"):
+        conveyor.run("reads", {}, runner="inprocess")
