@@ -60,6 +60,10 @@ def chain(x: int = 0):
     for _ in range(9):
         value = noop(value)
     return value
+
+@pipeline
+def single(x: int = 0):
+    return noop(x)
 """
 
 
@@ -89,6 +93,7 @@ def main() -> None:
     if args.engine == "prefect":
         server, url = start_prefect_server(root / ".prefect-server")
         os.environ["PREFECT_API_URL"] = url
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"  # one line per result, not per task run
     try:
         import conveyor
         from conveyor.backfills import backfill
@@ -114,21 +119,28 @@ def main() -> None:
                   f"s per partition)")  # fmt: skip
         print(f"   concurrency 2 / serial: {timings[2] / timings[1]:.2f}x  (target <= 0.6x)")
 
-        per_step = {}
+        # marginal cost of a step = (10-step run - 1-step run) / 9; the rest is per run
+        cost = {}
         for engine in ("local", args.engine):
-            conveyor.run("chain", {"x": 0}, runner="inprocess", engine=engine, hooks=[])
-            samples = []
-            for x in range(1, 6):
-                began = time.perf_counter()
-                result = conveyor.run("chain", {"x": x}, runner="inprocess", engine=engine,
-                                      hooks=[])  # fmt: skip
-                assert result.ok
-                samples.append((time.perf_counter() - began) / 10)
-            per_step[engine] = statistics.median(samples)
-        print(f"2. wall time per step of a 10-step run (no-op steps, in-process runner, warm): "
-              f"local {per_step['local'] * 1000:.1f} ms, {args.engine} "
-              f"{per_step[args.engine] * 1000:.1f} ms "
-              f"({per_step[args.engine] / per_step['local']:.1f}x)")  # fmt: skip
+            for name, steps in (("chain", 10), ("single", 1)):
+                conveyor.run(name, {"x": -1}, runner="inprocess", engine=engine, hooks=[])
+                samples = []
+                for x in range(7):
+                    began = time.perf_counter()
+                    result = conveyor.run(name, {"x": x}, runner="inprocess", engine=engine,
+                                          hooks=[])  # fmt: skip
+                    assert result.ok
+                    samples.append(time.perf_counter() - began)
+                cost[engine, steps] = statistics.median(samples)
+        for engine in ("local", args.engine):
+            per_step = (cost[engine, 10] - cost[engine, 1]) / 9
+            fixed = cost[engine, 1] - per_step
+            print(f"2. {engine:<7} engine: {per_step * 1000:6.1f} ms per step, "
+                  f"{fixed * 1000:6.1f} ms per run (no-op steps, in-process runner, warm)")  # fmt: skip
+        ratio = (cost[args.engine, 10] - cost[args.engine, 1]) / max(
+            cost["local", 10] - cost["local", 1], 1e-9
+        )
+        print(f"   {args.engine} / local per step: {ratio:.1f}x")
     finally:
         if server is not None:
             stop_process(server)
