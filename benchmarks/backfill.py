@@ -135,8 +135,10 @@ def main() -> None:
         for engine in ("local", args.engine):
             per_step = (cost[engine, 10] - cost[engine, 1]) / 9
             fixed = cost[engine, 1] - per_step
-            print(f"2. {engine:<7} engine: {per_step * 1000:6.1f} ms per step, "
-                  f"{fixed * 1000:6.1f} ms per run (no-op steps, in-process runner, warm)")  # fmt: skip
+            print(
+                f"2. {engine:<7} engine: {per_step * 1000:6.1f} ms per step, "
+                f"{fixed * 1000:6.1f} ms per run (no-op steps, in-process runner, warm)"
+            )
         ratio = (cost[args.engine, 10] - cost[args.engine, 1]) / max(
             cost["local", 10] - cost["local", 1], 1e-9
         )
