@@ -4,7 +4,8 @@ FROM ${BASE}
 USER root
 RUN apt-get update -q \
     && apt-get install -y -q --no-install-recommends postgresql-15 \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && install -d -o postgres -g postgres -m 700 /var/lib/postgresql/data
 USER postgres
 ENV PGDATA=/var/lib/postgresql/data
 # First start: create the cluster and the `conveyor` database (trust inside the compose network).

@@ -9,7 +9,7 @@ COPY src /opt/conveyor-src/src
 COPY containers/step.Dockerfile /opt/conveyor-src/containers/step.Dockerfile
 RUN python3 -m venv /opt/conveyor \
     && /opt/conveyor/bin/pip install --no-cache-dir "/opt/conveyor-src[all]" \
-    && mkdir -p /project /home/conveyor/.cache \
+    && mkdir -p /project/.conveyor /home/conveyor/.cache \
     && chown -R 1000:1000 /project /home/conveyor
 ENV PATH=/opt/conveyor/bin:$PATH \
     DO_NOT_TRACK=1 \
