@@ -146,3 +146,24 @@ def test_auto_engine_uses_prefect_when_an_api_is_configured(flows, monkeypatch):
     assert resolve_engine("auto", flows.settings) == "prefect"
     monkeypatch.delenv("PREFECT_API_URL")
     assert resolve_engine("auto", flows.settings) == "local"
+
+
+def test_step_output_lines_are_forwarded_into_the_task_run_logs(flows):
+    import time
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+
+    result = conveyor.run("summed", {"n": 7}, runner="venv", engine="prefect", hooks=[])
+    assert result.ok, result.error
+    _, tasks = flow_run_and_tasks(result.flow_run_id)
+    task_run = tasks["load"].id
+    messages: list[str] = []
+    deadline = time.monotonic() + 30  # log records reach the API in batches
+    while time.monotonic() < deadline and "loading 7 values" not in messages:
+        logs = query(lambda c: c.read_logs(
+            log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[UUID(str(task_run))]))
+        ))  # fmt: skip
+        messages = [log.message for log in logs]
+        time.sleep(0.5)
+    assert "loading 7 values" in messages
