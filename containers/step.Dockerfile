@@ -12,6 +12,9 @@ ARG BASE_IMAGE
 # ---- install stage: has uv; only the finished environment leaves it ----------------------
 FROM ${BASE_IMAGE} AS install
 ARG ENV_KEY
+# The codec modules the executor will import (pandas, pyarrow, numpy, joblib): a lock that
+# installs but cannot import them fails the build, so a bad pin set fails at plan time.
+ARG IMPORT_CHECK_MODULES=""
 # Marks this stage's image so conveyor can delete it after the build (the legacy builder keeps
 # every stage's image; nothing reuses it because the final image is found by its key).
 LABEL conveyor.build-stage=${ENV_KEY}
@@ -30,7 +33,10 @@ RUN set -eu; \
         uv=/opt/conveyor-tools/venv/bin/uv; \
     fi; \
     "$uv" venv --quiet --python "$(command -v python3)" /opt/conveyor/env; \
-    "$uv" pip sync --python /opt/conveyor/env/bin/python /opt/conveyor/requirements.lock
+    "$uv" pip sync --python /opt/conveyor/env/bin/python /opt/conveyor/requirements.lock; \
+    if [ -n "$IMPORT_CHECK_MODULES" ]; then \
+        /opt/conveyor/env/bin/python -I /opt/conveyor-tools/import_check.py $IMPORT_CHECK_MODULES; \
+    fi
 
 # ---- the step image: base + the environment, nothing else -------------------------------
 FROM ${BASE_IMAGE}

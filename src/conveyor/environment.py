@@ -22,6 +22,119 @@ from conveyor.version import EXECUTOR_PROTOCOL
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
+
+# The modules the executor imports to move values, by the distribution that provides them
+# (`_codecs` imports them lazily): every built environment must import those it contains.
+CODEC_MODULES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "pandas": ("pandas",),
+    "pyarrow": ("pyarrow", "pyarrow.parquet"),
+    "joblib": ("joblib",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeBound:
+    """A bound a package needs at run time that its metadata does not declare.
+
+    The resolver cannot see these, so a lock can be consistent on paper and fail on import
+    (`pyarrow requires NumPy 2.0 or newer`). When `trigger` matches a pin in a lock, the lock
+    is resolved again with `bound` as a constraint.
+    """
+
+    trigger: str  # a distribution and a specifier its pinned version is checked against
+    bound: str  # the constraint added when the trigger matches
+    why: str
+
+    @property
+    def trigger_name(self) -> str:
+        return requirement_name(self.trigger)
+
+    def explain(self, pins: dict[str, str]) -> str:
+        found = pins.get(self.trigger_name, "?")
+        return f"{self.bound}: the lock resolved {self.trigger_name} {found}, and {self.why}"
+
+    def applies(self, pins: dict[str, str]) -> bool:
+        from packaging.requirements import Requirement
+
+        trigger, bound = Requirement(self.trigger), Requirement(self.bound)
+        name = requirement_name(trigger.name)
+        return (
+            name in pins
+            and requirement_name(bound.name) in pins
+            and trigger.specifier.contains(pins[name], prereleases=True)
+            and not bound.specifier.contains(pins[requirement_name(bound.name)], prereleases=True)
+        )
+
+
+RUNTIME_BOUNDS = (
+    # apache/arrow#50769: pyarrow 26 requires NumPy 2 (and so pandas >= 2.2.2) but does not say so
+    RuntimeBound("numpy<2", "pyarrow<26", "pyarrow 26 and later need NumPy 2 at run time"),
+)
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """`{normalized name: version}` of the `name==version` lines of a lock."""
+    pins = {}
+    for line in text.splitlines():
+        match = _PIN.match(line.strip())
+        if match:
+            pins[requirement_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def codec_imports(pins: Iterable[str]) -> tuple[str, ...]:
+    """The codec modules an environment with these pins must be able to import."""
+    names = lock_pins("\n".join(pins))
+    return tuple(m for dist, modules in CODEC_MODULES.items() if dist in names for m in modules)
+
+
+# Run by an environment's own interpreter (`python -I -c IMPORT_CHECK module ...`) once it is
+# built: prints what failed to import as JSON and exits 3, so a broken pin set fails the plan.
+IMPORT_CHECK = """\
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+if failed:
+    print("conveyor import check failed: " + json.dumps(failed), file=sys.stderr)
+    sys.exit(3)
+"""
+IMPORT_CHECK_MARKER = "conveyor import check failed: "
+
+
+def import_check_error(
+    output: str, pins: Iterable[str], who: str, lock_path: str | Path | None = None
+) -> EnvironmentBuildError:
+    """The error for an environment that installed but cannot import a codec's library."""
+    import json
+
+    line = next(
+        (part for part in output.splitlines() if IMPORT_CHECK_MARKER in part),
+        IMPORT_CHECK_MARKER + "{}",
+    )
+    try:
+        failed = json.loads(line.split(IMPORT_CHECK_MARKER, 1)[1])
+    except json.JSONDecodeError:
+        failed = {}
+    versions = lock_pins("\n".join(pins))
+    installed = ", ".join(f"{d} {versions[d]}" for d in CODEC_MODULES if d in versions)
+    problems = "; ".join(f"import {m}: {e}" for m, e in failed.items()) or output.strip()[-500:]
+    refresh = (
+        f" If the lock {lock_path} was resolved by an older conveyor, refresh it with "
+        f"`conveyor envs lock`."
+        if lock_path
+        else ""
+    )
+    return EnvironmentBuildError(
+        f"the environment for {who or 'a step'} installed but cannot import what the executor "
+        f"needs to move its values: {problems} (installed: {installed or 'none of them'}). "
+        f"Pin versions that work together in @component(packages=[...]).{refresh}"
+    )
 
 
 def requirement_name(requirement: str) -> str:
@@ -158,31 +271,49 @@ class Locker:
             if not refresh and (found := self.existing(spec)) is not None:
                 return found
             pinned = self._compile(spec, who)
+            first = lock_pins(pinned)
+            bounds = [b for b in RUNTIME_BOUNDS if b.applies(first)]
+            if bounds:
+                try:
+                    pinned = self._compile(spec, who, tuple(b.bound for b in bounds))
+                except EnvironmentBuildError as exc:
+                    why = "; ".join(b.explain(first) for b in bounds)
+                    raise EnvironmentBuildError(
+                        f"{exc}\n--- why conveyor added a bound ---\n{why}. These pins cannot "
+                        f"work together at run time, though their metadata allows it."
+                    ) from exc
             header = (
                 f"# conveyor lock; python {spec.python}\n"
                 f"# requirements: {spec.describe()}\n"
-                "# resolved by `uv pip compile`; refresh with `conveyor envs lock`\n"
+                + "".join(f"# constrained: {b.explain(first)}\n" for b in bounds)
+                + "# resolved by `uv pip compile`; refresh with `conveyor envs lock`\n"
             )
             tmp = path.with_suffix(".tmp")
             tmp.write_text(header + pinned)
             os.replace(tmp, path)
             return Lock(spec, path, header + pinned)
 
-    def _compile(self, spec: EnvironmentSpec, who: str) -> str:
+    def _compile(self, spec: EnvironmentSpec, who: str, constraints: tuple[str, ...] = ()) -> str:
         if not spec.requirements:
             return ""
-        cmd = [
-            find_uv(), "pip", "compile", "-", "--quiet", "--no-header",
-            "--python-version", spec.python,
-        ]  # fmt: skip
-        proc = subprocess.run(
-            cmd,
-            input="\n".join(spec.requirements) + "\n",
-            capture_output=True,
-            text=True,
-            env=uv_environment(),
-            check=False,
-        )
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="conveyor-constraints-") as c:
+            c.write("\n".join(constraints) + "\n")
+            c.flush()
+            cmd = [
+                find_uv(), "pip", "compile", "-", "--quiet", "--no-header",
+                "--python-version", spec.python, *(["--constraint", c.name] if constraints else []),
+            ]  # fmt: skip
+            proc = subprocess.run(
+                cmd,
+                input="\n".join(spec.requirements) + "\n",
+                capture_output=True,
+                text=True,
+                env=uv_environment(),
+                check=False,
+            )
         if proc.returncode != 0:
-            raise installer_error("resolve requirements", spec.requirements, proc.stderr, who)
+            blamed = (*spec.requirements, *constraints)
+            raise installer_error("resolve requirements", blamed, proc.stderr, who)
         return proc.stdout

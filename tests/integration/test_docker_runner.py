@@ -408,6 +408,32 @@ def test_failed_build_names_the_requirement_and_leaves_no_image(project, engine)
     assert engine.images.list(filters={"label": f"conveyor.build-stage={key}"}) == []
 
 
+def test_an_image_that_cannot_import_its_codecs_fails_the_build(project, engine):
+    """A stale lock (pyarrow 26 with NumPy 1) installs in the image but fails the import check."""
+    from conveyor.runners.docker import DockerRunner
+    from conveyor.runners.images import DockerEnvironmentSpec
+
+    runner = DockerRunner(project.settings)
+    spec = DockerEnvironmentSpec(
+        ("pandas==2.2.0", "pyarrow"), "3.11", image=project.settings.base_image
+    )
+    lock_dir = project.settings.lock_dir
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    (lock_dir / f"{spec.lock_id}.txt").write_text(
+        "numpy==1.26.4\npandas==2.2.0\npyarrow==26.0.1\npython-dateutil==2.9.0.post0\n"
+        "pytz==2024.1\nsix==1.16.0\ntzdata==2024.1\n"
+    )
+    with pytest.raises(EnvironmentBuildError) as info:
+        runner.prepare({spec: ["old_frame"]})
+    message = str(info.value)
+    assert "the environment for step old_frame installed but cannot import" in message
+    assert "import pyarrow" in message and "NumPy 2" in message
+    assert "numpy 1.26.4" in message and "pyarrow 26.0.1" in message
+    lock = runner.locker.existing(spec)
+    key = runner.builder.key(runner.builder.base(spec.image), lock)
+    assert not runner.builder.exists(f"conveyor-env:{key}")
+
+
 PREPARE = """
 import json, sys
 from conveyor.runners.docker import DockerRunner

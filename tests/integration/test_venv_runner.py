@@ -269,3 +269,96 @@ def test_cli_plan_envs_list_and_prune(project, tmp_path, monkeypatch):
     pruned = cli.invoke(app, ["envs", "prune"])
     assert "1 environment(s) removed" in pruned.output and not stray.exists()
     assert len([p for p in (tmp_path / "envs").iterdir() if p.is_dir()]) == 3
+
+
+OLD_PANDAS = """
+from conveyor import component
+
+@component(packages=["pandas==2.2.0"])
+def old_frame(rows: int) -> "pd.DataFrame":
+    import numpy as np
+    import pandas as pd
+    import pyarrow
+
+    return pd.DataFrame({"x": np.arange(rows), "numpy": np.__version__,
+                         "pyarrow": pyarrow.__version__})
+
+@component(packages=["pandas==2.2.0", "pyarrow==26.0.1"])
+def impossible(rows: int) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame({"x": range(rows)})
+"""
+
+OLD_PANDAS_FLOWS = """
+from conveyor import pipeline
+from steps.old import impossible, old_frame
+
+@pipeline
+def old_pandas(rows: int = 3):
+    return old_frame(rows)
+
+@pipeline
+def impossible_pins(rows: int = 3):
+    return impossible(rows)
+"""
+
+
+@pytest.fixture
+def old_pandas(project):
+    project.write("steps/old.py", OLD_PANDAS)
+    project.write("flows/old.py", OLD_PANDAS_FLOWS)
+    return project
+
+
+def test_an_old_pandas_pin_gets_a_pyarrow_that_works_with_its_numpy(old_pandas):
+    """pandas 2.2.0 caps NumPy below 2; the pyarrow conveyor adds must then stay below 26."""
+    result = _run("old_pandas")
+    assert result.ok, result.error
+    frame = result.output
+    assert list(frame["x"]) == [0, 1, 2]
+    assert frame["numpy"][0].startswith("1.")
+    assert int(frame["pyarrow"][0].split(".")[0]) < 26
+    (lock,) = [
+        p.read_text()
+        for p in (old_pandas.root / ".conveyor/locks").glob("*.txt")
+        if "pandas==2.2.0" in p.read_text()
+    ]
+    assert "# constrained: pyarrow<26: the lock resolved numpy 1." in lock
+    assert "pyarrow 26 and later need NumPy 2 at run time" in lock
+
+
+def test_pins_that_cannot_work_together_fail_at_plan_time_naming_them(old_pandas):
+    with pytest.raises(EnvironmentBuildError) as info:
+        _run("impossible_pins")
+    message = str(info.value)
+    assert "step impossible" in message
+    assert "pyarrow==26.0.1" in message and "pyarrow<26" in message
+    assert "need NumPy 2 at run time" in message
+    assert not list((old_pandas.root / ".conveyor").glob("runs/*")), "a step ran"
+
+
+def test_an_environment_that_cannot_import_its_codecs_fails_at_plan_time(old_pandas):
+    """A lock resolved before the bound existed installs fine and fails on import: at plan time."""
+    from conveyor.discovery import resolve_pipeline
+    from conveyor.environment import Locker
+    from conveyor.runners.base import requirement_spec
+
+    step = resolve_pipeline("old_pandas", old_pandas.settings).step("old_frame")
+    spec = requirement_spec(step.component.spec)
+    locker = Locker(old_pandas.settings.lock_dir)
+    old_pandas.write(
+        f".conveyor/locks/{spec.lock_id}.txt",
+        "# an old lock, resolved without the pyarrow bound\n"
+        "numpy==1.26.4\npandas==2.2.0\npyarrow==26.0.1\npython-dateutil==2.9.0.post0\n"
+        "pytz==2024.1\nsix==1.16.0\ntzdata==2024.1\n",
+    )
+    assert locker.existing(spec) is not None
+    with pytest.raises(EnvironmentBuildError) as info:
+        _run("old_pandas")
+    message = str(info.value)
+    assert "step old_frame" in message
+    assert "import pyarrow" in message and "NumPy 2" in message
+    assert "numpy 1.26.4" in message and "pandas 2.2.0" in message and "pyarrow 26.0.1" in message
+    assert "conveyor envs lock" in message
+    assert not list((old_pandas.root / ".conveyor").glob("runs/*")), "a step ran"

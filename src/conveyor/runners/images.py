@@ -28,7 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from conveyor._hashing import sha256_text
-from conveyor.environment import EnvironmentSpec, Lock, environment_key, find_uv, installer_error
+from conveyor.environment import (
+    IMPORT_CHECK,
+    IMPORT_CHECK_MARKER,
+    EnvironmentSpec,
+    Lock,
+    codec_imports,
+    environment_key,
+    find_uv,
+    import_check_error,
+    installer_error,
+)
 from conveyor.errors import ConveyorError, EnvironmentBuildError
 from conveyor.settings import DEFAULT_BASE_IMAGE, Settings
 
@@ -248,7 +258,11 @@ class ImageBuilder:
             "conveyor.lock-sha256": lock.sha256,
             "conveyor.template": self.template,
         }
-        buildargs = {"BASE_IMAGE": base.id, "ENV_KEY": key}
+        buildargs = {
+            "BASE_IMAGE": base.id,
+            "ENV_KEY": key,
+            "IMPORT_CHECK_MODULES": " ".join(codec_imports(lock.pins)),
+        }
         buildargs.update({k: os.environ[k] for k in BUILD_PASSTHROUGH if os.environ.get(k)})
         tail: deque[str] = deque(maxlen=60)
         error = None
@@ -258,6 +272,7 @@ class ImageBuilder:
             (root / "tools").mkdir()
             if self._uv_runs_inside():
                 shutil.copy2(find_uv(), root / "tools" / "uv")
+            (root / "tools" / "import_check.py").write_text(IMPORT_CHECK)
             (root / "requirements.lock").write_text(lock.pinned_text.strip() + "\n")
             partial = ""  # chunks are not lines: a line can arrive in pieces
             try:
@@ -277,6 +292,8 @@ class ImageBuilder:
                         break
             finally:
                 self._remove_stage_images(key)
+        if error is not None and any(IMPORT_CHECK_MARKER in line for line in tail):
+            raise import_check_error("\n".join(tail), lock.pins, who, lock.path)
         if error is not None:
             # the builder echoes the whole RUN command; the installer's own words come before it
             output = (

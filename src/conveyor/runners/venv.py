@@ -21,10 +21,13 @@ from typing import Any
 
 from conveyor.component_spec import ComponentSpec
 from conveyor.environment import (
+    IMPORT_CHECK,
     EnvironmentSpec,
     Locker,
+    codec_imports,
     environment_key,
     find_uv,
+    import_check_error,
     installer_error,
     uv_environment,
 )
@@ -131,6 +134,15 @@ class VenvRunner:
             proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if proc.returncode != 0:
                 raise installer_error("build the environment", spec.requirements, proc.stderr, who)
+        modules = codec_imports(pins)
+        if modules:  # a lock can resolve and install yet fail on import: find out before any run
+            python = str(path / "bin" / "python")
+            proc = subprocess.run(
+                [python, "-I", "-c", IMPORT_CHECK, *modules],
+                capture_output=True, text=True, check=False, cwd=path,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise import_check_error(proc.stderr, pins, who, lock_path)
         metadata = {
             "kind": "venv",
             "requirements": list(spec.requirements),
