@@ -54,6 +54,16 @@ def start_prefect_server(home: Path, timeout: float = 180) -> tuple[subprocess.P
     raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
 
 
+def server_log_errors(limit: int = 12) -> str:
+    """The last error lines of the session's Prefect server log (for failure messages)."""
+    path = os.environ.get("CONVEYOR_TEST_PREFECT_LOG")
+    if not path or not Path(path).is_file():
+        return "(no server log)"
+    lines = Path(path).read_text(errors="replace").splitlines()
+    errors = [line for line in lines if "Error" in line or "Traceback" in line]
+    return "\n".join(errors[-limit:]) or "(no errors in the server log)"
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -96,9 +106,11 @@ def flow_run_and_tasks(flow_run_id: str):
 def prefect_api(tmp_path_factory):
     """One real Prefect server for the whole session (Prefect's client keeps global state)."""
     need(importlib.util.find_spec("prefect") is not None, "prefect is not installed")
-    proc, url = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    home = tmp_path_factory.mktemp("prefect-home")
+    proc, url = start_prefect_server(home)
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
+    os.environ["CONVEYOR_TEST_PREFECT_LOG"] = str(home / "server.log")
     try:
         yield url
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 
 from conveyor.discovery import resolve_pipeline
 from conveyor.schedules import ScheduleError, load_entries, resolve_scheduled_params
-from tests.integration.prefect_support import query
+from tests.conftest import FIXTURES
+from tests.integration.prefect_support import query, server_log_errors
 
 STEPS = """
 from datetime import date
@@ -136,3 +138,75 @@ def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefec
             proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _auto_scheduled_runs(deployment_id):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return query(
+        lambda c: c.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+    )
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_a_cron_served_by_conveyor_serve_fires_and_writes_its_rows(project, prefect_api):
+    """The scheduled-runs path end to end, as a new user meets it: nothing but `conveyor serve`.
+
+    Prefect's own scheduler service creates the run from the cron (no run is created by the
+    test), the served runner executes it, and its rows land in the project's database. This is
+    the test that would have caught prefect 3.8 + SQLAlchemy 2.1, whose scheduler created no run.
+    """
+    shutil.copytree(FIXTURES / "schedule_project", project.root, dirs_exist_ok=True)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve"], cwd=project.root, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deployment = None
+        deadline = time.monotonic() + 120
+        while deployment is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"conveyor serve exited: {proc.stdout.read().decode()[-3000:]}")
+            try:
+                deployment = query(lambda c: c.read_deployment_by_name("ticks/ticks-every-minute"))
+            except Exception:
+                time.sleep(1)
+        assert deployment is not None, "the served deployment never appeared"
+
+        # a per-minute cron fires within a minute; the served runner polls every 10 s
+        finished = []
+        deadline = time.monotonic() + 240
+        while not finished and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"conveyor serve exited: {proc.stdout.read().decode()[-3000:]}")
+            runs = _auto_scheduled_runs(deployment.id)
+            finished = [r for r in runs if r.state and r.state.is_final()]
+            time.sleep(2)
+        assert runs, (
+            "Prefect's scheduler created no run from the cron within 4 minutes; the server "
+            f"log's errors:\n{server_log_errors()}"
+        )
+        assert finished, f"no scheduled run finished within 4 minutes: {[r.state for r in runs]}"
+        flow_run = finished[0]
+        assert flow_run.auto_scheduled, "the run was not created by Prefect's scheduler"
+        assert flow_run.state.type.value == "COMPLETED", flow_run.state
+        assert "scheduled" in flow_run.tags
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    # the partition is the run's scheduled date (UTC), and its row is in the database
+    from conveyor.db.database import Database
+    from conveyor.db.reads import load_table
+
+    day = flow_run.expected_start_time.astimezone(UTC).date()
+    rows = load_table(Database.from_settings(project.settings), "ticks")
+    assert day.toordinal() in set(rows["day_ordinal"]), rows
+    assert f"tick {day}" in set(rows["label"])
