@@ -96,7 +96,7 @@ def main() -> None:
         os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"  # one line per result, not per task run
     try:
         import conveyor
-        from conveyor.backfills import backfill
+        from conveyor.ops.backfill import backfill
 
         start = date(2024, 1, 1)
         end = start + timedelta(days=args.partitions - 1)

@@ -140,16 +140,16 @@ def warm_step_seconds(runner_name: str, root: Path, repeat: int) -> tuple[float,
 
 def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
     """(runner, task) for the no-op step, its environment built and the step run once."""
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.engine import LocalEngine
+    from conveyor.engine.core import Engine
+    from conveyor.engine.settings import Settings
+    from conveyor.engine.tasks import Task
+    from conveyor.ops.discovery import resolve_pipeline
     from conveyor.runners import get_runner
-    from conveyor.runners.base import Task
-    from conveyor.settings import Settings
 
     settings = Settings.load(root)
     pipeline = resolve_pipeline("noop_flow", settings)
     runner = get_runner(runner_name, settings)
-    engine = LocalEngine(settings, runner)
+    engine = Engine(settings, runner)
     plan = engine.plan(pipeline, {})
     step = pipeline.steps[0]
     env = plan.steps[step.name].environment
@@ -238,9 +238,9 @@ def venv_sections(root: Path, repeat: int, rows: int) -> None:
     unrecorded = cli_seconds(["run", "chain"], root, repeat, CONVEYOR_DATABASE_URL="none")
     print(f"   same, CONVEYOR_DATABASE_URL=none (engine only): {unrecorded * 1000:8.0f} ms"
           f"   ratio {unrecorded / dag:.2f}x  (target <= 1.5x)")  # fmt: skip
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.launch import build_engine
-    from conveyor.settings import Settings
+    from conveyor.engine.settings import Settings
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
 
     settings = Settings.load(root)
     pipeline = resolve_pipeline("chain", settings)
@@ -312,10 +312,10 @@ def container_phases(image: str, repeat: int) -> dict[str, float]:
 
 def docker_sections(root: Path, repeat: int) -> None:
     import conveyor
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.engine import LocalEngine
+    from conveyor.engine.core import Engine
+    from conveyor.engine.settings import Settings
+    from conveyor.ops.discovery import resolve_pipeline
     from conveyor.runners.docker import DockerRunner
-    from conveyor.settings import Settings
 
     print("\n5. warm no-op step under docker vs a bare `docker run` of the same image")
     started = time.perf_counter()
@@ -365,7 +365,7 @@ def docker_sections(root: Path, repeat: int) -> None:
     twins = resolve_pipeline("twins", settings)
     reuse_runner = DockerRunner(settings)
     started = time.perf_counter()
-    plan = LocalEngine(settings, reuse_runner).plan(twins, {})
+    plan = Engine(settings, reuse_runner).plan(twins, {})
     seconds = time.perf_counter() - started
     envs = plan.environments.values()
     print(f"   plan of `twins` (noop_twin, frame, pandas_twin): {len(envs)} environments, "

@@ -20,7 +20,7 @@ MODEL = "nyse-volume"
 
 
 def _settings(ctx: HostContext):
-    from conveyor.settings import Settings
+    from conveyor.engine.settings import Settings
 
     return Settings.load(ctx.project_root)
 

@@ -13,7 +13,7 @@ import logging
 import time
 from datetime import date
 
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 HISTORY = (date(1962, 12, 3), date(1986, 12, 31))
 TRAINED_UNTIL = date(1979, 12, 31)
@@ -29,8 +29,8 @@ def run_reference_flows(
     on_progress=None,
 ) -> dict:
     """Backfill features, train, backfill predictions; returns what each stage did."""
-    from conveyor.backfills import backfill
-    from conveyor.launch import run
+    from conveyor.ops.backfill import backfill
+    from conveyor.ops.run import run
 
     done = {}
     progress = on_progress or (lambda stage, outcome=None: None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 TABLES = ("raw_nyse", "features", "predictions", "drift")
 

@@ -58,7 +58,7 @@ def promotion_gate(
     from dataclasses import fields
 
     from conveyor.db import registry
-    from conveyor.settings import Settings
+    from conveyor.engine.settings import Settings
 
     decision = choose_promotion(
         {"linear": linear, "linear_dow": linear_dow, "xgboost": xgboost},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 STRICT = os.environ.get("CONVEYOR_CI_STRICT") == "1"
 

@@ -13,24 +13,24 @@ from conveyor.version import __version__
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
 
 _EXPORTS: dict[str, str] = {
-    "ArtifactRef": "conveyor.artifacts",
-    "Component": "conveyor.component_spec",
+    "ArtifactRef": "conveyor.dsl.artifacts",
+    "Component": "conveyor.dsl.component",
     "ConveyorError": "conveyor.errors",
-    "HostContext": "conveyor.host",
-    "Metrics": "conveyor.artifacts",
-    "Pipeline": "conveyor.dag",
-    "after": "conveyor.dag",
-    "RunResult": "conveyor.results",
+    "HostContext": "conveyor.dsl.host",
+    "Metrics": "conveyor.dsl.artifacts",
+    "Pipeline": "conveyor.dsl.pipeline",
+    "after": "conveyor.dsl.pipeline",
+    "RunResult": "conveyor.engine.results",
     "StepFailed": "conveyor.errors",
-    "StepResult": "conveyor.results",
-    "component": "conveyor.component_spec",
-    "host_step": "conveyor.host",
-    "load_model": "conveyor.host",
-    "load_table": "conveyor.host",
-    "pipeline": "conveyor.dag",
-    "register_model": "conveyor.host",
-    "run": "conveyor.launch",
-    "write_table": "conveyor.host",
+    "StepResult": "conveyor.engine.results",
+    "component": "conveyor.dsl.component",
+    "host_step": "conveyor.dsl.host",
+    "load_model": "conveyor.dsl.host",
+    "load_table": "conveyor.dsl.host",
+    "pipeline": "conveyor.dsl.pipeline",
+    "register_model": "conveyor.dsl.host",
+    "run": "conveyor.ops.run",
+    "write_table": "conveyor.dsl.host",
 }
 
 __all__ = [
@@ -60,12 +60,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
-    from conveyor._step_mode import IN_STEP, STEP_MODE_EXPORTS
+    from conveyor._runtime.step_mode import IN_STEP, step_export
 
-    if IN_STEP.get() and name in STEP_MODE_EXPORTS:
-        return STEP_MODE_EXPORTS[name]
-    if IN_STEP.get() and name == "Metrics":
-        module = "conveyor._codecs"
+    if IN_STEP.get():  # a step has only the stdlib-only core on its path
+        return step_export(name, module)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -78,11 +76,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from typing import Any
 
-    from conveyor.artifacts import ArtifactRef, Metrics
-    from conveyor.component_spec import Component, component
-    from conveyor.dag import Pipeline, after, pipeline
-    from conveyor.errors import ConveyorError, StepFailed
-    from conveyor.host import (
+    from conveyor.dsl.artifacts import ArtifactRef, Metrics
+    from conveyor.dsl.component import Component, component
+    from conveyor.dsl.host import (
         HostContext,
         host_step,
         load_model,
@@ -90,5 +86,7 @@ if TYPE_CHECKING:
         register_model,
         write_table,
     )
-    from conveyor.launch import run
-    from conveyor.results import RunResult, StepResult
+    from conveyor.dsl.pipeline import Pipeline, after, pipeline
+    from conveyor.engine.results import RunResult, StepResult
+    from conveyor.errors import ConveyorError, StepFailed
+    from conveyor.ops.run import run

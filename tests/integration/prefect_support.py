@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.prefect_server import QUIET
+from conveyor.backends.prefect_server import QUIET
 from tests.conftest import need
 
 

@@ -13,7 +13,7 @@ from datetime import date
 
 import pytest
 
-from conveyor.backfills import backfill
+from conveyor.ops.backfill import backfill
 from tests.conftest import need
 from tests.integration.prefect_support import query
 

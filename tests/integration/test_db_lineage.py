@@ -22,9 +22,9 @@ from conveyor.db.database import Database
 from conveyor.db.models import PipelineRun, StepAttempt, StepRun
 from conveyor.db.reads import load_table
 from conveyor.db.recorder import Recorder
+from conveyor.engine.results import RunInfo
+from conveyor.engine.settings import Settings
 from conveyor.errors import RegistryError
-from conveyor.results import RunInfo
-from conveyor.settings import Settings
 from tests.conftest import Project
 from tests.db_support import BACKENDS, schema_url
 
@@ -228,9 +228,9 @@ def _cli(settings: Settings, *args: str) -> str:
 
 
 def test_the_model_is_resolved_when_the_run_is_planned(settings: Settings) -> None:
-    from conveyor.artifacts import Codec
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.launch import build_engine
+    from conveyor.dsl.artifacts import Codec
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
 
     today = datetime.now(UTC).date()
     run(settings, "features", day=today)
@@ -300,7 +300,7 @@ def test_rerunning_a_partition_rewrites_it_and_records_a_new_run(settings: Setti
 def test_attempts_and_failed_partitions_are_recorded(
     settings: Settings, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("conveyor.engine.RETRY_BASE_DELAY", 0.0)
+    monkeypatch.setattr("conveyor.engine.core.RETRY_BASE_DELAY", 0.0)
     marker = str(project.root / "marker")
     result = run(settings, "flaky", day=D, marker=marker)
     attempts = rows(settings, StepAttempt, run_id=result.run_id, step="flaky")

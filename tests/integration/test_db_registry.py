@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from conveyor.artifacts import ArtifactRef, Codec
 from conveyor.db import registry
 from conveyor.db.database import Database
+from conveyor.dsl.artifacts import ArtifactRef, Codec
 from conveyor.errors import RegistryError
 
 

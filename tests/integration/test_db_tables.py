@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.artifacts import ArtifactStore, Codec
 from conveyor.db.database import Database
 from conveyor.db.names import TableName
 from conveyor.db.reads import load_table
 from conveyor.db.tables import table_columns
 from conveyor.db.writes import write_table
+from conveyor.dsl.artifacts import Codec
+from conveyor.engine.store import ArtifactStore
 from conveyor.errors import DatabaseError, TableSchemaError
 
 WRITER = Path(__file__).with_name("db_writer.py")

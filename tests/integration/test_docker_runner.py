@@ -37,7 +37,7 @@ def _engine():
 def engine():
     client, reason = _engine()
     need(client is not None, reason)
-    from conveyor.settings import Settings
+    from conveyor.engine.settings import Settings
 
     base = Settings.load().base_image
     try:
@@ -348,8 +348,8 @@ def reuse():
 
 
 def _plan(project, name):
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.launch import build_engine
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
 
     for module in [m for m in sys.modules if m.startswith(("steps.", "flows."))]:
         del sys.modules[module]  # pick up edited files
@@ -438,7 +438,7 @@ PREPARE = """
 import json, sys
 from conveyor.runners.docker import DockerRunner
 from conveyor.runners.images import DockerEnvironmentSpec
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 settings = Settings.load(sys.argv[1])
 runner = DockerRunner(settings)
@@ -468,8 +468,8 @@ def test_two_processes_needing_one_image_build_it_once(project, engine):
 
 
 def test_close_kills_and_removes_live_containers(checks, engine):
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.launch import build_engine
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
 
     local = build_engine(checks.settings, runner="docker", hooks=[])
     pipeline = resolve_pipeline("parallel", checks.settings)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import conveyor
-from conveyor.launch import resolve_engine
+from conveyor.ops.run import resolve_engine
 from tests.integration.prefect_support import flow_run_and_tasks, query
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]

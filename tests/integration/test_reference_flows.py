@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import conveyor
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 from tests.conftest import need
 
 pytestmark = [pytest.mark.venv, pytest.mark.slow]
@@ -150,8 +150,8 @@ def test_drift_is_flagged_in_the_database(full):
 
 
 def test_a_scheduled_date_writes_exactly_the_backfilled_row(full):
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.schedules import find_entry, resolve_scheduled_params
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.schedules import find_entry, resolve_scheduled_params
 
     settings, _ = full
     entry = find_entry(settings, "batch-prediction-daily")

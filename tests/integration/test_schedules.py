@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from conveyor.discovery import resolve_pipeline
-from conveyor.schedules import ScheduleError, load_entries, resolve_scheduled_params
+from conveyor.ops.discovery import resolve_pipeline
+from conveyor.ops.schedules import ScheduleError, load_entries, resolve_scheduled_params
 from tests.conftest import FIXTURES
 from tests.integration.prefect_support import query, server_log_errors
 
@@ -70,11 +70,16 @@ def test_entries_are_parsed_and_validated(scheduled):
         (GOOD.replace('pipeline = "daily"', 'pipeline = "dialy"'),
          "deployments/bad.toml, entry [daily-report]: no pipeline named 'dialy'"),
         (GOOD.replace("America/New_York", "Mars/Olympus"),
-         "entry [daily-report]: unknown timezone 'Mars/Olympus'"),
+         "entry [daily-report]: key `timezone`: unknown timezone 'Mars/Olympus'"),
+        (GOOD.replace("partition_offset = -1", 'partition_offset = "yesterday"'),
+         "entry [daily-report]: key `partition_offset`: Input should be a valid integer "
+         "(got 'yesterday')"),
+        (GOOD + 'runner = "kubernetes"\n',
+         "entry [daily-report]: key `runner`: Input should be 'venv', 'docker' or 'inprocess'"),
         (GOOD.replace("label = ", "colour = "),
          "entry [daily-report]: pipeline 'daily' has no parameter 'colour'"),
         (GOOD + 'after = ["nope"]\n', "entry [daily-report]: `after` names 'nope'"),
-        (GOOD.replace("cron =", "crontab ="), "unknown key(s) ['crontab']"),
+        (GOOD.replace("cron =", "crontab ="), "unknown key `crontab`; valid keys: ['after',"),
     ],
 )  # fmt: skip
 def test_bad_entries_name_the_file_and_entry(scheduled, text, message):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.prefect_server import managed_server, start_server, stop_server
+from conveyor.backends.prefect_server import managed_server, start_server, stop_server
 from tests.conftest import need
 from tests.integration.prefect_support import free_port
 

@@ -47,7 +47,7 @@ def sixes():
 
 @pytest.fixture(autouse=True)
 def _uv_available():
-    from conveyor.environment import find_uv
+    from conveyor.runners.locks import find_uv
 
     try:
         find_uv()
@@ -200,7 +200,7 @@ def test_bad_pin_fails_at_plan_time_before_any_step_runs(checks):
 
 
 def test_failed_install_leaves_no_environment_behind(checks, tmp_path, monkeypatch):
-    from conveyor.environment import EnvironmentSpec
+    from conveyor.engine.environments import EnvironmentSpec
     from conveyor.runners.venv import VenvRunner
 
     monkeypatch.setenv("CONVEYOR_ENV_DIR", str(tmp_path / "envs"))
@@ -219,9 +219,9 @@ def test_failed_install_leaves_no_environment_behind(checks, tmp_path, monkeypat
 
 PREPARE = """
 import json, sys
-from conveyor.environment import EnvironmentSpec
+from conveyor.engine.environments import EnvironmentSpec
 from conveyor.runners.venv import VenvRunner
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 runner = VenvRunner(Settings.load(sys.argv[1]))
 env = runner.prepare({EnvironmentSpec(("six==1.16.0",), "3.11"): ["s"]})
@@ -340,9 +340,9 @@ def test_pins_that_cannot_work_together_fail_at_plan_time_naming_them(old_pandas
 
 def test_an_environment_that_cannot_import_its_codecs_fails_at_plan_time(old_pandas):
     """A lock resolved before the bound existed installs fine and fails on import: at plan time."""
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.environment import Locker
+    from conveyor.ops.discovery import resolve_pipeline
     from conveyor.runners.base import requirement_spec
+    from conveyor.runners.locks import Locker
 
     step = resolve_pipeline("old_pandas", old_pandas.settings).step("old_frame")
     spec = requirement_spec(step.component.spec)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conveyor.artifacts import ArtifactStore, Codec, Metrics, read_value, write_value
+from conveyor.dsl.artifacts import Codec, Metrics, read_value, write_value
+from conveyor.engine.store import ArtifactStore
 from conveyor.errors import ArtifactError, ArtifactIntegrityError
 
 

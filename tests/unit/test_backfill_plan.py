@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 
 from conveyor import component, pipeline
-from conveyor.backfills import group_batches, select_partitions
 from conveyor.errors import ParameterError
+from conveyor.ops.backfill import group_batches, select_partitions
 
 
 @component

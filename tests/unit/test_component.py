@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from conveyor import Metrics, component
-from conveyor.artifacts import Codec
-from conveyor.component_spec import parse_memory
+from conveyor.dsl.artifacts import Codec
+from conveyor.dsl.component import parse_memory
 from conveyor.errors import ComponentDefinitionError
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from typer.testing import CliRunner
 
-from conveyor.artifacts import ArtifactRef, Codec
 from conveyor.cli import _register, app
 from conveyor.db import registry
+from conveyor.dsl.artifacts import ArtifactRef, Codec
 from tests.conftest import Project
 
 

@@ -18,8 +18,8 @@ from conveyor.db.models import SCHEMA_REVISION, Base
 from conveyor.db.names import TableName, check_columns
 from conveyor.db.reads import resolve_range
 from conveyor.db.writes import Partition
+from conveyor.engine.settings import Settings
 from conveyor.errors import DatabaseError, TableSchemaError
-from conveyor.settings import Settings
 
 
 def test_urls() -> None:

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conveyor.cli import _register, app
-from conveyor.discovery import discover, resolve_pipeline
 from conveyor.errors import DiscoveryError
+from conveyor.ops.discovery import discover, resolve_pipeline
 
 STEPS = """
 from conveyor import component

@@ -80,8 +80,9 @@ def test_readable_by_step_follows_owner_group_and_other_bits(tmp_path):
 
 
 def test_exit_statuses_become_the_promised_messages(tmp_path):
-    from conveyor.component_spec import ComponentSpec
-    from conveyor.runners.base import PreparedEnvironment, Task
+    from conveyor.dsl.component import ComponentSpec
+    from conveyor.engine.environments import PreparedEnvironment
+    from conveyor.engine.tasks import Task
     from conveyor.runners.docker import _outcome
 
     component = ComponentSpec(

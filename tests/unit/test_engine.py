@@ -173,7 +173,9 @@ def test_failure_skips_downstream_and_independent_branches_finish(flows):
 
 
 def test_retries_are_owned_by_the_engine(flows, monkeypatch):
-    monkeypatch.setattr("conveyor.engine.RETRY_BASE_DELAY", 0.01)  # read when an engine is built
+    monkeypatch.setattr(
+        "conveyor.engine.core.RETRY_BASE_DELAY", 0.01
+    )  # read when an engine is built
     marker = flows.root / "attempts.txt"
     result = _run("retrying", {"marker": str(marker)})
     assert result.ok, result.error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conveyor.environment import (
+from conveyor.runners.locks import (
     IMPORT_CHECK,
     RUNTIME_BOUNDS,
     codec_imports,

@@ -1,4 +1,4 @@
-"""The executor protocol, run as a real `python -m conveyor.executor` subprocess."""
+"""The executor protocol, run as a real `python -m conveyor._runtime.executor` subprocess."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conveyor.artifacts import Codec, read_value, write_value
+from conveyor.dsl.artifacts import Codec, read_value, write_value
 from conveyor.runners.runtime import runtime_bundle
 
 
@@ -16,7 +16,7 @@ def _run(project, spec: dict, *extra: str) -> subprocess.CompletedProcess:
     spec_path = project.root / "task.json"
     spec_path.write_text(json.dumps(spec))
     return subprocess.run(
-        [sys.executable, "-m", "conveyor.executor", str(spec_path), *extra],
+        [sys.executable, "-m", "conveyor._runtime.executor", str(spec_path), *extra],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": f"{bundle}:{project.root}", "PATH": "/usr/bin:/bin"},
@@ -134,10 +134,14 @@ def test_protocol_mismatch_is_reported(project):
 
 
 def test_importing_the_executor_loads_only_the_standard_library(tmp_path: Path):
+    """A step gets conveyor/_runtime whole and the three stdlib-only top-level modules, nothing
+    else; a component module's `from conveyor import ...` resolves there, hints included."""
     bundle = runtime_bundle(tmp_path / "runtime")
     code = (
-        "import sys, conveyor.executor, conveyor.dag, conveyor.host\n"
-        "from conveyor import component, pipeline, load_table, Metrics\n"
+        "import sys, conveyor._runtime.executor\n"
+        "from conveyor._runtime.step_mode import IN_STEP\n"
+        "IN_STEP.set(True)\n"
+        "from conveyor import component, pipeline, load_table, Metrics, HostContext, StepFailed\n"
         "third = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
         " - {'conveyor', '__main__'})\n"
         "print(','.join(third))\n"
@@ -149,5 +153,5 @@ def test_importing_the_executor_loads_only_the_standard_library(tmp_path: Path):
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert proc.stdout.strip() == ""
-    shipped = {p.name for p in (bundle / "conveyor").iterdir()}
-    assert "engine.py" not in shipped and "cli" not in shipped and "executor.py" in shipped
+    shipped = {p.name for p in (bundle / "conveyor").iterdir()} - {"__pycache__"}
+    assert shipped == {"__init__.py", "errors.py", "version.py", "_runtime"}

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from conveyor.fingerprint import Fingerprinter
-from conveyor.partitions import group_ranges, resolve_calendar
+from conveyor.dsl.partitions import group_ranges, resolve_calendar
+from conveyor.engine.fingerprint import Fingerprinter
 
 
 def test_calendars():

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from conveyor import Metrics, component, load_table, pipeline, write_table
+from conveyor.dsl.render import levels, render_mermaid, render_text
 from conveyor.errors import ParameterError, PipelineDefinitionError
-from conveyor.render import levels, render_mermaid, render_text
 
 
 @component

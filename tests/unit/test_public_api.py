@@ -21,9 +21,9 @@ def test_import_conveyor_is_lazy():
 
 
 def test_decorators_are_not_shadowed_by_submodules():
-    import conveyor.component_spec
-    import conveyor.dag
+    import conveyor.dsl.component
+    import conveyor.dsl.pipeline
 
-    assert callable(conveyor.component) and conveyor.component.__module__.endswith("component_spec")
+    assert callable(conveyor.component) and conveyor.component.__module__.endswith("dsl.component")
     assert conveyor.pipeline.__name__ == "pipeline"
     assert conveyor.run.__name__ == "run"

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)

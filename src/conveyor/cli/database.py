@@ -28,9 +28,9 @@ STAGE_STYLE = {"production": "green", "candidate": "cyan", "archived": "dim"}
 
 
 def _need_db() -> None:
-    try:
-        import sqlalchemy  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("sqlalchemy") is None:
         fail("conveyor's database layer is not installed: pip install 'conveyor[db]'")
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from conveyor.cli import app
 from conveyor.cli.common import console, settings
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 envs_app = typer.Typer(help="Step environments (uv virtual environments).", no_args_is_help=True)
 app.add_typer(envs_app, name="envs")
@@ -25,9 +25,10 @@ def project_environment_keys(config: Settings) -> set[str]:
     """Keys of the venvs this project's pipelines use, from their existing locks."""
     import platform
 
-    from conveyor.discovery import discover
-    from conveyor.environment import Locker, environment_key
+    from conveyor.engine.environments import environment_key
+    from conveyor.ops.discovery import discover
     from conveyor.runners.base import requirement_spec
+    from conveyor.runners.locks import Locker
 
     locker = Locker(config.lock_dir)
     keys = set()
@@ -70,9 +71,9 @@ def lock(
     names: list[str] = typer.Argument(None, help="Pipelines to lock (default: all)."),
 ) -> None:
     """Re-resolve the locks of every step environment (`uv pip compile`)."""
-    from conveyor.discovery import discover, resolve_pipeline
-    from conveyor.environment import Locker
+    from conveyor.ops.discovery import discover, resolve_pipeline
     from conveyor.runners.base import requirement_spec
+    from conveyor.runners.locks import Locker
 
     config = settings()
     if names:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from conveyor.cli import app
 from conveyor.cli.common import console, settings
-from conveyor.settings import Settings
+from conveyor.engine.settings import Settings
 
 images_app = typer.Typer(
     help="Step images of the docker runner (one per environment).", no_args_is_help=True
@@ -19,7 +19,7 @@ app.add_typer(images_app, name="images")
 
 
 def _pipelines(config: Settings, names: list[str] | None) -> list[Any]:
-    from conveyor.discovery import discover, resolve_pipeline
+    from conveyor.ops.discovery import discover, resolve_pipeline
 
     if names:
         return [resolve_pipeline(n, config) for n in names]
@@ -106,29 +106,18 @@ def prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would go."),
 ) -> None:
     """Remove step images this project's pipelines no longer use (and stopped leftovers)."""
-    import docker
-
     from conveyor.runners.docker import DockerRunner
-    from conveyor.runners.images import LABEL_STAGE, list_images
+    from conveyor.runners.images import prune_images
 
     config = settings()
     runner = DockerRunner(config)
     client = runner.builder.client  # first use removes containers of dead orchestrators
     used = set() if all_images else project_image_keys(config, runner)
-    for stage in client.images.list(filters={"label": LABEL_STAGE}):
-        if not dry_run:  # install stages of interrupted builds
-            client.images.remove(stage.id, force=True)
     removed = 0
-    for image in list_images(client):
-        if image["key"] in used:
+    for what, refused in prune_images(client, keep=used, dry_run=dry_run):
+        if refused:
+            console.print(f"kept {what}: {refused}")
             continue
-        what = f"{image['key']} ({', '.join(image['requirements']) or 'no packages'})"
-        if not dry_run:
-            try:
-                client.images.remove(image["id"], force=False)
-            except docker.errors.APIError as exc:  # a container still uses it
-                console.print(f"kept {what}: {exc.explanation or exc}")
-                continue
         removed += 1
         console.print(f"{'would remove' if dry_run else 'removed'} {what}")
     console.print(f"{removed} image(s) {'to remove' if dry_run else 'removed'}")

@@ -25,7 +25,7 @@ def run(
     max_parallel: int = typer.Option(None, "--max-parallel", help="Steps running at once."),
 ) -> None:
     """Run a pipeline once."""
-    from conveyor.launch import run as run_pipeline
+    from conveyor.ops.run import run as run_pipeline
 
     result = run_pipeline(
         name,
@@ -56,8 +56,8 @@ def plan(
     force_step: list[str] = typer.Option(None, "--force-step"),
 ) -> None:
     """Resolve and build every environment a run needs, and show what the cache will skip."""
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.launch import build_engine
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
 
     config = settings()
     pipeline = resolve_pipeline(name, config)
@@ -81,8 +81,8 @@ def dag(
     mermaid: bool = typer.Option(False, "--mermaid", help="Print a Mermaid flowchart."),
 ) -> None:
     """Print a pipeline's DAG."""
-    from conveyor.discovery import resolve_pipeline
-    from conveyor.render import render_mermaid, render_text
+    from conveyor.dsl.render import render_mermaid, render_text
+    from conveyor.ops.discovery import resolve_pipeline
 
     pipeline = resolve_pipeline(name, settings())
     text = render_mermaid(pipeline) if mermaid else render_text(pipeline)
@@ -94,7 +94,7 @@ def demo(
     runner: str = typer.Option("venv", help="venv, docker or inprocess."),
 ) -> None:
     """Run the project's demo (declared as `demo = "module:function"` under [tool.conveyor])."""
-    from conveyor.discovery import ensure_importable
+    from conveyor.ops.discovery import ensure_importable
 
     config = settings()
     target = config.demo

@@ -46,7 +46,7 @@ def backfill(
         TimeRemainingColumn,
     )
 
-    from conveyor.backfills import backfill as run_backfill
+    from conveyor.ops.backfill import backfill as run_backfill
 
     first, last = _date(start, "--start"), _date(end, "--end")
     options = dict(
@@ -94,9 +94,9 @@ def serve(
     limit: int = typer.Option(None, "--limit", help="Flow runs at once."),
 ) -> None:
     """Serve the schedules in deployments/*.toml with Prefect (they run on time; see the UI)."""
-    from conveyor.prefect_flow import configure
-    from conveyor.schedules import load_entries
-    from conveyor.schedules import serve as serve_entries
+    from conveyor.backends.prefect_flow import configure
+    from conveyor.ops.schedules import load_entries
+    from conveyor.ops.schedules import serve as serve_entries
 
     config = settings()
     configure(config)
@@ -112,8 +112,8 @@ def deploy(
     work_pool: str = typer.Option(..., "--work-pool", help="Prefect work pool for the workers."),
 ) -> None:
     """Register the schedules in deployments/*.toml for Prefect workers of a work pool."""
-    from conveyor.prefect_flow import configure
-    from conveyor.schedules import deploy as deploy_entries
+    from conveyor.backends.prefect_flow import configure
+    from conveyor.ops.schedules import deploy as deploy_entries
 
     config = settings()
     configure(config)
@@ -127,7 +127,7 @@ def ui(
     stop: bool = typer.Option(False, "--stop", help="Stop the managed server."),
 ) -> None:
     """Start (or show) conveyor's managed Prefect server; its UI is conveyor's web UI."""
-    from conveyor.prefect_server import start_server, stop_server
+    from conveyor.backends.prefect_server import start_server, stop_server
 
     config = settings()
     if stop:

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from conveyor.db.models import SCHEMA_REVISION
+from conveyor.engine.settings import Settings
 from conveyor.errors import DatabaseError
-from conveyor.settings import Settings
 
 SQLITE_BUSY_TIMEOUT = 600.0  # seconds a writer waits for another writer's transaction
 MIGRATIONS = Path(__file__).parent / "migrations"

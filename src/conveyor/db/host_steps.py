@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from conveyor.artifacts import ArtifactRef, Codec
 from conveyor.db import reads, registry, writes
 from conveyor.db.database import Database, shared_database
+from conveyor.dsl.artifacts import ArtifactRef, Codec
+from conveyor.dsl.host import HostContext
+from conveyor.engine.settings import Settings
 from conveyor.errors import HostStepError, RegistryError
-from conveyor.host import HostContext
-from conveyor.settings import Settings
 
 LOAD_TABLE_STEP = re.compile(r"load_table(_\d+)?")
 

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from conveyor.db.database import Database, using
 from conveyor.db.models import ModelLoad, PartitionStatus, PipelineRun, StepRun
 from conveyor.db.registry import VERSIONS, ModelRecord
+from conveyor.engine.settings import Settings
 from conveyor.errors import DatabaseError
-from conveyor.settings import Settings
 
 RUNS = sa.inspect(PipelineRun).local_table
 STEPS = sa.inspect(StepRun).local_table

@@ -23,8 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor._hashing import to_jsonable
-from conveyor.artifacts import ArtifactRef
+from conveyor._runtime.hashing import to_jsonable
 from conveyor.db.database import Database, shared_database
 from conveyor.db.models import (
     CRASHED,
@@ -37,11 +36,12 @@ from conveyor.db.models import (
     StepAttempt,
     StepRun,
 )
+from conveyor.dsl.artifacts import ArtifactRef
+from conveyor.engine.hooks import RunHooks
+from conveyor.engine.processes import process_alive
+from conveyor.engine.results import RunInfo, RunResult, StepResult
+from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError
-from conveyor.hooks import RunHooks
-from conveyor.results import RunInfo, RunResult, StepResult
-from conveyor.runners.process import process_alive
-from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.db")
 

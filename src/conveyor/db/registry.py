@@ -30,11 +30,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor.artifacts import ArtifactRef, Codec
 from conveyor.db.database import Database, lock_key, using
 from conveyor.db.models import STAGES, ModelLoad, ModelStage, ModelVersion
+from conveyor.dsl.artifacts import ArtifactRef, Codec
+from conveyor.engine.settings import Settings
 from conveyor.errors import RegistryError
-from conveyor.settings import Settings
 
 VERSIONS = sa.inspect(ModelVersion).local_table
 SPANS = sa.inspect(ModelStage).local_table

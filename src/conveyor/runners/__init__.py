@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conveyor.runners.base import Runner
-    from conveyor.settings import Settings
+    from conveyor.engine.settings import Settings
+    from conveyor.engine.tasks import Runner
 
 RUNNERS = ("inprocess", "venv", "docker")
 

@@ -1,8 +1,6 @@
-"""The runner contract: prepare environments before a run, then run single tasks in them.
+"""What every runner shares: the step's environment variables, its task spec and its result.
 
-A runner owns isolation and timeouts; the engine owns ordering, caching and retries. Every runner
-runs the same executor protocol (`python -m conveyor.executor SPEC`), so a step behaves the same
-in-process, in a venv, in a container and on Kubernetes.
+The contract itself (Task, Runner) is the engine's: `conveyor.engine.tasks`.
 """
 
 from __future__ import annotations
@@ -10,70 +8,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from conveyor.component_spec import ComponentSpec
-from conveyor.environment import EnvironmentSpec, merge_requirements
+from conveyor.dsl.component import ComponentSpec
+from conveyor.engine.environments import EnvironmentSpec, merge_requirements
+from conveyor.engine.tasks import Task
 from conveyor.errors import StepFailed, StepKilled, StepTimeout
 
 # Variables every step process gets besides its declared `env`: enough for Python and locale.
 BASE_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedEnvironment:
-    """A built environment a task can run in."""
-
-    key: str
-    spec: EnvironmentSpec
-    location: str  # a venv folder, an image tag, or "inprocess"
-    interpreter: str  # full version of the Python inside, e.g. "3.11.7"
-    lock_path: str | None = None
-    pins: tuple[str, ...] = ()
-    build_seconds: float = 0.0
-    built: bool = False  # True when this plan had to build it (False: reused)
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """One attempt of one step, as the engine hands it to a runner."""
-
-    step: str
-    component: ComponentSpec
-    spec: dict[str, Any]
-    workdir: Path
-    environment: PreparedEnvironment
-    project_root: Path
-    log: Callable[[str], None]
-
-    @property
-    def spec_path(self) -> Path:
-        return self.workdir / "task.json"
-
-    @property
-    def result_path(self) -> Path:
-        return Path(self.spec["result"])
-
-
-class Runner(Protocol):
-    """What the engine needs from a runner."""
-
-    name: str
-
-    def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec: ...
-
-    def prepare(
-        self, needs: Mapping[EnvironmentSpec, Sequence[str]]
-    ) -> dict[EnvironmentSpec, PreparedEnvironment]: ...
-
-    def run(self, task: Task) -> dict[str, Any]: ...
-
-    def limitations(self, component: ComponentSpec) -> list[str]: ...
-
-    def close(self) -> None: ...
 
 
 def python_version() -> str:

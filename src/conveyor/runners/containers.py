@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from conveyor.engine.tasks import Task
 from conveyor.errors import ConveyorError, ExecutorProtocolError
-from conveyor.runners.base import Task
 
 log = logging.getLogger("conveyor.docker")
 

@@ -1,7 +1,7 @@
 """The docker runner: every step in its own container, on an image built once per environment.
 
-A step runs `python -m conveyor.executor SPEC` in a fresh container of its environment's image
-(see `runners/images.py`), its paths pointed by the executor's overrides at fixed mounts (see
+A step runs `python -m conveyor._runtime.executor SPEC` in a fresh container of its environment's
+image (see `runners/images.py`), its paths pointed by the executor's overrides at fixed mounts (see
 `runners/containers.py`): the project root, conveyor's runtime bundle and the artifact store
 read-only, the attempt's work folder read-write. The container runs as a fixed non-root user,
 without network unless the component asks for it, with the component's cpu/memory limits and only
@@ -21,13 +21,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conveyor.component_spec import ComponentSpec
-from conveyor.environment import EnvironmentSpec, Locker
+from conveyor.dsl.component import ComponentSpec
+from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment
+from conveyor.engine.settings import Settings
+from conveyor.engine.tasks import Task
 from conveyor.errors import EnvironmentBuildError, StepFailed
 from conveyor.runners.base import (
     BASE_VARIABLES,
-    PreparedEnvironment,
-    Task,
     read_result,
     requirement_spec,
     step_variables,
@@ -59,8 +59,8 @@ from conveyor.runners.images import (
     ImageBuilder,
     connect,
 )
+from conveyor.runners.locks import Locker
 from conveyor.runners.runtime import runtime_bundle
-from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.docker")
 
@@ -188,7 +188,7 @@ class DockerRunner:
         )
         # The spec keeps host paths (it is the attempt's record); the executor's path overrides,
         # the same ones a KFP task uses, point it at the mounts.
-        command = [f"{ENV_PREFIX}/bin/python", "-s", "-m", "conveyor.executor"]
+        command = [f"{ENV_PREFIX}/bin/python", "-s", "-m", "conveyor._runtime.executor"]
         command.append(mounts.inside(task.spec_path))
         for flag, section in (("--input", "inputs"), ("--output", "outputs")):
             for name, item in task.spec[section].items():

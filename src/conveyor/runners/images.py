@@ -23,24 +23,24 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor._hashing import sha256_text
-from conveyor.environment import (
+from conveyor._runtime.hashing import sha256_text
+from conveyor.engine.environments import EnvironmentSpec, environment_key
+from conveyor.engine.settings import DEFAULT_BASE_IMAGE, Settings
+from conveyor.errors import ConveyorError, EnvironmentBuildError
+from conveyor.runners.locks import (
     IMPORT_CHECK,
     IMPORT_CHECK_MARKER,
-    EnvironmentSpec,
     Lock,
     codec_imports,
-    environment_key,
     find_uv,
     import_check_error,
     installer_error,
 )
-from conveyor.errors import ConveyorError, EnvironmentBuildError
-from conveyor.settings import DEFAULT_BASE_IMAGE, Settings
 
 log = logging.getLogger("conveyor.docker")
 
@@ -338,3 +338,28 @@ def list_images(client: Any) -> list[dict[str, Any]]:
             }
         )
     return sorted(found, key=lambda image: image["created"], reverse=True)
+
+
+def prune_images(
+    client: Any, *, keep: set[str], dry_run: bool = False
+) -> Iterator[tuple[str, str | None]]:
+    """Remove step images whose key is not in `keep`: yields (image, why it was kept or None).
+
+    Install stages left by interrupted builds go first; an image a container still uses is kept.
+    """
+    import docker
+
+    for stage in client.images.list(filters={"label": LABEL_STAGE}):
+        if not dry_run:
+            client.images.remove(stage.id, force=True)
+    for image in list_images(client):
+        if image["key"] in keep:
+            continue
+        what = f"{image['key']} ({', '.join(image['requirements']) or 'no packages'})"
+        if not dry_run:
+            try:
+                client.images.remove(image["id"], force=False)
+            except docker.errors.APIError as exc:
+                yield what, str(exc.explanation or exc)
+                continue
+        yield what, None

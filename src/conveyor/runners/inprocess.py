@@ -6,12 +6,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor._hashing import sha256_json
-from conveyor.component_spec import ComponentSpec
-from conveyor.environment import EnvironmentSpec
+from conveyor._runtime.executor import run_task, write_result
+from conveyor._runtime.hashing import sha256_json
+from conveyor.dsl.component import ComponentSpec
+from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment
+from conveyor.engine.tasks import Task
 from conveyor.errors import StepFailed
-from conveyor.executor import run_task, write_result
-from conveyor.runners.base import PreparedEnvironment, Task, python_version, requirement_spec
+from conveyor.runners.base import python_version, requirement_spec
 
 log = logging.getLogger("conveyor.inprocess")
 

@@ -19,37 +19,30 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from conveyor.component_spec import ComponentSpec
-from conveyor.environment import (
+from conveyor.dsl.component import ComponentSpec
+from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, environment_key
+from conveyor.engine.settings import Settings
+from conveyor.engine.tasks import Task
+from conveyor.errors import EnvironmentBuildError
+from conveyor.runners.base import read_result, requirement_spec, step_variables, write_task_spec
+from conveyor.runners.locks import (
     IMPORT_CHECK,
-    EnvironmentSpec,
     Locker,
     codec_imports,
-    environment_key,
     find_uv,
     import_check_error,
     installer_error,
     uv_environment,
 )
-from conveyor.errors import EnvironmentBuildError
-from conveyor.runners.base import (
-    PreparedEnvironment,
-    Task,
-    read_result,
-    requirement_spec,
-    step_variables,
-    write_task_spec,
-)
 from conveyor.runners.process import ProcessGroup, run_process
 from conveyor.runners.runtime import runtime_bundle
-from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.venv")
 MARKER = "conveyor-env.json"
 
 
 class VenvRunner:
-    """Runs each step with `python -m conveyor.executor` in its environment's interpreter."""
+    """Runs each step with `python -m conveyor._runtime.executor` in its environment's Python."""
 
     name = "venv"
 
@@ -179,7 +172,7 @@ class VenvRunner:
             },
         )
         outcome = run_process(
-            [str(python), "-s", "-m", "conveyor.executor", str(task.spec_path)],
+            [str(python), "-s", "-m", "conveyor._runtime.executor", str(task.spec_path)],
             env=variables,
             cwd=task.project_root,
             timeout=task.component.timeout,

@@ -7,8 +7,9 @@ from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
 
-from conveyor.artifacts import ArtifactRef, ArtifactStore
-from conveyor.placeholders import Binding
+from conveyor.dsl.artifacts import ArtifactRef
+from conveyor.dsl.placeholders import Binding
+from conveyor.engine.store import ArtifactStore
 
 SUCCEEDED, CACHED, FAILED, SKIPPED = "succeeded", "cached", "failed", "skipped"
 DONE = (SUCCEEDED, CACHED)

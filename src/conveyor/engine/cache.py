@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor._hashing import canonical_json, sha256_json
-from conveyor.artifacts import ArtifactRef, ArtifactStore
+from conveyor._runtime.hashing import canonical_json, sha256_json
+from conveyor.dsl.artifacts import ArtifactRef
+from conveyor.engine.store import ArtifactStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import time
 import tomllib
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from conveyor.dag import Pipeline
-from conveyor.discovery import resolve_pipeline
-from conveyor.errors import ConveyorError, DiscoveryError, ParameterError
-from conveyor.settings import Settings
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-ENTRY_KEYS = {
-    "pipeline", "cron", "timezone", "partition_offset", "parameters", "after", "wait_minutes",
-    "runner", "description",
-}  # fmt: skip
+from conveyor.dsl.pipeline import Pipeline
+from conveyor.engine.settings import Settings
+from conveyor.errors import ConveyorError, DiscoveryError, ParameterError
+from conveyor.ops.discovery import resolve_pipeline
+
 POLL_SECONDS = 10.0
 
 
@@ -42,21 +39,36 @@ class ScheduleError(ConveyorError):
     """A deployments/*.toml entry is invalid, or a scheduled run's upstream never succeeded."""
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleEntry:
-    """One scheduled pipeline from deployments/*.toml."""
+class ScheduleEntry(BaseModel):
+    """One scheduled pipeline from deployments/*.toml (the table's keys, checked on load)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     file: str
     pipeline: str
     cron: str
     timezone: str = "UTC"
-    partition_offset: int = 0
-    parameters: dict[str, Any] = field(default_factory=dict)
+    partition_offset: int = Field(0, strict=True)
+    parameters: dict[str, Any] = Field(default_factory=dict)
     after: tuple[str, ...] = ()
-    wait_minutes: float = 60.0
-    runner: str = "venv"
+    wait_minutes: float = Field(60.0, ge=0)
+    runner: Literal["venv", "docker", "inprocess"] = "venv"
     description: str = ""
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
 
     @property
     def where(self) -> str:
@@ -74,6 +86,9 @@ class ScheduleEntry:
         return calendar.shift(local, self.partition_offset)
 
 
+ENTRY_KEYS = sorted(set(ScheduleEntry.model_fields) - {"name", "file"})
+
+
 def load_entries(settings: Settings, folder: str = "deployments") -> list[ScheduleEntry]:
     """Parse and validate every entry in `<root>/deployments/*.toml`."""
     entries = []
@@ -87,7 +102,7 @@ def load_entries(settings: Settings, folder: str = "deployments") -> list[Schedu
         for name, table in document.items():
             if not isinstance(table, dict):
                 raise ScheduleError(f"{relative}: `{name}` must be a table ([{name}])")
-            entries.append(_entry(relative, name, table))
+            entries.append(parse_entry(relative, name, table))
     names = [e.name for e in entries]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
@@ -97,47 +112,40 @@ def load_entries(settings: Settings, folder: str = "deployments") -> list[Schedu
     return entries
 
 
-def _entry(file: str, name: str, table: dict[str, Any]) -> ScheduleEntry:
+def parse_entry(file: str, name: str, table: dict[str, Any]) -> ScheduleEntry:
+    """One TOML table as a ScheduleEntry; a bad key or value is named with its file and entry."""
     where = f"{file}, entry [{name}]"
-    unknown = set(table) - ENTRY_KEYS
-    if unknown:
-        raise ScheduleError(
-            f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(ENTRY_KEYS)}"
-        )
-    for key in ("pipeline", "cron"):
-        if not isinstance(table.get(key), str):
-            raise ScheduleError(f"{where}: `{key}` is required and must be a string")
-    after = table.get("after", [])
-    if isinstance(after, str):
-        after = [after]
-    return ScheduleEntry(
-        name=name,
-        file=file,
-        pipeline=table["pipeline"],
-        cron=table["cron"],
-        timezone=table.get("timezone", "UTC"),
-        partition_offset=int(table.get("partition_offset", 0)),
-        parameters=dict(table.get("parameters", {})),
-        after=tuple(after),
-        wait_minutes=float(table.get("wait_minutes", 60)),
-        runner=table.get("runner", "venv"),
-        description=table.get("description", ""),
-    )
+    if "name" in table or "file" in table:
+        raise ScheduleError(f"{where}: `name` and `file` are not keys; valid keys: {ENTRY_KEYS}")
+    try:
+        return ScheduleEntry(name=name, file=file, **table)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(entry)"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key `{key}`; valid keys: {ENTRY_KEYS}")
+            elif error["type"] == "missing":
+                problems.append(f"`{key}` is required")
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                got = repr(error.get("input"))
+                problems.append(
+                    f"key `{key}`: {message}" + ("" if got in message else f" (got {got})")
+                )
+        raise ScheduleError(f"{where}: " + "; ".join(problems)) from None
 
 
 def validate_entry(entry: ScheduleEntry, settings: Settings) -> Pipeline:
     """Check the cron expression, time zone, pipeline, upstreams and parameters of an entry."""
-    from croniter import croniter
+    from conveyor.backends.prefect_deploy import cron_problem
 
-    if not croniter.is_valid(entry.cron):
+    problem = cron_problem(entry.cron, entry.timezone)
+    if problem is not None:
         raise ScheduleError(
-            f"{entry.where}: cron {entry.cron!r} is not a valid cron expression (five fields: "
-            f"minute hour day-of-month month day-of-week, e.g. '30 18 * * 1-5')"
+            f"{entry.where}: cron {entry.cron!r} is not a valid cron expression ({problem}); "
+            f"five fields: minute hour day-of-month month day-of-week, e.g. '30 18 * * 1-5'"
         )
-    try:
-        ZoneInfo(entry.timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(f"{entry.where}: unknown timezone {entry.timezone!r}") from exc
     try:
         pipeline = resolve_pipeline(entry.pipeline, settings)
     except DiscoveryError as exc:
@@ -223,7 +231,7 @@ def entrypoint_file(settings: Settings, entry: ScheduleEntry) -> Path:
     path = folder / f"{entry.name.replace('-', '_')}.py"
     path.write_text(
         f'"""Generated by conveyor: the Prefect entrypoint of deployment {entry.name!r}."""\n\n'
-        "from conveyor.schedules import scheduled_flow\n\n"
+        "from conveyor.ops.schedules import scheduled_flow\n\n"
         f"flow = scheduled_flow({entry.name!r})\n"
     )
     return path
@@ -231,10 +239,9 @@ def entrypoint_file(settings: Settings, entry: ScheduleEntry) -> Path:
 
 def scheduled_flow(name: str, settings: Settings | None = None) -> Any:
     """The Prefect flow of a deployment entry: derives its partition, waits for upstreams."""
-    from prefect.runtime import flow_run
-
-    from conveyor.launch import build_engine
-    from conveyor.prefect_flow import build_flow, configure
+    from conveyor.backends.prefect_deploy import scheduled_flow as prefect_flow
+    from conveyor.backends.prefect_flow import configure
+    from conveyor.ops.run import build_engine
 
     settings = settings or Settings.load()
     configure(settings)
@@ -242,47 +249,40 @@ def scheduled_flow(name: str, settings: Settings | None = None) -> Any:
     pipeline = resolve_pipeline(entry.pipeline, settings)
     engine = build_engine(settings, runner=entry.runner)
 
-    def resolve(params: dict[str, Any]) -> dict[str, Any]:
-        scheduled = flow_run.scheduled_start_time or datetime.now().astimezone()
+    def resolve(params: dict[str, Any], scheduled: datetime) -> dict[str, Any]:
         return resolve_scheduled_params(entry, pipeline, settings, params, scheduled)
 
-    return build_flow(engine, pipeline, tags=("scheduled",), resolve_params=resolve)
+    return prefect_flow(engine, pipeline, resolve)
 
 
 def to_deployment(entry: ScheduleEntry, settings: Settings, work_pool: str | None = None) -> Any:
-    """A Prefect RunnerDeployment for an entry, its entrypoint the generated module."""
-    from prefect.schedules import Cron
+    """A Prefect deployment for an entry, its entrypoint the generated module."""
+    from conveyor.backends.prefect_deploy import deployment
 
-    flow = scheduled_flow(entry.name, settings)
-    options: dict[str, Any] = {
-        "name": entry.name,
-        "schedules": [Cron(entry.cron, timezone=entry.timezone)],
-        "parameters": {},
-        "description": entry.description or f"{entry.pipeline} on cron {entry.cron}",
-        "tags": ["conveyor", "scheduled"],
-    }
-    if work_pool:
-        options["work_pool_name"] = work_pool
-    deployment = flow.to_deployment(**options)
     stub = entrypoint_file(settings, entry)
-    deployment.entrypoint = f"{stub.relative_to(settings.project_root)}:flow"
-    return deployment
+    return deployment(
+        scheduled_flow(entry.name, settings),
+        name=entry.name,
+        cron=entry.cron,
+        timezone=entry.timezone,
+        description=entry.description or f"{entry.pipeline} on cron {entry.cron}",
+        entrypoint=f"{stub.relative_to(settings.project_root)}:flow",
+        work_pool=work_pool,
+    )
 
 
 def serve(settings: Settings, limit: int | None = None) -> None:
     """Serve every entry with Prefect: shown with its schedule in the UI, run on time."""
-    from prefect import serve as prefect_serve
+    from conveyor.backends.prefect_deploy import serve as serve_deployments
 
     deployments = [to_deployment(e, settings) for e in load_entries(settings)]
     if not deployments:
         raise ScheduleError(f"no entries in {settings.project_root / 'deployments'}/*.toml")
-    prefect_serve(*deployments, limit=limit)
+    serve_deployments(deployments, limit=limit)
 
 
 def deploy(settings: Settings, work_pool: str) -> list[str]:
     """Register every entry for the Prefect workers of `work_pool`; returns deployment ids."""
-    ids = []
-    for entry in load_entries(settings):
-        deployment = to_deployment(entry, settings, work_pool=work_pool)
-        ids.append(str(deployment.apply()))
-    return ids
+    from conveyor.backends.prefect_deploy import apply
+
+    return [apply(to_deployment(e, settings, work_pool)) for e in load_entries(settings)]

@@ -10,7 +10,7 @@ import json
 import os
 from datetime import date, datetime
 
-from conveyor._hashing import HashingWriter, sha256_buffer, to_jsonable
+from conveyor._runtime.hashing import HashingWriter, sha256_buffer, to_jsonable
 from conveyor.errors import ArtifactError, ArtifactIntegrityError
 
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing

@@ -19,18 +19,18 @@ from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
-from conveyor.dag import Pipeline, Step
-from conveyor.engine import LocalEngine
-from conveyor.execution import RunExecution
-from conveyor.prefect_server import prefect_variables
-from conveyor.results import CACHED, FAILED, RunResult, StepResult
+from conveyor.backends.prefect_server import prefect_variables
+from conveyor.dsl.pipeline import Pipeline, Step
+from conveyor.engine.core import Engine
+from conveyor.engine.execution import RunExecution
+from conveyor.engine.results import CACHED, FAILED, RunResult, StepResult
 
 log = logging.getLogger("conveyor.prefect")
 
 
 def configure(settings: Any) -> None:
     """Point Prefect at conveyor's managed server (if up) and switch its telemetry off."""
-    from conveyor.prefect_server import prefect_home
+    from conveyor.backends.prefect_server import prefect_home
 
     prefect_home(settings).mkdir(parents=True, exist_ok=True)
     for key, value in prefect_variables(settings).items():
@@ -78,7 +78,7 @@ def _partition_names(pipeline: Pipeline) -> tuple[str, ...]:
 
 
 def build_flow(
-    engine: LocalEngine,
+    engine: Engine,
     pipeline: Pipeline,
     *,
     tags: tuple[str, ...] = (),
@@ -238,7 +238,7 @@ async def _publish_artifacts(execution: RunExecution, result: RunResult) -> None
 
 
 def run_with_prefect(
-    engine: LocalEngine,
+    engine: Engine,
     pipeline: Pipeline,
     params: Mapping[str, Any],
     *,
@@ -252,7 +252,7 @@ def run_with_prefect(
 
 
 async def arun_with_prefect(
-    engine: LocalEngine,
+    engine: Engine,
     pipeline: Pipeline,
     params: Mapping[str, Any],
     *,

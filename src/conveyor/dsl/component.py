@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from conveyor._hashing import to_jsonable
-from conveyor._step_mode import IN_STEP
-from conveyor.artifacts import FORMAT_REQUIREMENTS, Codec, Metrics
+from conveyor._runtime.hashing import to_jsonable
+from conveyor._runtime.step_mode import IN_STEP
+from conveyor.dsl.artifacts import FORMAT_REQUIREMENTS, Codec, Metrics
 from conveyor.errors import ComponentDefinitionError
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from conveyor._hashing import to_jsonable
-from conveyor.artifacts import Codec
-from conveyor.component_spec import IN_STEP, TRACER, Component, ComponentSpec, InputSpec, codec_for
+from conveyor._runtime.hashing import to_jsonable
+from conveyor.dsl.artifacts import Codec
+from conveyor.dsl.component import IN_STEP, TRACER, Component, ComponentSpec, InputSpec, codec_for
+from conveyor.dsl.host import HostSpec, HostStep
+from conveyor.dsl.partitions import Calendar, DateSource, resolve_calendar
+from conveyor.dsl.placeholders import Binding, Placeholder, find_placeholders
 from conveyor.errors import ParameterError, PipelineDefinitionError
-from conveyor.host import HostSpec, HostStep
-from conveyor.partitions import Calendar, DateSource, resolve_calendar
-from conveyor.placeholders import Binding, Placeholder, find_placeholders
 
 
 @dataclass(frozen=True, slots=True)

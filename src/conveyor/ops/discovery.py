@@ -13,9 +13,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor.dag import Pipeline
+from conveyor.dsl.pipeline import Pipeline
+from conveyor.engine.settings import Settings
 from conveyor.errors import DiscoveryError
-from conveyor.settings import Settings
 
 
 @dataclass(slots=True)

@@ -15,12 +15,11 @@ importable in a step environment that has only what the step declared.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor._codecs import (
+from conveyor._runtime.codecs import (
     FORMATS,
     JSON_TYPES,
     Metrics,
@@ -29,7 +28,7 @@ from conveyor._codecs import (
     write_file,
 )
 
-__all__ = ["FORMATS", "JSON_TYPES", "ArtifactRef", "ArtifactStore", "Codec", "Metrics",
+__all__ = ["FORMATS", "JSON_TYPES", "ArtifactRef", "Codec", "Metrics",
            "decode_json_value", "read_value", "write_value"]  # fmt: skip
 
 # What a step environment needs to read and write each format.
@@ -95,53 +94,3 @@ def write_value(value: Any, codec: Codec, path: str | Path) -> ArtifactRef:
 def read_value(path: str | Path, codec: Codec, sha256: str | None = None) -> Any:
     """Load a value from `path`, refusing it if its bytes do not hash to `sha256`."""
     return read_file(os.fspath(path), codec.format, codec.json_type, sha256)
-
-
-# ---------------------------------------------------------------------------------------------
-# the content-addressed store
-
-
-class ArtifactStore:
-    """A folder of artifacts named by their sha256 (`<root>/ab/abcdef...`)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def path_for(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
-
-    def exists(self, ref: ArtifactRef) -> bool:
-        path = self.path_for(ref.sha256)
-        try:
-            return path.stat().st_size == ref.size
-        except FileNotFoundError:
-            return False
-
-    def ingest(self, file: str | Path, ref: ArtifactRef) -> Path:
-        """Move a finished file into the store under its hash (rename when on one filesystem)."""
-        final = self.path_for(ref.sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            Path(file).unlink(missing_ok=True)
-            return final
-        try:
-            os.replace(file, final)
-        except OSError:  # another filesystem: copy to a temp name, then rename
-            import shutil
-
-            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-            shutil.copyfile(file, tmp)
-            os.replace(tmp, final)
-            Path(file).unlink(missing_ok=True)
-        return final
-
-    def put(self, value: Any, codec: Codec) -> ArtifactRef:
-        """Write a value straight into the store."""
-        staging = self.root / ".staging" / f"value-{os.getpid()}-{secrets.token_hex(6)}"
-        ref = write_value(value, codec, staging)
-        self.ingest(staging, ref)
-        return ref
-
-    def load(self, ref: ArtifactRef) -> Any:
-        """Read and verify a value."""
-        return read_value(self.path_for(ref.sha256), ref.codec, ref.sha256)

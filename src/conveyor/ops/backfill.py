@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from conveyor.dag import Pipeline
-from conveyor.discovery import resolve_pipeline
-from conveyor.engine import LocalEngine
+from conveyor.dsl.pipeline import Pipeline
+from conveyor.engine.core import Engine
+from conveyor.engine.results import RunResult
+from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError, ParameterError
-from conveyor.launch import build_engine, resolve_engine
-from conveyor.results import RunResult
-from conveyor.settings import Settings
+from conveyor.ops.discovery import resolve_pipeline
+from conveyor.ops.run import build_engine, resolve_engine
 
 REPROCESS = ("missing", "failed", "all")
 DEFAULT_BATCH = 250
@@ -230,7 +230,7 @@ def _outcome(batch: Batch, run: RunResult | None, error: BaseException | None, b
 
 
 def _with_threads(
-    engine: LocalEngine,
+    engine: Engine,
     pipeline: Pipeline,
     batches: list[Batch],
     params: Mapping[str, Any],
@@ -265,14 +265,14 @@ def _with_threads(
 
 
 async def _with_prefect(
-    engine: LocalEngine,
+    engine: Engine,
     pipeline: Pipeline,
     batches: list[Batch],
     params: Mapping[str, Any],
     concurrency: int,
     record: Callable[[BatchOutcome], None],
 ) -> None:
-    from conveyor.prefect_flow import arun_with_prefect
+    from conveyor.backends.prefect_flow import arun_with_prefect
 
     slots = asyncio.Semaphore(concurrency)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from conveyor._hashing import sha256_json
+from conveyor._runtime.hashing import sha256_json
 
 _CONSTANT_TYPES = (int, float, str, bool, bytes, type(None))
 

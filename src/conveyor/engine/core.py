@@ -16,16 +16,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
-from conveyor.artifacts import ArtifactStore
-from conveyor.cache import CacheIndex
-from conveyor.dag import Pipeline
-from conveyor.execution import RunExecution
-from conveyor.fingerprint import Fingerprinter
-from conveyor.hooks import HookChain, RunHooks
-from conveyor.planning import CachePolicy, HostImplementations, Plan, make_plan
-from conveyor.results import RunInfo, RunResult, StepResult
-from conveyor.runners.base import Runner
-from conveyor.settings import Settings
+from conveyor.dsl.pipeline import Pipeline
+from conveyor.engine.cache import CacheIndex
+from conveyor.engine.execution import RunExecution
+from conveyor.engine.fingerprint import Fingerprinter
+from conveyor.engine.hooks import HookChain, RunHooks
+from conveyor.engine.planning import CachePolicy, HostImplementations, Plan, make_plan
+from conveyor.engine.results import RunInfo, RunResult, StepResult
+from conveyor.engine.settings import Settings
+from conveyor.engine.store import ArtifactStore
+from conveyor.engine.tasks import Runner
 
 log = logging.getLogger("conveyor.engine")
 
@@ -37,7 +37,7 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-class LocalEngine:
+class Engine:
     """conveyor's own executor of pipeline DAGs."""
 
     name = "local"

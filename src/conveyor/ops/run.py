@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from conveyor.dag import Pipeline
-from conveyor.discovery import resolve_pipeline
-from conveyor.engine import LocalEngine
+from conveyor.dsl.pipeline import Pipeline
+from conveyor.engine.core import Engine
+from conveyor.engine.hooks import HookChain, RunHooks
+from conveyor.engine.planning import CachePolicy, HostImplementations
+from conveyor.engine.results import RunResult
+from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError, RunFailed
-from conveyor.hooks import HookChain, RunHooks
-from conveyor.planning import CachePolicy, HostImplementations
-from conveyor.results import RunResult
+from conveyor.ops.discovery import resolve_pipeline
 from conveyor.runners import get_runner
-from conveyor.settings import Settings
 
 ENGINES = ("auto", "local", "prefect")
 
@@ -26,7 +26,7 @@ def resolve_engine(engine: str, settings: Settings) -> str:
         return engine
     import importlib.util
 
-    from conveyor.prefect_server import api_configured
+    from conveyor.backends.prefect_server import api_configured
 
     if api_configured(settings) and importlib.util.find_spec("prefect") is not None:
         return "prefect"
@@ -65,9 +65,9 @@ def build_engine(
     hooks: Sequence[RunHooks] | None = None,
     host_impls: HostImplementations | None = None,
     tags: tuple[str, ...] = (),
-) -> LocalEngine:
+) -> Engine:
     """A local engine with the project's defaults filled in."""
-    return LocalEngine(
+    return Engine(
         settings,
         get_runner(runner, settings),
         hooks=HookChain(default_hooks(settings) if hooks is None else hooks),
@@ -120,7 +120,7 @@ def run(
     )
     try:
         if chosen == "prefect":
-            from conveyor.prefect_flow import run_with_prefect
+            from conveyor.backends.prefect_flow import run_with_prefect
 
             result = run_with_prefect(local, pipeline, params or {})
         else:

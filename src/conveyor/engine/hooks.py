@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from conveyor.results import RunInfo, RunResult, StepResult
+from conveyor.engine.results import RunInfo, RunResult, StepResult
 
 log = logging.getLogger("conveyor")
 

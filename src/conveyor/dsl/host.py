@@ -13,11 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conveyor.artifacts import ArtifactRef, ArtifactStore, Codec, Metrics
-from conveyor.component_spec import TRACER, InputSpec, OutputSpec, codec_for
+from conveyor.dsl.artifacts import ArtifactRef, Codec, Metrics
+from conveyor.dsl.component import TRACER, InputSpec, OutputSpec, codec_for
 from conveyor.errors import ComponentDefinitionError, HostStepError
+
+if TYPE_CHECKING:  # the engine builds contexts; the DSL only declares what they hold
+    from conveyor.engine.store import ArtifactStore
 
 BUILTIN_KINDS = ("load_table", "write_table", "register_model", "load_model")
 
@@ -34,7 +37,7 @@ class HostSpec:
     by_ref: frozenset[str] = frozenset()
     output_is_ref: bool = False
     cache: bool = False
-    module: str = "conveyor.host"
+    module: str = "conveyor.dsl.host"
     qualname: str = ""
 
     def input(self, name: str) -> InputSpec:

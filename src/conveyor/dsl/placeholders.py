@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.artifacts import Codec
+from conveyor.dsl.artifacts import Codec
 from conveyor.errors import PipelineDefinitionError
 
 

@@ -71,3 +71,32 @@ STEP_MODE_EXPORTS = {
     "register_model": _HostStepStub("register_model"),
     "load_model": _HostStepStub("load_model"),
 }
+
+
+def unavailable(name):
+    """A stand-in for a public name a step cannot use, such as a host step's `HostContext` hint.
+
+    Component modules are imported inside steps, so names they only use in annotations or in
+    pipeline bodies must resolve there; using one fails with a message, never an ImportError.
+    """
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(
+            f"conveyor.{name} is not available inside a step: a step has only conveyor's "
+            f"stdlib-only core; use it in the pipeline or a host step instead"
+        )
+
+    return type(name, (), {"__init__": refuse, "__call__": refuse, "__module__": "conveyor"})
+
+
+def step_export(name, module):
+    """What `from conveyor import NAME` gives inside a step (the public module was `module`)."""
+    import importlib
+
+    if name in STEP_MODE_EXPORTS:
+        return STEP_MODE_EXPORTS[name]
+    if name == "Metrics":
+        module = "conveyor._runtime.codecs"
+    if module == "conveyor.errors" or module.startswith("conveyor._runtime"):
+        return getattr(importlib.import_module(module), name)
+    return unavailable(name)

@@ -3,7 +3,7 @@ as a Mermaid flowchart."""
 
 from __future__ import annotations
 
-from conveyor.dag import Pipeline, Step
+from conveyor.dsl.pipeline import Pipeline, Step
 
 
 def levels(pipeline: Pipeline) -> list[list[Step]]:

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from conveyor._hashing import to_jsonable
-from conveyor.artifacts import ArtifactRef, ArtifactStore
-from conveyor.cache import CacheIndex, CacheKeyParts, explain_miss
-from conveyor.dag import Pipeline, Step
-from conveyor.environment import EnvironmentSpec, merge_requirements
+from conveyor._runtime.hashing import to_jsonable
+from conveyor.dsl.artifacts import ArtifactRef
+from conveyor.dsl.host import BUILTIN_KINDS
+from conveyor.dsl.pipeline import Pipeline, Step
+from conveyor.engine.cache import CacheIndex, CacheKeyParts, explain_miss
+from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, merge_requirements
+from conveyor.engine.fingerprint import Fingerprinter
+from conveyor.engine.store import ArtifactStore
+from conveyor.engine.tasks import Runner
 from conveyor.errors import HostStepError, ParameterError
-from conveyor.fingerprint import Fingerprinter
-from conveyor.host import BUILTIN_KINDS
-from conveyor.runners.base import PreparedEnvironment, Runner
 
 HostImplementations = Mapping[str, Callable[..., Any]]
 

@@ -19,9 +19,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from conveyor.engine.processes import process_alive
+from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError
-from conveyor.runners.process import process_alive
-from conveyor.settings import Settings
 
 # Quiet, offline-friendly Prefect: no analytics, no promotional content, patient ephemeral start.
 QUIET = {

@@ -1,9 +1,8 @@
-"""Step environments: requirement sets, their locks, and the keys environments are built under.
+"""Locks and builds: resolving requirement sets with uv, and checking what a build produced.
 
-An environment is identified by the interpreter inside it, the base image (docker), the lock of
-its requirements and the executor-protocol version. Locks are resolved once with
-`uv pip compile` and kept under `.conveyor/locks/` so they can be committed; `conveyor envs lock`
-refreshes them.
+Locks are resolved once with `uv pip compile` and kept under `.conveyor/locks/` so they can be
+committed; `conveyor envs lock` refreshes them. A built environment must import the libraries
+the executor needs to move its values, or the plan fails before any step runs.
 """
 
 from __future__ import annotations
@@ -16,12 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor._hashing import sha256_json, sha256_text
+from conveyor._runtime.hashing import sha256_text
+from conveyor.engine.environments import EnvironmentSpec, requirement_name
 from conveyor.errors import EnvironmentBuildError
-from conveyor.version import EXECUTOR_PROTOCOL
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
 
 # The modules the executor imports to move values, by the distribution that provides them
@@ -137,39 +135,6 @@ def import_check_error(
     )
 
 
-def requirement_name(requirement: str) -> str:
-    """The normalized project name of a requirement string (PEP 503)."""
-    match = _NAME.match(requirement)
-    if not match:
-        return requirement.strip().lower()
-    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
-
-
-def merge_requirements(declared: Iterable[str], implied: Iterable[str]) -> tuple[str, ...]:
-    """Declared requirements plus implied ones the user did not already name, sorted by name."""
-    declared = [r.strip() for r in declared]
-    named = {requirement_name(r) for r in declared}
-    extra = [r for r in implied if requirement_name(r) not in named]
-    unique = dict.fromkeys(declared + extra)
-    return tuple(sorted(unique, key=lambda r: (requirement_name(r), r)))
-
-
-@dataclass(frozen=True, slots=True)
-class EnvironmentSpec:
-    """What an environment must contain: requirement strings for one Python version."""
-
-    requirements: tuple[str, ...]
-    python: str
-
-    @property
-    def lock_id(self) -> str:
-        """Stable id of this requirement set; names its lock file."""
-        return sha256_json({"requirements": list(self.requirements), "python": self.python})[:16]
-
-    def describe(self) -> str:
-        return ", ".join(self.requirements) or "(no packages)"
-
-
 @dataclass(frozen=True, slots=True)
 class Lock:
     """The pinned, fully resolved requirements of an EnvironmentSpec."""
@@ -191,21 +156,6 @@ class Lock:
     @property
     def pins(self) -> tuple[str, ...]:
         return tuple(self.pinned_text.split())
-
-
-def environment_key(
-    kind: str, interpreter: str, lock_sha256: str, base_image_digest: str | None = None
-) -> str:
-    """The key an environment is built and found under."""
-    return sha256_json(
-        {
-            "kind": kind,
-            "interpreter": interpreter,
-            "lock": lock_sha256,
-            "base_image": base_image_digest,
-            "protocol": EXECUTOR_PROTOCOL,
-        }
-    )[:24]
 
 
 def find_uv() -> str:

@@ -15,14 +15,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from conveyor._hashing import to_jsonable
-from conveyor.artifacts import ArtifactRef, Codec
-from conveyor.cache import explain_miss
-from conveyor.dag import Pipeline, Step
-from conveyor.errors import ConveyorError, HostStepError, StepFailed
-from conveyor.host import HostContext, call_user_host_step
-from conveyor.planning import Plan, cache_parts, input_values, partition_label
-from conveyor.results import (
+from conveyor._runtime.hashing import to_jsonable
+from conveyor.dsl.artifacts import ArtifactRef, Codec
+from conveyor.dsl.host import HostContext, call_user_host_step
+from conveyor.dsl.pipeline import Pipeline, Step
+from conveyor.engine.cache import explain_miss
+from conveyor.engine.planning import Plan, cache_parts, input_values, partition_label
+from conveyor.engine.results import (
     CACHED,
     DONE,
     FAILED,
@@ -32,11 +31,12 @@ from conveyor.results import (
     RunResult,
     StepResult,
 )
-from conveyor.runners.base import Task
+from conveyor.engine.tasks import Task
+from conveyor.errors import ConveyorError, HostStepError, StepFailed
 from conveyor.version import EXECUTOR_PROTOCOL
 
 if TYPE_CHECKING:
-    from conveyor.engine import LocalEngine
+    from conveyor.engine.core import Engine
 
 log = logging.getLogger("conveyor.engine")
 
@@ -50,7 +50,7 @@ class RunExecution:
     """
 
     def __init__(
-        self, engine: LocalEngine, pipeline: Pipeline, plan: Plan, info: RunInfo, started: float
+        self, engine: Engine, pipeline: Pipeline, plan: Plan, info: RunInfo, started: float
     ) -> None:
         self.engine = engine
         self.pipeline = pipeline

@@ -1,6 +1,7 @@
 """The executor protocol: the single way a step runs outside the orchestrator.
 
-    python -m conveyor.executor SPEC [--input NAME=PATH]... [--output NAME=PATH]... [--result PATH]
+    python -m conveyor._runtime.executor SPEC [--input NAME=PATH]... [--output NAME=PATH]...
+                                              [--result PATH]
 
 SPEC is a JSON task spec, as a file path or inline (starting with `{`):
 
@@ -26,8 +27,8 @@ import os
 import sys
 import time
 
-from conveyor._codecs import decode_json_value, preload, read_file, write_file
-from conveyor._step_mode import IN_STEP
+from conveyor._runtime.codecs import decode_json_value, preload, read_file, write_file
+from conveyor._runtime.step_mode import IN_STEP
 from conveyor.errors import ArtifactError, ExecutorProtocolError
 from conveyor.version import EXECUTOR_PROTOCOL
 
@@ -196,7 +197,7 @@ def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m conveyor.executor`."""
+    """Entry point of `python -m conveyor._runtime.executor`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
