@@ -14,7 +14,8 @@ Messages say what went wrong, where (component, step, parameter, file) and how t
     ├── ExecutorProtocolError      a task spec or result file is malformed
     ├── StepFailed                 a step did not succeed (step name, original traceback)
     │   ├── StepTimeout            it ran past its timeout and was killed
-    │   └── StepKilled             it was killed from outside (out of memory, a signal)
+    │   ├── StepKilled             it was killed from outside (out of memory, a signal)
+    │   └── HostStepFailed         a host step's own code raised (its traceback kept)
     ├── HostStepError              a host step (load_table, write_table, ...) cannot run
     ├── DatabaseError              conveyor's database refused a read or write
     │   ├── TableSchemaError       a frame does not fit its table, or a name is not an identifier
@@ -91,6 +92,8 @@ class StepFailed(ConveyorError):
         remote_traceback: the original traceback text from the step process, if any.
     """
 
+    kind = "step"  # how the message names what failed
+
     def __init__(
         self,
         step: str,
@@ -103,10 +106,10 @@ class StepFailed(ConveyorError):
         self.detail = detail
         self.error_type = error_type
         self.remote_traceback = remote_traceback
-        head = f"step {step!r} failed: "
+        head = f"{self.kind} {step!r} failed: "
         head += f"{error_type}: {detail}" if error_type else detail
         if remote_traceback:
-            head += "\n\nOriginal traceback (from the step):\n" + remote_traceback.rstrip()
+            head += f"\n\nOriginal traceback (from the {self.kind}):\n" + remote_traceback.rstrip()
         super().__init__(head)
 
     def __reduce__(self):  # keep picklable for process pools and Prefect
@@ -126,6 +129,12 @@ class StepTimeout(StepFailed):
 
 class StepKilled(StepFailed):
     """A step was killed from outside (out of memory, a signal)."""
+
+
+class HostStepFailed(StepFailed):
+    """A host step's own code (a @host_step function or a sink) raised; its traceback is kept."""
+
+    kind = "host step"
 
 
 class RunFailed(ConveyorError):

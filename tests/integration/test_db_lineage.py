@@ -300,7 +300,7 @@ def test_rerunning_a_partition_rewrites_it_and_records_a_new_run(settings: Setti
 def test_attempts_and_failed_partitions_are_recorded(
     settings: Settings, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("conveyor.engine.core.RETRY_BASE_DELAY", 0.0)
+    monkeypatch.setenv("CONVEYOR_RETRY_DELAY", "0")
     marker = str(project.root / "marker")
     result = run(settings, "flaky", day=D, marker=marker)
     attempts = rows(settings, StepAttempt, run_id=result.run_id, step="flaky")

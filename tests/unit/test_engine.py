@@ -173,9 +173,7 @@ def test_failure_skips_downstream_and_independent_branches_finish(flows):
 
 
 def test_retries_are_owned_by_the_engine(flows, monkeypatch):
-    monkeypatch.setattr(
-        "conveyor.engine.core.RETRY_BASE_DELAY", 0.01
-    )  # read when an engine is built
+    monkeypatch.setenv("CONVEYOR_RETRY_DELAY", "0.01")  # read when an engine is built
     marker = flows.root / "attempts.txt"
     result = _run("retrying", {"marker": str(marker)})
     assert result.ok, result.error
@@ -230,3 +228,39 @@ def test_without_a_database_runs_work_and_host_steps_say_why(flows, monkeypatch)
     )
     with pytest.raises(HostStepError, match="do not set CONVEYOR_DATABASE_URL=none"):
         conveyor.run("reads", {}, runner="inprocess")
+
+
+HOST_SINK = """
+from conveyor import component, host_step, pipeline
+
+@component
+def numbers(n: int) -> dict:
+    return {"n": n}
+
+@host_step
+def publish(values: dict) -> None:
+    lookup = {}
+    return lookup["missing"]  # the user's own bug
+
+@pipeline
+def sinking(n: int = 2):
+    publish(numbers(n))
+"""
+
+
+def test_a_host_step_error_keeps_the_users_traceback(project):
+    from conveyor.errors import HostStepFailed
+
+    project.write("flows/sinking.py", HOST_SINK)
+    result = conveyor.run("sinking", runner="inprocess", hooks=[])
+    step = result.steps["publish"]
+    assert (result.status, step.status) == ("failed", "failed")
+    assert step.error.startswith("host step 'publish' failed: KeyError: 'missing'")
+    assert "Original traceback (from the host step):" in step.error
+    assert 'flows/sinking.py", line 10, in publish' in step.error
+    assert 'return lookup["missing"]  # the user\'s own bug' in step.error
+    assert "step_runner.py" not in step.error  # conveyor's own frames are cut
+    with pytest.raises(RunFailed) as info:
+        conveyor.run("sinking", runner="inprocess", hooks=[], raise_on_failure=True)
+    assert "KeyError: 'missing'" in str(info.value)
+    assert issubclass(HostStepFailed, conveyor.StepFailed)

@@ -21,8 +21,7 @@ from typing import Any
 
 from conveyor.backends.prefect_server import prefect_variables
 from conveyor.dsl.pipeline import Pipeline, Step
-from conveyor.engine.core import Engine
-from conveyor.engine.execution import RunExecution
+from conveyor.engine.core import Engine, Execution
 from conveyor.engine.results import CACHED, FAILED, RunResult, StepResult
 
 log = logging.getLogger("conveyor.prefect")
@@ -102,7 +101,7 @@ def build_flow(
             k: v for k, v in params.items() if v is not None or k not in _partition_names(pipeline)
         }
         plan = await asyncio.to_thread(engine.plan, pipeline, params)
-        execution = engine.execution(pipeline, plan, tags)
+        execution = engine.execution(pipeline, plan, tags, engine="prefect")
         result = await drive_with_prefect(execution, engine.max_parallel)
         if results is not None:
             results[str(flow_run.id)] = result
@@ -123,17 +122,18 @@ def build_flow(
     )(run_pipeline)
 
 
-async def drive_with_prefect(execution: RunExecution, max_parallel: int) -> RunResult:
+async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResult:
     """Run every step as a Prefect task, independent ones concurrently (at most `max_parallel`)."""
-    execution.start()
+    state = execution.state
+    state.start()
     slots = asyncio.Semaphore(max_parallel)
     states: dict[str, Any] = {}  # final Prefect states, so downstream task runs link upstream
-    pending = {s.name: s for s in execution.pipeline.steps}
+    pending = {s.name: s for s in state.pipeline.steps}
     running: dict[asyncio.Task[StepResult], str] = {}
     try:
         while pending or running:
-            execution.skip_blocked(pending)
-            for step in execution.ready(pending):
+            state.skip_blocked(pending)
+            for step in state.ready(pending):
                 del pending[step.name]
                 upstream = [states[u] for u in step.upstream if u in states]
                 task = asyncio.create_task(_step_task(execution, step, slots, upstream, states))
@@ -143,19 +143,19 @@ async def drive_with_prefect(execution: RunExecution, max_parallel: int) -> RunR
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 running.pop(task)
-                execution.finish(task.result())
+                state.finish(task.result())
     except BaseException:
-        execution.engine.runner.close()
+        execution.services.runner.close()
         for task in running:
             task.cancel()
-        execution.interrupt(list(pending) + list(running.values()))
-        execution.complete()
+        state.interrupt(list(pending) + list(running.values()))
+        state.complete()
         raise
-    return execution.complete()
+    return state.complete()
 
 
 async def _step_task(
-    execution: RunExecution,
+    execution: Execution,
     step: Step,
     slots: asyncio.Semaphore,
     upstream: list[Any],
@@ -174,7 +174,7 @@ async def _step_task(
         logger = get_run_logger()
         attempt = task_run.run_count or 1
         only = attempt if step.component is not None else None
-        result = await asyncio.to_thread(execution.execute_step, step, only, logger.info)
+        result = await asyncio.to_thread(execution.steps.execute, step, only, logger.info)
         holder["result"] = result
         if result.status == FAILED:
             if step.component is not None and attempt <= retries:
@@ -187,8 +187,7 @@ async def _step_task(
         name=step.name,
         task_run_name=step.name,
         retries=retries,
-        retry_delay_seconds=[min(2**n, 30) * execution.engine.retry_delay for n in range(retries)]
-        or 0,
+        retry_delay_seconds=execution.services.retry.delays(retries) or 0,
         cache_policy=NO_CACHE,
         persist_result=False,  # no tags: tagged task runs each ask the API for concurrency slots
     )
@@ -198,12 +197,12 @@ async def _step_task(
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 
-async def _publish_artifacts(execution: RunExecution, result: RunResult) -> None:
+async def _publish_artifacts(execution: Execution, result: RunResult) -> None:
     from prefect.artifacts import acreate_table_artifact
 
     rows = []
     for name, step in result.steps.items():
-        plan = execution.plan.steps.get(name)
+        plan = execution.state.plan.steps.get(name)
         env = plan.environment if plan else None
         timings = step.timings
         rows.append(

@@ -58,6 +58,8 @@ class HostContext:
         results: StepResults of the steps finished so far (environment key, cache key, ...).
         environments: step name -> PreparedEnvironment (key, lock path, pins) from the plan.
         code: step name -> code fingerprint from the plan.
+        registry: the model registry (read versions, promote, roll back), or None when the
+            run has no database.
     """
 
     run: Any
@@ -72,6 +74,7 @@ class HostContext:
     environments: dict[str, Any] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)
     pinned: Any = None  # for load_model: the ModelPin resolved when the run was planned
+    registry: Any = None
 
     @property
     def run_id(self) -> str:

@@ -1,8 +1,9 @@
-"""The local engine: runs a planned DAG with a bounded thread pool, the cache and retries.
+"""The engine: plans a pipeline run, then drives its steps (here with a bounded thread pool).
 
 Independent steps run concurrently (up to `max_parallel`). A step whose cache key has an entry is
 skipped and reuses its outputs. A failing step is retried as its component says, then fails the
-run; steps downstream of it are skipped, independent branches still finish.
+run; steps downstream of it are skipped, independent branches still finish. The Prefect back end
+drives the same `Execution` with one Prefect task per step (`conveyor.backends.prefect_flow`).
 """
 
 from __future__ import annotations
@@ -13,23 +14,25 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.cache import CacheIndex
-from conveyor.engine.execution import RunExecution
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import HookChain, RunHooks
 from conveyor.engine.planning import CachePolicy, HostImplementations, Plan, make_plan
 from conveyor.engine.results import RunInfo, RunResult, StepResult
+from conveyor.engine.retry import RetryPolicy
+from conveyor.engine.run_state import RunState
+from conveyor.engine.services import EngineServices
 from conveyor.engine.settings import Settings
+from conveyor.engine.step_runner import StepRunner
 from conveyor.engine.store import ArtifactStore
 from conveyor.engine.tasks import Runner
 
 log = logging.getLogger("conveyor.engine")
-
-RETRY_BASE_DELAY = float(os.environ.get("CONVEYOR_RETRY_DELAY", "1.0"))
 
 
 def new_run_id() -> str:
@@ -37,8 +40,17 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """A planned run ready to be driven: its state, and how each of its steps runs."""
+
+    state: RunState
+    steps: StepRunner
+    services: EngineServices
+
+
 class Engine:
-    """conveyor's own executor of pipeline DAGs."""
+    """Plans runs and executes them with its services (runner, cache, hooks, host steps)."""
 
     name = "local"
 
@@ -49,32 +61,47 @@ class Engine:
         *,
         hooks: RunHooks | None = None,
         host_impls: HostImplementations | None = None,
+        registry: Any = None,
         policy: CachePolicy | None = None,
+        retry: RetryPolicy | None = None,
         max_parallel: int | None = None,
         tags: tuple[str, ...] = (),
     ) -> None:
-        self.settings = settings
-        self.runner = runner
-        self.hooks = hooks or HookChain()
-        self.host_impls = dict(host_impls or {})
-        self.policy = policy or CachePolicy()
+        store = ArtifactStore(settings.artifact_dir)
+        self.services = EngineServices(
+            settings=settings,
+            runner=runner,
+            hooks=hooks or HookChain(),
+            host_impls=dict(host_impls or {}),
+            policy=policy or CachePolicy(),
+            retry=retry or RetryPolicy.from_environment(),
+            store=store,
+            index=CacheIndex(store),
+            fingerprinter=Fingerprinter(settings.project_root),
+            registry=registry,
+        )
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 2)
         self.tags = tags
-        self.retry_delay = RETRY_BASE_DELAY
-        self.store = ArtifactStore(settings.artifact_dir)
-        self.index = CacheIndex(self.store)
-        self.fingerprinter = Fingerprinter(settings.project_root)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def runner(self) -> Runner:
+        return self.services.runner
 
     def plan(self, pipeline: Pipeline, params: Mapping[str, Any]) -> Plan:
         """Bind parameters, build environments, check host steps, predict the cache."""
+        services = self.services
         return make_plan(
             pipeline,
             params,
-            self.runner,
-            self.store,
-            self.fingerprinter,
-            policy=self.policy,
-            host_impls=self.host_impls,
+            services.runner,
+            services.store,
+            services.fingerprinter,
+            policy=services.policy,
+            host_impls=services.host_impls,
         )
 
     def run(
@@ -83,12 +110,20 @@ class Engine:
         """Plan (unless given a plan), then run every step."""
         started = time.perf_counter()
         plan = plan or self.plan(pipeline, params)
-        execution = self.execution(pipeline, plan)
-        execution.started = started
-        return drive_with_threads(execution, self.max_parallel)
+        return drive_with_threads(
+            self.execution(pipeline, plan, started=started), self.max_parallel
+        )
 
-    def execution(self, pipeline: Pipeline, plan: Plan, tags: tuple[str, ...] = ()) -> RunExecution:
-        """A RunExecution for a planned run (engines drive it)."""
+    def execution(
+        self,
+        pipeline: Pipeline,
+        plan: Plan,
+        tags: tuple[str, ...] = (),
+        *,
+        started: float | None = None,
+        engine: str | None = None,
+    ) -> Execution:
+        """A planned run for a driver: `engine` names who drives it in the run's record."""
         info = RunInfo(
             run_id=new_run_id(),
             pipeline=pipeline.name,
@@ -97,40 +132,42 @@ class Engine:
             partition_dates=tuple(pipeline.calendar.dates(*plan.partition))
             if plan.partition
             else (),
-            engine=self.name,
+            engine=engine or self.name,
             runner=self.runner.name,
             project_root=str(self.settings.project_root),
             started_at=datetime.now(UTC),
             tags=self.tags + tags,
         )
-        return RunExecution(self, pipeline, plan, info, time.perf_counter())
+        state = RunState(pipeline, plan, info, self.services.hooks, started or time.perf_counter())
+        return Execution(state, StepRunner(self.services, state), self.services)
 
 
-def drive_with_threads(execution: RunExecution, max_parallel: int) -> RunResult:
+def drive_with_threads(execution: Execution, max_parallel: int) -> RunResult:
     """Run every step of an execution, independent ones concurrently, at most `max_parallel`."""
-    execution.start()
-    pending = {s.name: s for s in execution.pipeline.steps}
+    state = execution.state
+    state.start()
+    pending = {s.name: s for s in state.pipeline.steps}
     running: dict[Future[StepResult], str] = {}
     pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="conveyor-step")
     try:
         while pending or running:
-            execution.skip_blocked(pending)
-            for step in execution.ready(pending):
+            state.skip_blocked(pending)
+            for step in state.ready(pending):
                 if len(running) >= max_parallel:
                     break
                 del pending[step.name]
-                running[pool.submit(execution.execute_step, step)] = step.name
+                running[pool.submit(execution.steps.execute, step)] = step.name
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 running.pop(future)
-                execution.finish(future.result())
+                state.finish(future.result())
     except BaseException:
-        execution.engine.runner.close()
+        execution.services.runner.close()
         pool.shutdown(wait=False, cancel_futures=True)
-        execution.interrupt(list(pending) + list(running.values()))
-        execution.complete()
+        state.interrupt(list(pending) + list(running.values()))
+        state.complete()
         raise
     pool.shutdown(wait=True)
-    return execution.complete()
+    return state.complete()

@@ -1,0 +1,288 @@
+"""How one step executes: the cache, the runner and retries for components; host steps in-process.
+
+A StepRunner belongs to one run. It reads the run's state (upstream outputs, the plan) and the
+engine's services, never the engine itself. Retries: every attempt the component allows, waiting
+as the RetryPolicy says, or exactly one attempt when a driver owns retries (Prefect).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from conveyor._runtime.hashing import to_jsonable
+from conveyor.dsl.artifacts import ArtifactRef, Codec
+from conveyor.dsl.host import HostContext, call_user_host_step
+from conveyor.dsl.pipeline import Step
+from conveyor.engine.cache import explain_miss
+from conveyor.engine.planning import cache_parts, input_values
+from conveyor.engine.results import CACHED, FAILED, SUCCEEDED, StepResult
+from conveyor.engine.run_state import RunState
+from conveyor.engine.services import EngineServices
+from conveyor.engine.tasks import Task
+from conveyor.errors import ConveyorError, HostStepError, HostStepFailed, StepFailed
+from conveyor.version import EXECUTOR_PROTOCOL
+
+log = logging.getLogger("conveyor.engine")
+
+
+class StepRunner:
+    """Runs the steps of one run, one call per step (drivers may call it from several threads)."""
+
+    def __init__(self, services: EngineServices, state: RunState) -> None:
+        self.services = services
+        self.state = state
+        self.run_dir = services.settings.run_dir / state.info.run_id
+
+    def execute(
+        self, step: Step, attempt: int | None = None, log_sink: Callable[[str], None] | None = None
+    ) -> StepResult:
+        """Run one step: every attempt its component allows, or only `attempt` (Prefect retries)."""
+        started = time.perf_counter()
+        started_at = datetime.now(UTC)
+        try:
+            if step.component is not None:
+                result = self._component_step(step, attempt, log_sink)
+            else:
+                result = self._host_step(step)
+        except ConveyorError as exc:
+            result = StepResult(step.name, step.kind, FAILED, "failed", error=str(exc))
+        except Exception as exc:  # a bug in conveyor itself: never lose the message
+            log.debug("step %s raised", step.name, exc_info=True)
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc().rstrip()}"
+            result = StepResult(step.name, step.kind, FAILED, "failed", error=error)
+        result.duration = time.perf_counter() - started
+        result.started_at = started_at
+        result.store = self.services.store
+        result.returns = step.spec.returns
+        return result
+
+    # ------------------------------------------------------------------------------ components
+
+    def _component_step(
+        self, step: Step, only_attempt: int | None, log_sink: Callable[[str], None] | None
+    ) -> StepResult:
+        services, state = self.services, self.state
+        assert step.component is not None and step.component.spec is not None
+        component = step.component.spec
+        step_plan = state.plan.steps[step.name]
+        env = step_plan.environment
+        assert env is not None
+        upstream = state.upstream()
+        parts = cache_parts(step, step_plan.code or "", env.key, state.plan.params, upstream)
+        key = parts.key
+        values, refs = input_values(step, state.plan.params, upstream)
+        reason = services.policy.bypass_reason(step)
+        base: dict[str, Any] = {
+            "environment": env.key,
+            "cache_key": key,
+            "inputs": {**to_jsonable(values), **{k: r.sha256 for k, r in refs.items()}},
+        }
+        pipeline = state.pipeline.name
+        if reason is None:
+            entry = services.index.lookup(key)
+            if entry is not None:
+                services.index.remember(pipeline, step.name, parts, state.partition)
+                return StepResult(
+                    step.name, "component", CACHED, "cached", artifacts=entry.outputs,
+                    metrics=entry.metrics, **base,
+                )  # fmt: skip
+            reason = explain_miss(
+                services.index.latest(pipeline, step.name, state.partition), parts
+            )
+        services.index.remember(pipeline, step.name, parts, state.partition)
+
+        attempts = component.retries + 1
+        tries = [only_attempt] if only_attempt else range(1, attempts + 1)
+        for attempt in tries:
+            workdir = self.run_dir / step.name / f"attempt-{attempt}"
+            task = Task(
+                step=step.name,
+                component=component,
+                spec=self._task_spec(step, workdir, values, refs),
+                workdir=workdir,
+                environment=env,
+                project_root=services.settings.project_root,
+                log=StepLog(step.name, workdir / "log.txt", log_sink),
+            )
+            services.hooks.step_started(state.info, step.name, attempt, reason)
+            log.info("step %s: running (%s)%s", step.name, reason,
+                     f", attempt {attempt}/{attempts}" if attempt > 1 else "")  # fmt: skip
+            try:
+                result = services.runner.run(task)
+            except StepFailed as exc:
+                task.log.close()
+                if attempt >= attempts or only_attempt:
+                    return StepResult(
+                        step.name, "component", FAILED, reason, attempts=attempt,
+                        error=str(exc), log_path=str(task.log.path), **base,
+                    )  # fmt: skip
+                delay = services.retry.delay(attempt)
+                log.warning("step %s: attempt %d failed (%s); retrying in %.0fs",
+                            step.name, attempt, exc.detail.splitlines()[0], delay)  # fmt: skip
+                time.sleep(delay)
+                continue
+            task.log.close()
+            artifacts = self._ingest(workdir, result)
+            metrics = self._metrics(step, artifacts)
+            services.index.record(key, artifacts, metrics)
+            return StepResult(
+                step.name, "component", SUCCEEDED, reason, attempts=attempt, artifacts=artifacts,
+                metrics=metrics, timings=result.get("timings", {}), log_path=str(task.log.path),
+                **base,
+            )  # fmt: skip
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _task_spec(
+        self, step: Step, workdir: Path, values: dict[str, Any], refs: dict[str, ArtifactRef]
+    ) -> dict[str, Any]:
+        assert step.component is not None and step.component.spec is not None
+        component = step.component.spec
+        store = self.services.store
+        parameters = {}
+        for name, value in values.items():
+            entry: dict[str, Any] = {"value": to_jsonable(value)}
+            json_type = component.input(name).codec.json_type
+            if json_type:
+                entry["type"] = json_type
+            parameters[name] = entry
+        return {
+            "protocol": EXECUTOR_PROTOCOL,
+            "step": step.name,
+            "module": component.module,
+            "qualname": component.qualname,
+            "packages": list(component.packages),
+            "inputs": {
+                name: {
+                    "path": str(store.path_for(ref.sha256)),
+                    "sha256": ref.sha256,
+                    **ref.codec.to_dict(),
+                }
+                for name, ref in refs.items()
+            },
+            "parameters": parameters,
+            "outputs": {
+                o.name: {"path": str(workdir / "out" / o.name), **o.codec.to_dict()}
+                for o in component.outputs
+            },
+            "returns": component.returns,
+            "result": str(workdir / "result.json"),
+        }
+
+    def _ingest(self, workdir: Path, result: dict[str, Any]) -> dict[str, ArtifactRef]:
+        artifacts = {}
+        for name, data in result.get("outputs", {}).items():
+            ref = ArtifactRef.from_dict(data)
+            self.services.store.ingest(workdir / "out" / name, ref)
+            artifacts[name] = ref
+        return artifacts
+
+    def _metrics(self, step: Step, artifacts: dict[str, ArtifactRef]) -> dict[str, float] | None:
+        metrics: dict[str, float] = {}
+        for output in step.spec.outputs:
+            if output.codec == Codec("json", "metrics") and output.name in artifacts:
+                metrics.update(self.services.store.load(artifacts[output.name]))
+        return metrics or None
+
+    # ------------------------------------------------------------------------------ host steps
+
+    def _host_step(self, step: Step) -> StepResult:
+        services, state = self.services, self.state
+        host = step.host
+        assert host is not None
+        values, refs = input_values(step, state.plan.params, state.upstream())
+        kwargs = dict(values)
+        for name, ref in refs.items():
+            kwargs[name] = ref if name in host.spec.by_ref else services.store.load(ref)
+        plan = state.plan
+        context = HostContext(
+            run=state.info,
+            step=step.name,
+            params=plan.params,
+            partition=plan.partition,
+            store=services.store,
+            project_root=services.settings.project_root,
+            log=logging.getLogger(f"conveyor.step.{step.name}"),
+            upstream={n: b.step for n, b in step.bindings if b.kind == "output" and b.step},
+            results=state.snapshot(),
+            environments={n: p.environment for n, p in plan.steps.items() if p.environment},
+            code={n: p.code for n, p in plan.steps.items() if p.code},
+            pinned=plan.models.get(step.name),
+            registry=services.registry,
+        )
+        services.hooks.step_started(state.info, step.name, 1, "host steps always run")
+        try:
+            if host.fn is not None:
+                value = call_user_host_step(host, context, kwargs)
+            else:
+                impl = services.host_impls.get(host.spec.kind)
+                if impl is None:
+                    raise HostStepError(f"no implementation for host step {host.spec.kind!r}")
+                value = impl(context, **kwargs)
+        except ConveyorError:
+            raise
+        except Exception as exc:  # the user's (or a sink's) own error: keep its traceback
+            raise HostStepFailed(
+                step.name,
+                str(exc),
+                error_type=type(exc).__name__,
+                remote_traceback=_user_traceback(exc),
+            ) from exc
+        artifacts: dict[str, ArtifactRef] = {}
+        if host.spec.outputs:
+            output = host.spec.outputs[0]
+            if host.spec.output_is_ref:
+                if not isinstance(value, ArtifactRef):
+                    raise HostStepError(f"host step {step.name!r} must return an ArtifactRef")
+                artifacts["output"] = value
+            else:
+                artifacts["output"] = services.store.put(value, output.codec)
+        return StepResult(
+            step.name, "host", SUCCEEDED, "host steps always run", attempts=1,
+            artifacts=artifacts, environment="host",
+            inputs={**to_jsonable(values), **{k: r.sha256 for k, r in refs.items()}},
+        )  # fmt: skip
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` without conveyor's own frames above the user's function."""
+    import conveyor.dsl.host
+
+    ours = {__file__, conveyor.dsl.host.__file__}
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in ours:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class StepLog:
+    """Receives a step's output lines: to its log file and to the `conveyor.step.NAME` logger."""
+
+    def __init__(self, step: str, path: Path, sink: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.sink = sink
+        self.logger = logging.getLogger(f"conveyor.step.{step}")
+        self._lock = threading.Lock()
+        self._file: Any = None
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a")
+            self._file.write(line + "\n")
+        self.logger.info(line)
+        if self.sink is not None:
+            self.sink(line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
