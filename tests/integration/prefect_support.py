@@ -102,6 +102,23 @@ def flow_run_and_tasks(flow_run_id: str):
     return query(read)
 
 
+def _drain_prefect_workers() -> None:
+    """Send what Prefect's log and event workers still hold while the server is up.
+
+    Left to the interpreter's exit, they retry against a stopped server and hold the test
+    process for minutes after the last test.
+    """
+    import sys
+
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=15)
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """One real Prefect server for the whole session (Prefect's client keeps global state)."""
@@ -114,6 +131,7 @@ def prefect_api(tmp_path_factory):
     try:
         yield url
     finally:
+        _drain_prefect_workers()
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
