@@ -14,26 +14,24 @@ from components.drift import drift
 from components.nyse import trading_days
 from components.predict import predict
 from components.serving import KINDS, drift_summary, prediction_rows
-from conveyor import HostContext, host_step, load_model, load_table, pipeline, write_table
+from conveyor import (
+    HostContext,
+    HostStepError,
+    host_step,
+    load_model,
+    load_table,
+    pipeline,
+    write_table,
+)
 
 MODEL = "nyse-volume"
-
-
-def _settings(ctx: HostContext):
-    from conveyor.engine.settings import Settings
-
-    return Settings.load(ctx.project_root)
 
 
 @host_step
 def serving_models(ctx: HostContext, start: date, end: date) -> dict:
     """The versions the range is served by: production (the same for every date) and shadows."""
-    from conveyor.db import registry
-    from conveyor.errors import HostStepError
-
-    settings = _settings(ctx)
-    first = registry.resolve(settings, MODEL, stage="production", as_of=start)
-    last = registry.resolve(settings, MODEL, stage="production", as_of=end)
+    first = ctx.registry.get(MODEL, stage="production", as_of=start)
+    last = ctx.registry.get(MODEL, stage="production", as_of=end)
     if first.version != last.version:
         raise HostStepError(
             f"{MODEL}: production changed within {start}..{end} (v{first.version} -> "
@@ -41,7 +39,7 @@ def serving_models(ctx: HostContext, start: date, end: date) -> dict:
         )
     models = {"production": {"name": MODEL, "version": first.version}}
     for kind in KINDS:
-        candidate = registry.resolve(settings, f"{MODEL}-{kind}", stage="candidate", as_of=start)
+        candidate = ctx.registry.get(f"{MODEL}-{kind}", stage="candidate", as_of=start)
         models[kind] = {"name": candidate.name, "version": candidate.version}
     return models
 
@@ -49,9 +47,7 @@ def serving_models(ctx: HostContext, start: date, end: date) -> dict:
 @host_step
 def production_profile(ctx: HostContext, as_of: date) -> dict:
     """The drift reference registered with the production model."""
-    from conveyor.db import registry
-
-    record = registry.resolve(_settings(ctx), MODEL, stage="production", as_of=as_of)
+    record = ctx.registry.get(MODEL, stage="production", as_of=as_of)
     return record.params.get("profile") or {}
 
 

@@ -13,7 +13,8 @@ import logging
 import time
 from datetime import date
 
-from conveyor.engine.settings import Settings
+import conveyor
+from conveyor import Settings
 
 HISTORY = (date(1962, 12, 3), date(1986, 12, 31))
 TRAINED_UNTIL = date(1979, 12, 31)
@@ -29,24 +30,23 @@ def run_reference_flows(
     on_progress=None,
 ) -> dict:
     """Backfill features, train, backfill predictions; returns what each stage did."""
-    from conveyor.ops.backfill import backfill
-    from conveyor.ops.run import run
-
     done = {}
     progress = on_progress or (lambda stage, outcome=None: None)
     progress("features", None)
-    done["features"] = backfill(
+    done["features"] = conveyor.backfill(
         "features", *history, batch=1500, runner=runner, engine=engine, settings=settings,
         on_progress=lambda outcome: progress("features", outcome),
     )  # fmt: skip
     if not done["features"].ok:
         raise SystemExit(done["features"].summary())
     progress("training", None)
-    done["training"] = run("training", {"as_of": TRAINED_UNTIL}, runner=runner, engine=engine,
-                           settings=settings, raise_on_failure=True)  # fmt: skip
+    done["training"] = conveyor.run(
+        "training", {"as_of": TRAINED_UNTIL}, runner=runner, engine=engine, settings=settings,
+        raise_on_failure=True,
+    )  # fmt: skip
     progress("training", done["training"])
     progress("batch_prediction", None)
-    done["batch_prediction"] = backfill(
+    done["batch_prediction"] = conveyor.backfill(
         "batch_prediction", *predicted, batch=500, runner=runner, engine=engine,
         settings=settings, on_progress=lambda outcome: progress("batch_prediction", outcome),
     )  # fmt: skip

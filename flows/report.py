@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.engine.settings import Settings
+from conveyor import ConveyorError, Registry, Settings, read_table
 
 TABLES = ("raw_nyse", "features", "predictions", "drift")
 
@@ -23,11 +23,7 @@ class FlowReport:
 
 
 def _frame(settings: Settings, table: str):
-    from conveyor.db.database import using
-    from conveyor.db.reads import load_table
-
-    with using(settings) as db:
-        return load_table(db, table)
+    return read_table(table, settings=settings)
 
 
 def model_scores(settings: Settings) -> dict[str, dict[str, float]]:
@@ -49,16 +45,14 @@ def model_scores(settings: Settings) -> dict[str, dict[str, float]]:
 
 def build_report(settings: Settings) -> FlowReport:
     """Everything the demo prints, computed from the database."""
-    from conveyor.db import registry
-
     rows = {table: len(_frame(settings, table)) for table in TABLES}
     predictions = _frame(settings, "predictions")
     drift = _frame(settings, "drift")
     try:
-        record = registry.resolve(settings, "nyse-volume", stage="production")
+        record = Registry(settings).get("nyse-volume", stage="production")
         promoted = {"name": record.name, "version": record.version,
                     "kind": record.params.get("kind"), "metrics": record.metrics}  # fmt: skip
-    except Exception:
+    except ConveyorError:  # nothing promoted yet
         promoted = None
     return FlowReport(
         rows=rows,

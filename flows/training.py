@@ -55,11 +55,6 @@ def promotion_gate(
     xgboost_version: int,
 ) -> dict:
     """Promote the best candidate to `nyse-volume` if it passes the floor and beats production."""
-    from dataclasses import fields
-
-    from conveyor.db import registry
-    from conveyor.engine.settings import Settings
-
     decision = choose_promotion(
         {"linear": linear, "linear_dow": linear_dow, "xgboost": xgboost},
         production if production.get("rows") else None,
@@ -70,15 +65,10 @@ def promotion_gate(
         return {"promoted": None, "reason": decision.reason}
     versions = {"linear": linear_version, "linear_dow": linear_dow_version,
                 "xgboost": xgboost_version}  # fmt: skip
-    settings = Settings.load(ctx.project_root)
-    chosen = registry.resolve(settings, f"{MODEL}-{decision.candidate}",
-                              version=versions[decision.candidate])  # fmt: skip
-    copied = {
-        f.name: getattr(chosen, f.name) for f in fields(registry.NewModel) if f.name != "name"
-    }
-    version = registry.register(settings, registry.NewModel(name=MODEL, **copied), at=cutoff(as_of))
-    registry.promote(settings, MODEL, version, at=cutoff(as_of),
-                     note=f"gate: {decision.reason}")  # fmt: skip
+    candidate = f"{MODEL}-{decision.candidate}"
+    version = ctx.registry.copy(candidate, versions[decision.candidate], to=MODEL,
+                                at=cutoff(as_of))  # fmt: skip
+    ctx.registry.promote(MODEL, version, at=cutoff(as_of), note=f"gate: {decision.reason}")
     return {"promoted": decision.candidate, "version": version, "reason": decision.reason}
 
 

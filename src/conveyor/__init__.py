@@ -2,6 +2,7 @@
 
 Names are re-exported lazily: `import conveyor` loads nothing, and a step process (which gets
 only the stdlib-only core on its path) can still `from conveyor import component, pipeline`.
+Every public name is below, in `__all__` and in the lazy table (a test keeps the three equal).
 """
 
 from __future__ import annotations
@@ -12,44 +13,97 @@ from conveyor.version import __version__
 
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
 
+# public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "ArtifactError": "conveyor.errors",
+    "ArtifactIntegrityError": "conveyor.errors",
     "ArtifactRef": "conveyor.dsl.artifacts",
+    "BackfillResult": "conveyor.ops.backfill",
     "Component": "conveyor.dsl.component",
+    "ComponentDefinitionError": "conveyor.errors",
     "ConveyorError": "conveyor.errors",
+    "DatabaseError": "conveyor.errors",
+    "DefinitionError": "conveyor.errors",
+    "DiscoveryError": "conveyor.errors",
+    "EnvironmentBuildError": "conveyor.errors",
+    "ExecutorProtocolError": "conveyor.errors",
     "HostContext": "conveyor.dsl.host",
-    "Metrics": "conveyor.dsl.artifacts",
+    "HostStepError": "conveyor.errors",
+    "HostStepFailed": "conveyor.errors",
+    "Metrics": "conveyor._runtime.codecs",
+    "ModelRecord": "conveyor.db.registry",
+    "ParameterError": "conveyor.errors",
     "Pipeline": "conveyor.dsl.pipeline",
-    "after": "conveyor.dsl.pipeline",
+    "PipelineDefinitionError": "conveyor.errors",
+    "Registry": "conveyor.db.api",
+    "RegistryError": "conveyor.errors",
+    "RunFailed": "conveyor.errors",
+    "RunHooks": "conveyor.engine.hooks",
+    "RunInfo": "conveyor.engine.results",
     "RunResult": "conveyor.engine.results",
+    "ScheduleError": "conveyor.errors",
+    "Settings": "conveyor.engine.settings",
     "StepFailed": "conveyor.errors",
+    "StepKilled": "conveyor.errors",
     "StepResult": "conveyor.engine.results",
+    "StepTimeout": "conveyor.errors",
+    "TableSchemaError": "conveyor.errors",
+    "after": "conveyor.dsl.pipeline",
+    "backfill": "conveyor.ops.backfill",
     "component": "conveyor.dsl.component",
     "host_step": "conveyor.dsl.host",
     "load_model": "conveyor.dsl.host",
     "load_table": "conveyor.dsl.host",
     "pipeline": "conveyor.dsl.pipeline",
+    "read_table": "conveyor.db.api",
     "register_model": "conveyor.dsl.host",
     "run": "conveyor.ops.run",
     "write_table": "conveyor.dsl.host",
 }
 
 __all__ = [
+    "ArtifactError",
+    "ArtifactIntegrityError",
     "ArtifactRef",
+    "BackfillResult",
     "Component",
+    "ComponentDefinitionError",
     "ConveyorError",
+    "DatabaseError",
+    "DefinitionError",
+    "DiscoveryError",
+    "EnvironmentBuildError",
+    "ExecutorProtocolError",
     "HostContext",
+    "HostStepError",
+    "HostStepFailed",
     "Metrics",
+    "ModelRecord",
+    "ParameterError",
     "Pipeline",
+    "PipelineDefinitionError",
+    "Registry",
+    "RegistryError",
+    "RunFailed",
+    "RunHooks",
+    "RunInfo",
     "RunResult",
+    "ScheduleError",
+    "Settings",
     "StepFailed",
+    "StepKilled",
     "StepResult",
+    "StepTimeout",
+    "TableSchemaError",
     "__version__",
     "after",
+    "backfill",
     "component",
     "host_step",
     "load_model",
     "load_table",
     "pipeline",
+    "read_table",
     "register_model",
     "run",
     "write_table",
@@ -76,7 +130,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from typing import Any
 
-    from conveyor.dsl.artifacts import ArtifactRef, Metrics
+    from conveyor._runtime.codecs import Metrics
+    from conveyor.db.api import Registry, read_table
+    from conveyor.db.registry import ModelRecord
+    from conveyor.dsl.artifacts import ArtifactRef
     from conveyor.dsl.component import Component, component
     from conveyor.dsl.host import (
         HostContext,
@@ -87,6 +144,30 @@ if TYPE_CHECKING:
         write_table,
     )
     from conveyor.dsl.pipeline import Pipeline, after, pipeline
-    from conveyor.engine.results import RunResult, StepResult
-    from conveyor.errors import ConveyorError, StepFailed
+    from conveyor.engine.hooks import RunHooks
+    from conveyor.engine.results import RunInfo, RunResult, StepResult
+    from conveyor.engine.settings import Settings
+    from conveyor.errors import (
+        ArtifactError,
+        ArtifactIntegrityError,
+        ComponentDefinitionError,
+        ConveyorError,
+        DatabaseError,
+        DefinitionError,
+        DiscoveryError,
+        EnvironmentBuildError,
+        ExecutorProtocolError,
+        HostStepError,
+        HostStepFailed,
+        ParameterError,
+        PipelineDefinitionError,
+        RegistryError,
+        RunFailed,
+        ScheduleError,
+        StepFailed,
+        StepKilled,
+        StepTimeout,
+        TableSchemaError,
+    )
+    from conveyor.ops.backfill import BackfillResult, backfill
     from conveyor.ops.run import run

@@ -17,6 +17,7 @@ Messages say what went wrong, where (component, step, parameter, file) and how t
     │   ├── StepKilled             it was killed from outside (out of memory, a signal)
     │   └── HostStepFailed         a host step's own code raised (its traceback kept)
     ├── HostStepError              a host step (load_table, write_table, ...) cannot run
+    ├── ScheduleError              a deployments/*.toml entry is invalid, or an upstream never ran
     ├── DatabaseError              conveyor's database refused a read or write
     │   ├── TableSchemaError       a frame does not fit its table, or a name is not an identifier
     │   └── RegistryError          an unknown model or version, or nothing to promote or roll back
@@ -68,6 +69,10 @@ class ExecutorProtocolError(ConveyorError):
 
 class HostStepError(ConveyorError):
     """A host step cannot run (no implementation, bad target, bad arguments)."""
+
+
+class ScheduleError(ConveyorError):
+    """A deployments/*.toml entry is invalid, or a scheduled run's upstream never succeeded."""
 
 
 class DatabaseError(ConveyorError):

@@ -371,11 +371,13 @@ def test_stale_heartbeats_crash_runs_of_other_hosts_and_live_ones_beat(
     now = datetime.now(UTC)
     _insert_run(settings, "elsewhere-stale", heartbeat_at=now - timedelta(hours=1))
     _insert_run(settings, "elsewhere-fresh", heartbeat_at=now)
-    recorder = Recorder(settings, heartbeat_seconds=0.05)
+    # a run is stale after 6 missed beats: 1.5 s here, wide enough for a loaded machine between
+    # inserting "elsewhere-fresh" and the start that judges it
+    recorder = Recorder(settings, heartbeat_seconds=0.25)
     try:
-        recorder.run_started(_info("live"))
+        recorder.run_started(run=_info("live"))
         beats = [rows(settings, PipelineRun, run_id="live")[0].heartbeat_at]
-        time.sleep(0.5)
+        time.sleep(0.8)
         beats.append(rows(settings, PipelineRun, run_id="live")[0].heartbeat_at)
         assert beats[1] > beats[0]  # the heartbeat thread stamps active runs
         status = {r.run_id: (r.status, r.error) for r in rows(settings, PipelineRun)}

@@ -112,7 +112,7 @@ class Recorder(RunHooks):
 
     # -------------------------------------------------------------------------- hooks
 
-    def run_started(self, run: RunInfo) -> None:
+    def run_started(self, *, run: RunInfo, **extra: Any) -> None:
         self._write(self._run_started, run)
         with self._lock:
             if self._disabled:
@@ -151,7 +151,9 @@ class Recorder(RunHooks):
         )
         _set_partitions(conn, run, RUNNING, now)
 
-    def step_started(self, run: RunInfo, step: str, attempt: int, reason: str) -> None:
+    def step_started(
+        self, *, run: RunInfo, step: str, attempt: int, reason: str, **extra: Any
+    ) -> None:
         with self._lock:
             self._started.add((run.run_id, step))
         self._write(self._step_started, run, step, attempt, reason)
@@ -179,7 +181,7 @@ class Recorder(RunHooks):
             {"status": RUNNING, "reason": reason, "attempts": attempt, "started_at": now},
         )
 
-    def step_finished(self, run: RunInfo, result: StepResult) -> None:
+    def step_finished(self, *, run: RunInfo, result: StepResult, **extra: Any) -> None:
         with self._lock:
             known = self._known.setdefault(run.run_id, {})
             inputs = {
@@ -244,7 +246,7 @@ class Recorder(RunHooks):
                 ],
             )  # fmt: skip
 
-    def run_finished(self, run: RunInfo, result: RunResult) -> None:
+    def run_finished(self, *, run: RunInfo, result: RunResult, **extra: Any) -> None:
         try:
             self._write(self._run_finished, run, result)
         finally:

@@ -17,12 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from conveyor._runtime.hashing import to_jsonable
 from conveyor._runtime.step_mode import IN_STEP
 from conveyor.dsl.artifacts import FORMAT_REQUIREMENTS, Codec, Metrics
 from conveyor.errors import ComponentDefinitionError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Tracer(Protocol):
@@ -145,10 +148,14 @@ class ComponentSpec:
         return tuple(needed)
 
 
-class Component:
-    """A decorated function: a pipeline step inside `@pipeline`, the plain function outside."""
+class Component(Generic[P, R]):
+    """A decorated function: a pipeline step inside `@pipeline`, the plain function outside.
 
-    def __init__(self, fn: Callable[..., Any], spec: ComponentSpec | None) -> None:
+    Typed with the function's own parameters and return type, so a type checker sees a
+    component as the function it wraps (inside a pipeline the call records a step instead).
+    """
+
+    def __init__(self, fn: Callable[P, R], spec: ComponentSpec | None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.spec = spec
@@ -157,13 +164,13 @@ class Component:
     def name(self) -> str:
         return self.spec.name if self.spec else self.fn.__name__
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = TRACER.get()
         if tracer is not None and self.spec is not None:
-            return tracer.call_component(self, args, kwargs)
+            return cast(R, tracer.call_component(self, args, kwargs))
         return self.fn(*args, **kwargs)
 
-    def with_options(self, **options: Any) -> Component:
+    def with_options(self, **options: Any) -> Component[P, R]:
         """A copy with some `@component` options changed (`name`, `retries`, `memory`, ...)."""
         if self.spec is None:
             return self
@@ -186,8 +193,12 @@ _OPTION_NAMES = (
 )  # fmt: skip
 
 
+@overload
+def component(fn: Callable[P, R], /) -> Component[P, R]: ...
+
+
+@overload
 def component(
-    fn: Callable[..., Any] | None = None,
     *,
     packages: Sequence[str] = (),
     image: str | None = None,
@@ -200,7 +211,25 @@ def component(
     network: bool = False,
     cache: bool = True,
     name: str | None = None,
-) -> Any:
+) -> Callable[[Callable[P, R]], Component[P, R]]: ...
+
+
+def component(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    packages: Sequence[str] = (),
+    image: str | None = None,
+    retries: int = 0,
+    timeout: float | None = None,
+    cpu: float | str | None = None,
+    memory: int | str | None = None,
+    gpu: int = 0,
+    env: Sequence[str] = (),
+    network: bool = False,
+    cache: bool = True,
+    name: str | None = None,
+) -> Component[P, R] | Callable[[Callable[P, R]], Component[P, R]]:
     """Make a typed function a pipeline step with its own environment.
 
     Args:
@@ -222,13 +251,13 @@ def component(
         "cache": cache, "name": name,
     }  # fmt: skip
 
-    def decorate(func: Callable[..., Any]) -> Component:
+    def decorate(func: Callable[P, R]) -> Component[P, R]:
         return create_component(func, options)
 
     return decorate(fn) if fn is not None else decorate
 
 
-def create_component(fn: Callable[..., Any], options: Mapping[str, Any]) -> Component:
+def create_component(fn: Callable[P, R], options: Mapping[str, Any]) -> Component[P, R]:
     """Build a Component from a function and decorator options (the decorator's factory)."""
     if isinstance(fn, Component):
         fn = fn.fn

@@ -96,21 +96,27 @@ class HostStep:
         spec: HostSpec,
         fn: Callable[..., Any] | None = None,
         prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        signature: inspect.Signature | None = None,
     ) -> None:
         self.spec = spec
         self.fn = fn
         self._prepare = prepare
         self.__doc__ = fn.__doc__ if fn else None
+        self.__name__ = spec.name
+        if signature is not None:  # what inspect.signature() and help() show for a builtin
+            self.__signature__ = signature
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def bind_arguments(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def bind_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Map call arguments to input names (positional in declaration order)."""
+        signature = getattr(self, "__signature__", None)
+        if signature is not None:  # a builtin: Python's own binding, then its input names
+            bound = dict(signature.bind(*args, **kwargs).arguments)
+            return self._prepare(bound) if self._prepare is not None else bound
         names = [i.name for i in self.spec.inputs]
-        if self._prepare is not None:
-            kwargs = self._prepare(dict(kwargs))
         if len(args) > len(names):
             raise TypeError(f"takes {len(names)} positional arguments but {len(args)} were given")
         bound = dict(zip(names, args, strict=False))
@@ -128,7 +134,8 @@ class HostStep:
             return self.fn(*args, **kwargs)
         raise HostStepError(
             f"{self.spec.kind}() is a host step: it runs inside a @pipeline, where the engine "
-            f"supplies its database. Call it in a pipeline body, or use conveyor.db directly."
+            f"supplies its database. Call it in a pipeline body; outside a run, use "
+            f"conveyor.read_table() and conveyor.Registry()."
         )
 
     def __repr__(self) -> str:
@@ -136,15 +143,16 @@ class HostStep:
 
 
 def _builtin(
-    kind: str,
+    stub: Callable[..., Any],
     inputs: list[tuple[str, Codec, bool, Any]],
     output: Codec | None,
     *,
     by_ref: frozenset[str] = frozenset(),
     output_is_ref: bool = False,
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    doc: str = "",
 ) -> HostStep:
+    """A builtin host step: its signature and docstring are `stub`'s, its inputs `inputs`."""
+    kind = stub.__name__
     spec = HostSpec(
         kind=kind,
         name=kind,
@@ -157,8 +165,8 @@ def _builtin(
         output_is_ref=output_is_ref,
         qualname=kind,
     )
-    step = HostStep(spec, prepare=prepare)
-    step.__doc__ = doc
+    step = HostStep(spec, prepare=prepare, signature=inspect.signature(stub))
+    step.__doc__ = stub.__doc__
     return step
 
 
@@ -176,8 +184,69 @@ def _split_partition(kwargs: dict[str, Any]) -> dict[str, Any]:
 JSON = Codec("json")
 DATE = Codec("json", "date")
 
+
+# The builtins' public signatures. Their bodies never run: the engine calls the implementation
+# conveyor.db supplies, with the inputs these calls recorded.
+
+
+def _load_table_signature(
+    table: str,
+    start: date | None = None,
+    end: date | None = None,
+    days: int | None = None,
+    columns: list[str] | None = None,
+) -> Any:
+    """Rows of `table` as a DataFrame: the dates `start`..`end`, or `days` before them.
+
+    Always runs (never cached); the content hash of what it read drives the cache downstream.
+    """
+
+
+def _write_table_signature(
+    df: Any,
+    table: str,
+    partition: date | tuple[date, date] | None = None,
+    partition_col: str | None = None,
+) -> int:
+    """Replace exactly `partition` (a date or a (start, end) range) of `table` with `df`.
+
+    One transaction, serialized per (table, partition); the table is created on first write.
+    Without `partition_col` the partition key is kept in a column of its own. Returns the rows
+    written.
+    """
+
+
+def _register_model_signature(
+    name: str,
+    model: Any,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, Any] | None = None,
+) -> int:
+    """Record a version of model `name` with its metrics, params, training range, code
+    version and the environment lock that produced it; returns the version number."""
+
+
+def _load_model_signature(
+    name: str,
+    stage: str = "production",
+    version: int | None = None,
+    as_of: date | None = None,
+    required: bool = True,
+) -> Any:
+    """The model artifact a downstream step receives: `version=N`, else the version holding
+    `stage` (at the end of day `as_of`). The step runs with the pins of the environment that
+    produced it; the orchestrator never unpickles it. With `required=False` a missing model
+    arrives as None instead of failing the run."""
+
+
+for _stub in (
+    _load_table_signature, _write_table_signature, _register_model_signature,
+    _load_model_signature,
+):  # fmt: skip
+    _stub.__name__ = _stub.__name__.removeprefix("_").removesuffix("_signature")
+
 load_table = _builtin(
-    "load_table",
+    _load_table_signature,
     [
         ("table", JSON, False, None),
         ("start", DATE, True, None),
@@ -186,11 +255,9 @@ load_table = _builtin(
         ("columns", JSON, True, None),
     ],
     Codec("parquet"),
-    doc="load_table(table, start=, end=, days=, columns=): rows of a table as a DataFrame. "
-    "Always runs; its content hash drives the cache downstream.",
 )
 write_table = _builtin(
-    "write_table",
+    _write_table_signature,
     [
         ("df", Codec("parquet"), False, None),
         ("table", JSON, False, None),
@@ -200,11 +267,9 @@ write_table = _builtin(
     ],
     JSON,
     prepare=_split_partition,
-    doc="write_table(df, table, partition=d | (start, end), partition_col=None): replace that "
-    "partition of a table in one transaction; returns the rows written.",
 )
 register_model = _builtin(
-    "register_model",
+    _register_model_signature,
     [
         ("name", JSON, False, None),
         ("model", Codec("joblib"), False, None),
@@ -213,11 +278,9 @@ register_model = _builtin(
     ],
     JSON,
     by_ref=frozenset({"model"}),
-    doc="register_model(name, model, metrics=, params=): record a model version with its "
-    "lineage; returns the version number.",
 )
 load_model = _builtin(
-    "load_model",
+    _load_model_signature,
     [
         ("name", JSON, False, None),
         ("stage", JSON, True, "production"),
@@ -227,9 +290,6 @@ load_model = _builtin(
     ],
     Codec("joblib"),
     output_is_ref=True,
-    doc="load_model(name, stage='production' | version=N, as_of=d, required=True): the model "
-    "artifact a downstream step receives (the orchestrator never unpickles it). With "
-    "required=False a missing model arrives as None instead of failing the run.",
 )
 
 

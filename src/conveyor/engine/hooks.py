@@ -1,12 +1,15 @@
 """Run hooks: how engines report runs and steps without depending on who listens.
 
-The database layer records lineage through these; a run with no hooks still works.
+The database layer records lineage through these; a run with no hooks still works. Every
+argument is keyword-only and every method takes `**extra`, so conveyor can pass more later
+without breaking a hook written today.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from conveyor.engine.results import RunInfo, RunResult, StepResult
 
@@ -16,16 +19,18 @@ log = logging.getLogger("conveyor")
 class RunHooks:
     """Callbacks an engine makes; override what you need. Exceptions are logged, not raised."""
 
-    def run_started(self, run: RunInfo) -> None:
+    def run_started(self, *, run: RunInfo, **extra: Any) -> None:
         """Before the first step runs (after planning)."""
 
-    def step_started(self, run: RunInfo, step: str, attempt: int, reason: str) -> None:
-        """Before an attempt of a step."""
+    def step_started(
+        self, *, run: RunInfo, step: str, attempt: int, reason: str, **extra: Any
+    ) -> None:
+        """Before an attempt of a step; `reason` says why it runs ("no previous run", ...)."""
 
-    def step_finished(self, run: RunInfo, result: StepResult) -> None:
+    def step_finished(self, *, run: RunInfo, result: StepResult, **extra: Any) -> None:
         """After a step succeeded, was cached, failed or was skipped."""
 
-    def run_finished(self, run: RunInfo, result: RunResult) -> None:
+    def run_finished(self, *, run: RunInfo, result: RunResult, **extra: Any) -> None:
         """After the last step."""
 
 
@@ -35,21 +40,23 @@ class HookChain(RunHooks):
     def __init__(self, hooks: Sequence[RunHooks] = ()) -> None:
         self.hooks = list(hooks)
 
-    def _each(self, method: str, *args: object) -> None:
+    def _each(self, method: str, **arguments: Any) -> None:
         for hook in self.hooks:
             try:
-                getattr(hook, method)(*args)
+                getattr(hook, method)(**arguments)
             except Exception:
                 log.exception("run hook %s.%s failed", type(hook).__name__, method)
 
-    def run_started(self, run: RunInfo) -> None:
-        self._each("run_started", run)
+    def run_started(self, *, run: RunInfo, **extra: Any) -> None:
+        self._each("run_started", run=run, **extra)
 
-    def step_started(self, run: RunInfo, step: str, attempt: int, reason: str) -> None:
-        self._each("step_started", run, step, attempt, reason)
+    def step_started(
+        self, *, run: RunInfo, step: str, attempt: int, reason: str, **extra: Any
+    ) -> None:
+        self._each("step_started", run=run, step=step, attempt=attempt, reason=reason, **extra)
 
-    def step_finished(self, run: RunInfo, result: StepResult) -> None:
-        self._each("step_finished", run, result)
+    def step_finished(self, *, run: RunInfo, result: StepResult, **extra: Any) -> None:
+        self._each("step_finished", run=run, result=result, **extra)
 
-    def run_finished(self, run: RunInfo, result: RunResult) -> None:
-        self._each("run_finished", run, result)
+    def run_finished(self, *, run: RunInfo, result: RunResult, **extra: Any) -> None:
+        self._each("run_finished", run=run, result=result, **extra)

@@ -47,7 +47,7 @@ class RunState:
 
     def start(self) -> None:
         """Report the run as started (after planning, before the first step)."""
-        self.hooks.run_started(self.info)
+        self.hooks.run_started(run=self.info)
 
     def status(self, name: str) -> str | None:
         result = self.results.get(name)
@@ -88,7 +88,7 @@ class RunState:
         log.log(
             level, "step %s: %s%s in %.2fs", result.name, result.status, detail, result.duration
         )
-        self.hooks.step_finished(self.info, result)
+        self.hooks.step_finished(run=self.info, result=result)
 
     def upstream(self) -> dict[str, dict[str, ArtifactRef]]:
         """The outputs of every finished step, by step name (a copy)."""
@@ -119,5 +119,5 @@ class RunState:
             error=first_error,
             plan_seconds=self.plan.seconds,
         )
-        self.hooks.run_finished(self.info, result)
+        self.hooks.run_finished(run=self.info, result=result)
         return result

@@ -111,7 +111,9 @@ class StepRunner:
                 project_root=services.settings.project_root,
                 log=StepLog(step.name, workdir / "log.txt", log_sink),
             )
-            services.hooks.step_started(state.info, step.name, attempt, reason)
+            services.hooks.step_started(
+                run=state.info, step=step.name, attempt=attempt, reason=reason
+            )
             log.info("step %s: running (%s)%s", step.name, reason,
                      f", attempt {attempt}/{attempts}" if attempt > 1 else "")  # fmt: skip
             try:
@@ -216,7 +218,9 @@ class StepRunner:
             pinned=plan.models.get(step.name),
             registry=services.registry,
         )
-        services.hooks.step_started(state.info, step.name, 1, "host steps always run")
+        services.hooks.step_started(
+            run=state.info, step=step.name, attempt=1, reason="host steps always run"
+        )
         try:
             if host.fn is not None:
                 value = call_user_host_step(host, context, kwargs)

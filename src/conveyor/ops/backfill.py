@@ -180,7 +180,23 @@ def backfill(
     settings: Settings | None = None,
     on_progress: Callable[[BatchOutcome], None] | None = None,
 ) -> BackfillResult:
-    """Run `target` for every selected partition in [start, end]; see the module docstring."""
+    """Run a pipeline for every partition date in [start, end] that needs it; resumable.
+
+    Args:
+        target: a `@pipeline` object, a pipeline name, or `path.py:attr`.
+        start, end: the first and last partition dates (inclusive).
+        concurrency: runs at once.
+        reprocess: "missing" (every date not yet succeeded), "failed", or "all".
+        batch: dates per run for a ranged pipeline (default: its own batching).
+        dry_run: select and group the partitions, run nothing.
+        reverse: newest partitions first.
+        params: the pipeline's other parameters.
+        engine, runner, cache, force_steps, max_parallel, settings: as for `conveyor.run`.
+        on_progress: called with each finished batch's outcome.
+
+    Returns:
+        A BackfillResult: the runs, and the partition dates by status.
+    """
     from conveyor.db.lineage import partition_status
 
     settings = settings or Settings.load()

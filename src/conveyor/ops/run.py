@@ -55,6 +55,17 @@ def default_hooks(settings: Settings) -> list[RunHooks]:
     return recorder_hooks(settings)
 
 
+def default_registry(settings: Settings) -> Any:
+    """The model registry host steps see as `ctx.registry`, when there is a database."""
+    if not settings.uses_database:
+        return None
+    try:
+        from conveyor.db.api import Registry
+    except ImportError:
+        return None
+    return Registry(settings)
+
+
 def build_engine(
     settings: Settings,
     *,
@@ -72,6 +83,7 @@ def build_engine(
         get_runner(runner, settings),
         hooks=HookChain(default_hooks(settings) if hooks is None else hooks),
         host_impls=default_host_implementations(settings) if host_impls is None else host_impls,
+        registry=default_registry(settings),
         policy=CachePolicy(cache, frozenset(force_steps)),
         max_parallel=max_parallel,
         tags=tags,

@@ -29,14 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.settings import Settings
-from conveyor.errors import ConveyorError, DiscoveryError, ParameterError
+from conveyor.errors import DiscoveryError, ParameterError, ScheduleError
 from conveyor.ops.discovery import resolve_pipeline
 
 POLL_SECONDS = 10.0
-
-
-class ScheduleError(ConveyorError):
-    """A deployments/*.toml entry is invalid, or a scheduled run's upstream never succeeded."""
 
 
 class ScheduleEntry(BaseModel):
