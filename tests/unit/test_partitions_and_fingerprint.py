@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from conveyor.dsl.partitions import group_ranges, resolve_calendar
+from conveyor.dsl.partitions import resolve_calendar
 from conveyor.engine.fingerprint import Fingerprinter
 
 
@@ -25,17 +25,6 @@ def test_calendars():
     ]
     with pytest.raises(ValueError, match="calendar 'hourly' is not known"):
         resolve_calendar("hourly")
-
-
-def test_group_ranges():
-    days = resolve_calendar("daily").dates(date(2024, 1, 1), date(2024, 1, 7))
-    assert group_ranges(days, 3) == [
-        (date(2024, 1, 1), date(2024, 1, 3)),
-        (date(2024, 1, 4), date(2024, 1, 6)),
-        (date(2024, 1, 7), date(2024, 1, 7)),
-    ]
-    with pytest.raises(ValueError):
-        group_ranges(days, 0)
 
 
 HELPERS = """

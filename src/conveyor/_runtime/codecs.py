@@ -10,6 +10,7 @@ import json
 import os
 from datetime import date, datetime
 
+from conveyor._runtime.files import atomic_write
 from conveyor._runtime.hashing import HashingWriter, sha256_buffer, to_jsonable
 from conveyor.errors import ArtifactError, ArtifactIntegrityError
 
@@ -97,18 +98,9 @@ def write_file(value: Any, fmt: str, json_type: str | None, path: str) -> tuple[
     The file appears under its final name only once complete (temp file + rename). There is no
     fsync: a torn file after a power loss is caught by the hash check on load.
     """
-    directory, name = os.path.split(os.fspath(path))
-    os.makedirs(directory or ".", exist_ok=True)
-    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        with open(tmp, "wb") as raw:
-            writer = HashingWriter(raw)
-            _encode(value, fmt, json_type, writer)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as raw:
+        writer = HashingWriter(raw)
+        _encode(value, fmt, json_type, writer)
     return writer.hexdigest(), writer.size
 
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 import time
 
 from conveyor._runtime.codecs import decode_json_value, preload, read_file, write_file
+from conveyor._runtime.files import atomic_write
 from conveyor._runtime.step_mode import IN_STEP
 from conveyor.errors import ArtifactError, ExecutorProtocolError
 from conveyor.version import EXECUTOR_PROTOCOL
@@ -172,11 +172,8 @@ def _save_outputs(spec: dict[str, Any], returned: Any) -> dict[str, Any]:
 
 def write_result(path: str, result: dict[str, Any]) -> None:
     """Write a result document atomically."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         json.dump(result, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:

@@ -9,7 +9,6 @@ from datetime import date, datetime
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
 
 if TYPE_CHECKING:  # `typing` and `pathlib` cost a step process milliseconds it should not pay
-    from pathlib import Path
     from typing import IO, Any
 
 CHUNK = 1 << 20
@@ -45,17 +44,6 @@ def sha256_text(text: str) -> str:
 def sha256_json(value: Any) -> str:
     """Hex sha256 of the canonical JSON of `value`."""
     return sha256_text(canonical_json(value))
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_buffer(buffer: Any) -> str:

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from conveyor._runtime.files import write_text_atomic
 from conveyor.engine.processes import process_alive
 from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError
@@ -118,9 +119,7 @@ def start_server(
             raise ConveyorError(f"the Prefect server did not start at {url}; its log:\n{tail}")
         time.sleep(0.3)
     state = {"url": url, "ui": f"http://{host}:{port}", "pid": proc.pid, "log": str(log_path)}
-    tmp = _state_path(settings).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(_state_path(settings))
+    write_text_atomic(_state_path(settings), json.dumps(state))
     return state
 
 

@@ -21,7 +21,7 @@ app = typer.Typer(
 
 # Verb modules register their commands on `app` when imported.
 _COMMAND_MODULES = ("pipelines", "envs")
-_OPTIONAL_COMMAND_MODULES = ("images", "database", "schedules", "compiling")
+_OPTIONAL_COMMAND_MODULES = ("images", "database", "schedules")
 
 
 def _register() -> None:

@@ -85,9 +85,6 @@ class HostContext:
         return self.run.pipeline
 
 
-HostImplementation = Callable[..., Any]
-
-
 class HostStep:
     """A host step node kind; called inside `@pipeline` it records a node."""
 

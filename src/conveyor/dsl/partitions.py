@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -64,12 +64,3 @@ def resolve_calendar(spec: str | DateSource | Calendar) -> Calendar:
         f"calendar {spec!r} is not known; use 'daily', 'weekdays' or a function "
         f"(start: date, end: date) -> iterable of dates"
     )
-
-
-def group_ranges(dates: Sequence[date], size: int) -> list[tuple[date, date]]:
-    """Split ascending partition dates into consecutive (first, last) ranges of at most `size`."""
-    if size < 1:
-        raise ValueError(f"batch size must be at least 1, got {size}")
-    return [
-        (chunk[0], chunk[-1]) for chunk in (dates[i : i + size] for i in range(0, len(dates), size))
-    ]

@@ -14,12 +14,11 @@ same date's previous run, not against whichever date ran last.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import canonical_json, sha256_json
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.engine.store import ArtifactStore
@@ -147,7 +146,4 @@ class CacheIndex:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class Settings:
     demo: str | None = None
     database_url: str | None = None
     base_image: str = DEFAULT_BASE_IMAGE
-    tool_config: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -77,7 +76,6 @@ class Settings:
             database_url=os.environ.get("CONVEYOR_DATABASE_URL") or config.get("database_url"),
             base_image=os.environ.get("CONVEYOR_BASE_IMAGE")
             or config.get("base_image", DEFAULT_BASE_IMAGE),
-            tool_config=config,
         )
 
     @property

@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from conveyor._runtime.files import atomic_write
 from conveyor.dsl.artifacts import ArtifactRef, Codec, read_value, write_value
 
 
@@ -35,12 +36,11 @@ class ArtifactStore:
             return final
         try:
             os.replace(file, final)
-        except OSError:  # another filesystem: copy to a temp name, then rename
+        except OSError:  # another filesystem: copy under a temporary name, then rename
             import shutil
 
-            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-            shutil.copyfile(file, tmp)
-            os.replace(tmp, final)
+            with atomic_write(final, "wb") as target, Path(file).open("rb") as source:
+                shutil.copyfileobj(source, target)
             Path(file).unlink(missing_ok=True)
         return final
 

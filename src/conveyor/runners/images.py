@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import sha256_text
 from conveyor.engine.environments import EnvironmentSpec, environment_key
 from conveyor.engine.settings import DEFAULT_BASE_IMAGE, Settings
@@ -143,9 +144,7 @@ class ImageBuilder:
         if known.get(image_id) != python:
             known[image_id] = python
             self._cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._cache_file.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-            tmp.write_text(json.dumps(known, indent=1))
-            os.replace(tmp, self._cache_file)
+            write_text_atomic(self._cache_file, json.dumps(known, indent=1))
         base = BaseImage(reference, image_id, python)
         with self._lock:
             self._bases[reference] = base

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import sha256_text
 from conveyor.engine.environments import EnvironmentSpec, requirement_name
 from conveyor.errors import EnvironmentBuildError
@@ -238,9 +239,7 @@ class Locker:
                 + "".join(f"# constrained: {b.explain(first)}\n" for b in bounds)
                 + "# resolved by `uv pip compile`; refresh with `conveyor envs lock`\n"
             )
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(header + pinned)
-            os.replace(tmp, path)
+            write_text_atomic(path, header + pinned)
             return Lock(spec, path, header + pinned)
 
     def _compile(self, spec: EnvironmentSpec, who: str, constraints: tuple[str, ...] = ()) -> str:
