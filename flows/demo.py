@@ -64,7 +64,8 @@ def demo(settings: Settings, runner: str = "venv") -> int:
     from components.nyse import trading_days
     from flows.report import build_report
 
-    console = Console()
+    # the report prints model names and table cells verbatim: no markup, no emoji codes
+    console = Console(markup=False, emoji=False)
     began = time.perf_counter()
     # the progress bars tell the story; per-step log lines would scroll them away
     for name in ("conveyor", "prefect"):
@@ -74,8 +75,9 @@ def demo(settings: Settings, runner: str = "venv") -> int:
         "training": 1,
         "batch_prediction": len(trading_days(*PREDICTED)),
     }
-    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("partitions"), TimeElapsedColumn())  # fmt: skip
+    columns = (TextColumn("{task.description:<18}", markup=False), BarColumn(),
+               MofNCompleteColumn(), TextColumn("partitions", markup=False),
+               TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console) as bar:
         tasks = {
             name: bar.add_task(name, total=total, start=False) for name, total in totals.items()

@@ -11,12 +11,22 @@ import typer
 from conveyor.cli.common import console, fail
 from conveyor.errors import ConveyorError
 
+APP_HELP = """ML pipelines of plain Python functions, each step in its own environment.
+
+A project is the nearest folder upward with a pyproject.toml holding [tool.conveyor], else the
+working directory.
+"""
+
+# rich_markup_mode=None: Typer's other modes read every help text and docstring as rich markup
+# (or Markdown), which drops `[tool.conveyor]`; None prints them through Click, literally. The
+# mode of this root app applies to the sub-groups (envs, db, ...) too.
 app = typer.Typer(
     name="conveyor",
-    help="ML pipelines of plain Python functions, each step in its own environment.",
+    help=APP_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 # Verb modules register their commands on `app` when imported.
@@ -58,5 +68,5 @@ def main() -> None:
     except ConveyorError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
+        console.print("interrupted", style="red")
         sys.exit(130)

@@ -7,16 +7,25 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from conveyor.engine.settings import Settings
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Nearly everything printed holds user text (errors, tracebacks, step, metric and entry names),
+# where markup would eat `[price]` or `values[idx]` and emoji codes would turn `a:b:c` into
+# `a🅱c`; so these consoles print strings literally, and style comes from `style=` and `Text`.
+console = Console(stderr=False, highlight=False, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+def styled(text: str, style: str) -> Text:
+    """`text` in `style` (no style if empty), never read as markup."""
+    return Text(text, style=style or "")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error and exit."""
-    err_console.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     sys.exit(code)
 
 
@@ -49,10 +58,9 @@ def step_table(result: Any) -> Table:
     for column in ("step", "status", "why", "attempts", "time"):
         table.add_column(column, justify="right" if column in ("attempts", "time") else "left")
     for step in result.steps.values():
-        style = STATUS_STYLE.get(step.status, "")
         table.add_row(
             step.name,
-            f"[{style}]{step.status}[/{style}]" if style else step.status,
+            styled(step.status, STATUS_STYLE.get(step.status, "")),
             step.reason,
             str(step.attempts or ""),
             f"{step.duration:.2f}s",

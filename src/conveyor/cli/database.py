@@ -13,9 +13,10 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from conveyor.cli import app
-from conveyor.cli.common import STATUS_STYLE, console, fail, settings
+from conveyor.cli.common import STATUS_STYLE, console, fail, settings, styled
 
 db_app = typer.Typer(help="conveyor's database (SQLite by default).", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
@@ -34,9 +35,8 @@ def _need_db() -> None:
         fail("conveyor's database layer is not installed: pip install 'conveyor[db]'")
 
 
-def _styled(text: str, styles: dict[str, str]) -> str:
-    style = styles.get(text, "")
-    return f"[{style}]{text}[/{style}]" if style else text
+def _styled(text: str, styles: dict[str, str]) -> Text:
+    return styled(text, styles.get(text, ""))
 
 
 def _when(moment: datetime | None) -> str:
@@ -208,7 +208,7 @@ def models_promote(
     from conveyor.db import registry
 
     record = registry.promote(settings(), name, version)
-    console.print(f"[green]{name} v{record.version} is now in production[/green]")
+    console.print(f"{name} v{record.version} is now in production", style="green")
 
 
 @models_app.command("rollback")
@@ -218,7 +218,7 @@ def models_rollback(name: str = typer.Argument(..., help="Model name.")) -> None
     from conveyor.db import registry
 
     record = registry.rollback(settings(), name)
-    console.print(f"[green]{name} rolled back: v{record.version} is in production again[/green]")
+    console.print(f"{name} rolled back: v{record.version} is in production again", style="green")
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -268,8 +268,12 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix
     found = lineage.run_lineage(settings(), run_id)
     run = found.run
     console.print(
-        f"[bold]{run.pipeline}[/bold] run {run.run_id}: {_styled(run.status, STATUS_STYLE)}"
-        f"{' in ' + _seconds(run.duration) if run.duration is not None else ''}"
+        Text.assemble(
+            (run.pipeline, "bold"),
+            f" run {run.run_id}: ",
+            _styled(run.status, STATUS_STYLE),
+            f" in {_seconds(run.duration)}" if run.duration is not None else "",
+        )
     )
     console.print(
         f"params {json.dumps(run.params)}; partition {_partition(run) or '-'}; started "
@@ -277,7 +281,7 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix
         f"{run.runner} runner"
     )
     if run.error:
-        console.print(f"[red]{run.error}[/red]", markup=True)
+        console.print(run.error, style="red", soft_wrap=True)
     table = Table(title="steps", title_justify="left")
     for column in ("step", "status", "why", "time", "inputs", "outputs"):
         table.add_column(column, justify="right" if column == "time" else "left")
@@ -297,15 +301,18 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix
     for step in found.steps:
         if step.error and step.status in ("failed", "crashed"):
             first = step.error.strip().splitlines()[0]
-            console.print(f"[red]{step.step}: {first}[/red]", markup=True, soft_wrap=True)
+            console.print(f"{step.step}: {first}", style="red", soft_wrap=True)
         if step.log_path and step.status in ("failed", "crashed"):
             console.print(f"  log: {step.log_path}")
     for use in found.models_loaded:
         model, trained = use.model, use.training_run
         asked = ", ".join(f"{k}={v}" for k, v in use.requested.items() if v is not None)
         console.print(
-            f"{use.step}: model [bold]{model.name} v{model.version}[/bold] ({asked}; now "
-            f"{model.stage}), artifact {model.artifact.sha256[:12]}"
+            Text.assemble(
+                f"{use.step}: model ",
+                (f"{model.name} v{model.version}", "bold"),
+                f" ({asked}; now {model.stage}), artifact {model.artifact.sha256[:12]}",
+            )
         )
         if trained is not None:
             console.print(
@@ -316,4 +323,8 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix
             console.print(f"  read {read['table']} {read['start']} .. {read['end']}")
         console.print(f"  code {_code(model) or '-'}; environment {model.environment_key or '-'}")
     for model in found.models_registered:
-        console.print(f"registered [bold]{model.name} v{model.version}[/bold] ({model.stage})")
+        console.print(
+            Text.assemble(
+                "registered ", (f"{model.name} v{model.version}", "bold"), f" ({model.stage})"
+            )
+        )

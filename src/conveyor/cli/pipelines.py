@@ -44,7 +44,7 @@ def run(
             console.print(f"metrics of {step.name}: {shown}")
     if not result.ok:
         fail(result.error or f"run {result.run_id} failed")
-    console.print(f"[green]{result.summary()}[/green]")
+    console.print(result.summary(), style="green")
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import typer
+from rich.text import Text
 
 from conveyor.cli import app
 from conveyor.cli.common import console, fail, parse_params, settings
@@ -64,13 +65,14 @@ def backfill(
             console.print(f"  would run {one.label()} ({len(one.dates)} partitions)")
         return
     counts = {"succeeded": 0, "failed": 0}
+    # TextColumn reads its text as markup unless told not to; the description holds NAME
     with Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("partitions · {task.fields[counts]}"),
+        TextColumn("partitions · {task.fields[counts]}", markup=False),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
+        TextColumn("ETA", markup=False),
         TimeRemainingColumn(),
         console=console,
     ) as progress:
@@ -102,8 +104,10 @@ def serve(
     configure(config)
     entries = load_entries(config)
     for entry in entries:
-        console.print(f"serving [bold]{entry.name}[/bold]: {entry.pipeline} on '{entry.cron}' "
-                      f"({entry.timezone}, offset {entry.partition_offset})")  # fmt: skip
+        schedule = f"on '{entry.cron}' ({entry.timezone}, offset {entry.partition_offset})"
+        console.print(
+            Text.assemble("serving ", (entry.name, "bold"), f": {entry.pipeline} {schedule}")
+        )
     serve_entries(config, limit=limit)
 
 
