@@ -30,19 +30,12 @@ app = typer.Typer(
 )
 
 # Verb modules register their commands on `app` when imported.
-_COMMAND_MODULES = ("pipelines", "envs")
-_OPTIONAL_COMMAND_MODULES = ("images", "database", "schedules")
+_COMMAND_MODULES = ("pipelines", "envs", "images", "database", "schedules")
 
 
 def _register() -> None:
     for name in _COMMAND_MODULES:
         importlib.import_module(f"conveyor.cli.{name}")
-    for name in _OPTIONAL_COMMAND_MODULES:
-        try:
-            importlib.import_module(f"conveyor.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"conveyor.cli.{name}":
-                raise
 
 
 @app.callback()
