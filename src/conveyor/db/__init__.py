@@ -1,4 +1,4 @@
-"""conveyor's database layer (L5): the only code that imports SQLAlchemy, Alembic or psycopg.
+"""conveyor's database layer: the only code that imports SQLAlchemy, Alembic or psycopg.
 
     database.py    URLs, engines (SQLite file by default, PostgreSQL via psycopg 3), upgrades,
                    one shared engine per database and process
@@ -15,6 +15,7 @@
     recorder.py    run hooks recording runs, steps, attempts, partitions, heartbeats
     lineage.py     reading runs back: what ran, what it read and wrote, which model it used
     host_steps.py  the host-step implementations the engine is handed
+    api.py         the public face: conveyor.Registry and conveyor.read_table
 
 Nothing here is imported unless a run, a host step or a CLI command needs the database.
 """

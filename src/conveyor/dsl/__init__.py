@@ -1,0 +1,2 @@
+"""What users write: `@component`, `@pipeline` and its tracing, placeholders, host steps,
+partitions and calendars, artifact references. Builds immutable specs; runs nothing."""
