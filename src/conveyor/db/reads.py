@@ -179,7 +179,9 @@ def _fetch(
 ) -> dict[str, Any]:
     import pyarrow as pa
 
-    cursor = conn.connection.driver_connection.cursor()  # plain tuples, no Row objects
+    driver = conn.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed; ours is in use
+    cursor = driver.cursor()  # plain tuples, no Row objects
     try:
         rows = cursor.execute(query, params).fetchall()
     finally:
@@ -200,6 +202,7 @@ def _copy_out(
     import pyarrow.csv as csv
 
     driver = conn.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed; ours is in use
     buffer = io.BytesIO()
     with driver.cursor() as cursor:
         cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")

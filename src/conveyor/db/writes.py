@@ -164,7 +164,7 @@ def write_table(
             else:
                 _lock(conn, db.dialect, name, partition)
             created = existing is None
-            if created:
+            if existing is None:
                 unknown = [c.name for c in frame_cols if c.kind == NULL]
                 if unknown and not len(frame):
                     return 0  # nothing to write, and no types to create the table from
