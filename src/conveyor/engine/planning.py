@@ -68,7 +68,7 @@ class CachePolicy:
             return "forced (--force-step)"
         if not self.enabled:
             return "cache disabled (--no-cache)"
-        if step.component is not None and not step.spec.cache:  # type: ignore[union-attr]
+        if step.component is not None and not step.spec.cache:
             return "cache off for this component"
         if step.host is not None and not step.host.spec.cache:
             return "host steps always run"
@@ -209,7 +209,11 @@ def resolve_models(
 def _with_model_pins(
     step: Step, spec: EnvironmentSpec, models: Mapping[str, ModelPin]
 ) -> EnvironmentSpec:
-    sources = [models[b.step] for _, b in step.bindings if b.kind == "output" and b.step in models]
+    sources = [
+        models[b.step]
+        for _, b in step.bindings
+        if b.kind == "output" and b.step is not None and b.step in models
+    ]
     pinned = {pin.pins for pin in sources if pin.pins}
     if not pinned:
         return spec
