@@ -113,6 +113,8 @@ def build_flow(
     run_pipeline.__name__ = pipeline.name.replace("-", "_")
     run_pipeline.__qualname__ = run_pipeline.__name__
     run_pipeline.__doc__ = pipeline.description or f"conveyor pipeline {pipeline.name}"
+    # Prefect reads the flow's parameters from inspect.signature, which honours __signature__
+    # (an attribute functions accept but their type does not declare)
     run_pipeline.__signature__ = _flow_signature(pipeline, resolve_params is not None)  # type: ignore[attr-defined]
     return flow(
         name=pipeline.name,

@@ -107,7 +107,8 @@ def load_table(
                 arrays = _fetch(conn, query, params, chosen)
     except sa.exc.DBAPIError as exc:
         raise DatabaseError(f"{where}: {exc.orig}") from exc
-    return to_frame(arrays, {c.name: c.kind for c in chosen})  # type: ignore[misc]
+    # (_choose refused columns of no kind; `or "text"` as in _fetch and _csv_type)
+    return to_frame(arrays, {c.name: c.kind or "text" for c in chosen})
 
 
 def _choose(existing: list[Column], columns: Sequence[str] | None, where: str) -> list[Column]:
