@@ -26,6 +26,11 @@ Messages say what went wrong, where (component, step, parameter, file) and how t
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # not `from typing import ...`: step processes import this module too
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 class ConveyorError(Exception):
     """Base class of every error conveyor raises."""
@@ -117,14 +122,17 @@ class StepFailed(ConveyorError):
             head += f"\n\nOriginal traceback (from the {self.kind}):\n" + remote_traceback.rstrip()
         super().__init__(head)
 
-    def __reduce__(self):  # keep picklable for process pools and Prefect
+    def __reduce__(self) -> tuple[Callable[..., StepFailed], tuple[object, ...]]:
+        # keep picklable for process pools and Prefect
         return (
             _rebuild_step_failed,
             (type(self), self.step, self.detail, self.error_type, self.remote_traceback),
         )
 
 
-def _rebuild_step_failed(cls, step, detail, error_type, remote_traceback):
+def _rebuild_step_failed(
+    cls: type[StepFailed], step: str, detail: str, error_type: str, remote_traceback: str
+) -> StepFailed:
     return cls(step, detail, error_type=error_type, remote_traceback=remote_traceback)
 
 

@@ -17,20 +17,21 @@ from conveyor.errors import ArtifactError, ArtifactIntegrityError
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 FORMATS = ("parquet", "npy", "json", "joblib")
 JSON_TYPES = ("date", "datetime", "metrics")
 
 
-class Metrics(dict):  # dict[str, float]; a plain subclass keeps `typing` out of step processes
+class Metrics(dict[str, float]):  # a builtin generic: no `typing` in step processes
     """Metrics a step reports: a mapping of names to floats, shown in the CLI and stored."""
 
 
 _LIBRARIES = {"parquet": ("pandas", "pyarrow.parquet"), "npy": ("numpy",), "joblib": ("joblib",)}
 
 
-def preload(formats) -> None:
+def preload(formats: Iterable[str]) -> None:
     """Import the libraries these formats need (so their import is not counted as I/O)."""
     import importlib
 
@@ -70,7 +71,9 @@ def _encode(value: Any, fmt: str, json_type: str | None, out: HashingWriter) -> 
 
         if not isinstance(value, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame (hint), got {type(value).__name__}")
-        value.to_parquet(out, engine="pyarrow")
+        # pandas-stubs' WriteBuffer also asks for seek(), which a write-only stream lacks;
+        # pyarrow writes it sequentially (HashingWriter.seekable() is False)
+        value.to_parquet(out, engine="pyarrow")  # type: ignore[call-overload]
     elif fmt == "npy":
         import numpy as np
 

@@ -35,6 +35,7 @@ from conveyor.version import EXECUTOR_PROTOCOL
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
 
 if TYPE_CHECKING:  # every import here costs each step process; keep this module lean
+    from os import PathLike
     from typing import Any
 
 EXIT_OK = 0
@@ -50,7 +51,7 @@ def load_spec(source: str) -> dict[str, Any]:
         else:
             with open(source) as f:
                 text = f.read()
-        spec = json.loads(text)
+        spec: dict[str, Any] = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise ExecutorProtocolError(f"cannot read task spec {source[:200]!r}: {exc}") from exc
     if spec.get("protocol") != EXECUTOR_PROTOCOL:
@@ -170,7 +171,7 @@ def _save_outputs(spec: dict[str, Any], returned: Any) -> dict[str, Any]:
     return outputs
 
 
-def write_result(path: str, result: dict[str, Any]) -> None:
+def write_result(path: str | PathLike[str], result: dict[str, Any]) -> None:
     """Write a result document atomically."""
     with atomic_write(path) as f:
         json.dump(result, f, indent=1)
@@ -206,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except ExecutorProtocolError as exc:
         print(f"conveyor executor: {exc}", file=sys.stderr)
         return EXIT_PROTOCOL
-    result, exc = run_task(spec)
-    if exc is not None:
+    result, failure = run_task(spec)
+    if failure is not None:
         print(result["error"]["traceback"], file=sys.stderr, end="")
     if spec.get("result"):
         try:
@@ -215,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             print(f"conveyor executor: cannot write result: {err}", file=sys.stderr)
             return EXIT_PROTOCOL
-    if isinstance(exc, ArtifactError):
+    if isinstance(failure, ArtifactError):
         return EXIT_STEP_FAILED
-    return EXIT_OK if exc is None else EXIT_STEP_FAILED
+    return EXIT_OK if failure is None else EXIT_STEP_FAILED
 
 
 if __name__ == "__main__":

@@ -113,6 +113,8 @@ def build_flow(
     run_pipeline.__name__ = pipeline.name.replace("-", "_")
     run_pipeline.__qualname__ = run_pipeline.__name__
     run_pipeline.__doc__ = pipeline.description or f"conveyor pipeline {pipeline.name}"
+    # Prefect reads the flow's parameters from inspect.signature, which honours __signature__
+    # (an attribute functions accept but their type does not declare)
     run_pipeline.__signature__ = _flow_signature(pipeline, resolve_params is not None)  # type: ignore[attr-defined]
     return flow(
         name=pipeline.name,
@@ -183,17 +185,18 @@ async def _step_task(
         return Completed(message="cached" if result.status == CACHED else result.reason)
 
     step_task = task(
-        run_step,
         name=step.name,
         task_run_name=step.name,
         retries=retries,
         retry_delay_seconds=execution.services.retry.delays(retries) or 0,
         cache_policy=NO_CACHE,
         persist_result=False,  # no tags: tagged task runs each ask the API for concurrency slots
-    )
+    )(run_step)
     async with slots:
-        # wait_for on finished states only records the edges the UI's run graph draws
-        states[step.name] = await step_task(wait_for=upstream, return_state=True)
+        # wait_for on finished states only records the edges the UI's run graph draws. (Prefect
+        # types return_state=True as giving a State even for an async task, whose call gives a
+        # coroutine of one.)
+        states[step.name] = await step_task(wait_for=upstream, return_state=True)  # type: ignore[misc]
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 

@@ -68,7 +68,8 @@ def api_configured(settings: Settings) -> bool:
 def healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
-            return response.status == 200
+            status: int = response.status  # typeshed types urlopen's result as Any
+            return status == 200
     except (urllib.error.URLError, OSError):
         return False
 

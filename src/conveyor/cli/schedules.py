@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import typer
 from rich.text import Text
@@ -10,12 +12,32 @@ from rich.text import Text
 from conveyor.cli import app
 from conveyor.cli.common import console, fail, parse_params, settings
 
+if TYPE_CHECKING:  # the CLI imports the backfill machinery only when the command runs
+    from conveyor.engine.settings import Settings
+    from conveyor.ops.backfill import BatchOutcome
+
 
 def _date(value: str, flag: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
         fail(f"{flag} {value!r} is not a date; write it as YYYY-MM-DD")
+
+
+class _BackfillOptions(TypedDict):
+    """The options both calls of conveyor.backfill (the dry run and the run) share."""
+
+    concurrency: int
+    reprocess: str
+    batch: int | None
+    reverse: bool
+    params: dict[str, Any]
+    engine: str
+    runner: str
+    cache: bool
+    force_steps: Sequence[str]
+    max_parallel: int | None
+    settings: Settings
 
 
 @app.command()
@@ -50,7 +72,7 @@ def backfill(
     from conveyor.ops.backfill import backfill as run_backfill
 
     first, last = _date(start, "--start"), _date(end, "--end")
-    options = dict(
+    options = _BackfillOptions(
         concurrency=concurrency, reprocess=reprocess, batch=batch, reverse=reverse,
         params=parse_params(param), engine=engine, runner=runner, cache=not no_cache,
         force_steps=force_step or (), max_parallel=max_parallel, settings=settings(),
@@ -78,7 +100,7 @@ def backfill(
     ) as progress:
         task = progress.add_task(f"backfill {name}", total=None, counts="")
 
-        def on_progress(outcome) -> None:
+        def on_progress(outcome: BatchOutcome) -> None:
             counts[outcome.status] += len(outcome.batch.dates)
             text = f"{counts['succeeded']} ok, {counts['failed']} failed"
             progress.update(task, advance=len(outcome.batch.dates), counts=text)

@@ -30,6 +30,7 @@ def insert_columns(
     if not arrays or not len(arrays[0]):
         return
     driver = conn.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed; ours is in use
     if dialect == "postgresql":
         plan, pieces = copy_format.stream(arrays, kinds)
         order = [names[i] for i in (*plan.record, *plan.rest)]

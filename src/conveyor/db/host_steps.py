@@ -32,7 +32,8 @@ def implementations(settings: Settings) -> dict[str, Callable[..., Any]]:
     def load_model(ctx: HostContext, **inputs: Any) -> ArtifactRef:
         return steps.load_model(ctx, **inputs)
 
-    # planning asks for the model before environments are built (see planning.resolve_models)
+    # planning asks for the model before environments are built (see planning.resolve_models);
+    # it finds the resolver as an attribute of the function, which mypy's function type lacks
     load_model.resolve_at_plan = steps.resolve_model  # type: ignore[attr-defined]
     load_model.__doc__ = HostSteps.load_model.__doc__
     return {

@@ -14,15 +14,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor.db.database import Database, using
-from conveyor.db.models import ModelLoad, PartitionStatus, PipelineRun, StepRun
+from conveyor.db.models import ModelLoad, PartitionStatus, PipelineRun, StepRun, table_of
 from conveyor.db.registry import VERSIONS, ModelRecord
 from conveyor.engine.settings import Settings
 from conveyor.errors import DatabaseError
 
-RUNS = sa.inspect(PipelineRun).local_table
-STEPS = sa.inspect(StepRun).local_table
-LOADS = sa.inspect(ModelLoad).local_table
-PARTITIONS = sa.inspect(PartitionStatus).local_table
+RUNS = table_of(PipelineRun)
+STEPS = table_of(StepRun)
+LOADS = table_of(ModelLoad)
+PARTITIONS = table_of(PartitionStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +166,7 @@ def partition_status(
     if end is not None:
         query = query.where(PARTITIONS.c.partition_date <= end)
     with using(target) as db, db.read() as conn:
-        return dict(conn.execute(query.order_by(PARTITIONS.c.partition_date)).all())
+        return dict(conn.execute(query.order_by(PARTITIONS.c.partition_date)).tuples().all())
 
 
 class _Row:

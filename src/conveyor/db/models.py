@@ -33,9 +33,11 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    inspect,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -250,3 +252,11 @@ class ModelLoad(Base):
     version: Mapped[int]
     requested: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Table a model is mapped to, for Core statements (insert, update, delete)."""
+    table = inspect(model).local_table
+    # SQLAlchemy types it as any FromClause; a declarative model with __tablename__ maps a Table
+    assert isinstance(table, Table)
+    return table

@@ -107,7 +107,8 @@ def load_table(
                 arrays = _fetch(conn, query, params, chosen)
     except sa.exc.DBAPIError as exc:
         raise DatabaseError(f"{where}: {exc.orig}") from exc
-    return to_frame(arrays, {c.name: c.kind for c in chosen})  # type: ignore[misc]
+    # (_choose refused columns of no kind; `or "text"` as in _fetch and _csv_type)
+    return to_frame(arrays, {c.name: c.kind or "text" for c in chosen})
 
 
 def _choose(existing: list[Column], columns: Sequence[str] | None, where: str) -> list[Column]:
@@ -179,7 +180,9 @@ def _fetch(
 ) -> dict[str, Any]:
     import pyarrow as pa
 
-    cursor = conn.connection.driver_connection.cursor()  # plain tuples, no Row objects
+    driver = conn.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed; ours is in use
+    cursor = driver.cursor()  # plain tuples, no Row objects
     try:
         rows = cursor.execute(query, params).fetchall()
     finally:
@@ -200,6 +203,7 @@ def _copy_out(
     import pyarrow.csv as csv
 
     driver = conn.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed; ours is in use
     buffer = io.BytesIO()
     with driver.cursor() as cursor:
         cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")

@@ -17,8 +17,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,6 +36,7 @@ from conveyor.db.models import (
     PipelineRun,
     StepAttempt,
     StepRun,
+    table_of,
 )
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.engine.hooks import RunHooks
@@ -43,16 +45,19 @@ from conveyor.engine.results import RunInfo, RunResult, StepResult
 from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError
 
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
 log = logging.getLogger("conveyor.db")
 
 HEARTBEAT_SECONDS = float(os.environ.get("CONVEYOR_HEARTBEAT_SECONDS", "10"))
 STALE_AFTER_BEATS = 6
 
-RUNS = sa.inspect(PipelineRun).local_table
-STEPS = sa.inspect(StepRun).local_table
-ATTEMPTS = sa.inspect(StepAttempt).local_table
-PARTITIONS = sa.inspect(PartitionStatus).local_table
-REFS = sa.inspect(ArtifactRefRow).local_table
+RUNS = table_of(PipelineRun)
+STEPS = table_of(StepRun)
+ATTEMPTS = table_of(StepAttempt)
+PARTITIONS = table_of(PartitionStatus)
+REFS = table_of(ArtifactRefRow)
 
 
 def recorder_hooks(settings: Settings) -> list[RunHooks]:
@@ -304,6 +309,8 @@ def _beat(conn: Connection, run_ids: list[str]) -> None:
 
 def _upsert_step(conn: Connection, run_id: str, step: str, fields: dict[str, Any]) -> None:
     """Insert the step's row, or update the one its start created: one statement either way."""
+    # each dialect has its own upsert; both take the arguments used below
+    insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:

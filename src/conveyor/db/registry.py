@@ -31,14 +31,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from conveyor.db.database import Database, lock_key, using
-from conveyor.db.models import STAGES, ModelLoad, ModelStage, ModelVersion
+from conveyor.db.models import STAGES, ModelLoad, ModelStage, ModelVersion, table_of
 from conveyor.dsl.artifacts import ArtifactRef, Codec
 from conveyor.engine.settings import Settings
 from conveyor.errors import RegistryError
 
-VERSIONS = sa.inspect(ModelVersion).local_table
-SPANS = sa.inspect(ModelStage).local_table
-LOADS = sa.inspect(ModelLoad).local_table
+VERSIONS = table_of(ModelVersion)
+SPANS = table_of(ModelStage)
+LOADS = table_of(ModelLoad)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from conveyor.db.columns import DDL, Column, database_kind
-from conveyor.db.models import ManagedTable
+from conveyor.db.models import ManagedTable, table_of
 from conveyor.db.names import PARTITION_COLUMN, TableName, quote
 
 PARTITION_KINDS = ("date", "timestamp")
@@ -56,7 +56,7 @@ def create_table(
         f"{quote(c.name)} {spelled[c.kind if c.kind in spelled else 'text']}" for c in columns
     )
     conn.execute(sa.text(f"CREATE TABLE {table.sql} ({body})"))
-    managed = sa.inspect(ManagedTable).local_table
+    managed = table_of(ManagedTable)
     conn.execute(sa.delete(managed).where(managed.c.name == str(table)))
     conn.execute(
         sa.insert(managed).values(
@@ -76,7 +76,7 @@ def create_index(conn: Connection, table: TableName, column: str) -> None:
 
 def recorded_partition_col(conn: Connection, table: TableName) -> tuple[bool, str | None]:
     """(whether conveyor created the table, its partition column)."""
-    managed = sa.inspect(ManagedTable).local_table
+    managed = table_of(ManagedTable)
     row = conn.execute(
         sa.select(managed.c.partition_col).where(managed.c.name == str(table))
     ).first()

@@ -64,9 +64,12 @@ def python_values(array: Any, kind: str, dialect: str) -> list[Any]:
 
     if dialect == "sqlite" and kind in ("date", "timestamp", "timestamptz"):
         array = array.cast(pa.string())  # ISO text: 2024-01-31, 2024-01-31 09:30:00.000000[Z]
+    values: list[Any]  # pyarrow is untyped (pyproject.toml, [tool.mypy])
     if array.null_count == 0 and kind in ("boolean", "bigint", "double"):
-        return array.to_numpy(zero_copy_only=False).tolist()  # far faster than to_pylist
-    return array.to_pylist()
+        values = array.to_numpy(zero_copy_only=False).tolist()  # far faster than to_pylist
+    else:
+        values = array.to_pylist()
+    return values
 
 
 def storage_type(kind: str, dialect: str) -> Any:

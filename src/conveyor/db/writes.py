@@ -151,7 +151,8 @@ def write_table(
     arrays = {c.name: to_arrow(frame[c.name], c.kind or NULL, c.name) for c in frame_cols}
     if partition.managed and PARTITION_COLUMN not in frame.columns:
         frame_cols.append(Column(PARTITION_COLUMN, "date", "conveyor's partition column"))
-        arrays[PARTITION_COLUMN] = _repeat(partition.start, len(frame))  # type: ignore[arg-type]
+        assert partition.start is not None  # a managed partition is one date (Partition.build)
+        arrays[PARTITION_COLUMN] = _repeat(partition.start, len(frame))
     elif partition.column is not None and len(frame) > 1:
         arrays = _clustered(arrays, partition.column)
     try:
@@ -164,7 +165,7 @@ def write_table(
             else:
                 _lock(conn, db.dialect, name, partition)
             created = existing is None
-            if created:
+            if existing is None:
                 unknown = [c.name for c in frame_cols if c.kind == NULL]
                 if unknown and not len(frame):
                     return 0  # nothing to write, and no types to create the table from

@@ -17,12 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from conveyor._runtime.hashing import to_jsonable
 from conveyor._runtime.step_mode import IN_STEP
 from conveyor.dsl.artifacts import FORMAT_REQUIREMENTS, Codec, Metrics
 from conveyor.errors import ComponentDefinitionError
+
+if TYPE_CHECKING:  # host.py imports this module: the host step kind is only named here
+    from conveyor.dsl.host import HostStep
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,7 +34,11 @@ R = TypeVar("R")
 class Tracer(Protocol):
     """What a tracing pipeline provides; components call it instead of running."""
 
-    def call_component(self, component: Component, args: tuple, kwargs: dict) -> Any: ...
+    def call_component(
+        self, component: Component[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
+
+    def call_host(self, host: HostStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
 
 TRACER: ContextVar[Tracer | None] = ContextVar("conveyor_tracer", default=None)
@@ -154,6 +161,8 @@ class Component(Generic[P, R]):
     Typed with the function's own parameters and return type, so a type checker sees a
     component as the function it wraps (inside a pipeline the call records a step instead).
     """
+
+    __qualname__: str  # the wrapped function's, set by functools.update_wrapper
 
     def __init__(self, fn: Callable[P, R], spec: ComponentSpec | None) -> None:
         functools.update_wrapper(self, fn)

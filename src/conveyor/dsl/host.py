@@ -13,13 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from conveyor.dsl.artifacts import ArtifactRef, Codec, Metrics
 from conveyor.dsl.component import TRACER, InputSpec, OutputSpec, codec_for
 from conveyor.errors import ComponentDefinitionError, HostStepError
 
 if TYPE_CHECKING:  # the engine builds contexts; the DSL only declares what they hold
+    from conveyor.engine.results import RunInfo
     from conveyor.engine.store import ArtifactStore
 
 BUILTIN_KINDS = ("load_table", "write_table", "register_model", "load_model")
@@ -62,7 +63,7 @@ class HostContext:
             run has no database.
     """
 
-    run: Any
+    run: RunInfo
     step: str
     params: Mapping[str, Any]
     partition: tuple[date, date] | None
@@ -126,7 +127,7 @@ class HostStep:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tracer = TRACER.get()
         if tracer is not None:
-            return tracer.call_host(self, args, kwargs)  # type: ignore[attr-defined]
+            return tracer.call_host(self, args, kwargs)
         if self.fn is not None:
             return self.fn(*args, **kwargs)
         raise HostStepError(
@@ -183,7 +184,8 @@ DATE = Codec("json", "date")
 
 
 # The builtins' public signatures. Their bodies never run: the engine calls the implementation
-# conveyor.db supplies, with the inputs these calls recorded.
+# conveyor.db supplies, with the inputs these calls recorded. (Hence the `empty-body` ignores: a
+# signature that promises an int has no int to return.)
 
 
 def _load_table_signature(
@@ -199,7 +201,7 @@ def _load_table_signature(
     """
 
 
-def _write_table_signature(
+def _write_table_signature(  # type: ignore[empty-body]
     df: Any,
     table: str,
     partition: date | tuple[date, date] | None = None,
@@ -213,7 +215,7 @@ def _write_table_signature(
     """
 
 
-def _register_model_signature(
+def _register_model_signature(  # type: ignore[empty-body]
     name: str,
     model: Any,
     metrics: dict[str, float] | None = None,
@@ -290,9 +292,21 @@ load_model = _builtin(
 )
 
 
+@overload
+def host_step(
+    fn: Callable[..., Any], *, name: str | None = None, cache: bool = False
+) -> HostStep: ...
+
+
+@overload
+def host_step(
+    fn: None = None, *, name: str | None = None, cache: bool = False
+) -> Callable[[Callable[..., Any]], HostStep]: ...
+
+
 def host_step(
     fn: Callable[..., Any] | None = None, *, name: str | None = None, cache: bool = False
-):
+) -> HostStep | Callable[[Callable[..., Any]], HostStep]:
     """Make a function a host step: it runs in the orchestrator process (a custom sink).
 
     Inputs arrive loaded by their type hints; an input hinted `ArtifactRef` arrives as a

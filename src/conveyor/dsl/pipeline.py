@@ -16,8 +16,9 @@ from datetime import date, datetime
 from typing import Any
 
 from conveyor._runtime.hashing import to_jsonable
+from conveyor._runtime.step_mode import IN_STEP
 from conveyor.dsl.artifacts import Codec
-from conveyor.dsl.component import IN_STEP, TRACER, Component, ComponentSpec, InputSpec, codec_for
+from conveyor.dsl.component import TRACER, Component, ComponentSpec, InputSpec, codec_for
 from conveyor.dsl.host import HostSpec, HostStep
 from conveyor.dsl.partitions import Calendar, DateSource, resolve_calendar
 from conveyor.dsl.placeholders import Binding, Placeholder, find_placeholders
@@ -41,7 +42,7 @@ class Step:
 
     name: str
     bindings: tuple[tuple[str, Binding], ...]
-    component: Component | None = None
+    component: Component[..., Any] | None = None
     host: HostStep | None = None
     after: tuple[str, ...] = ()  # ordering-only upstream steps (`with after(...)`)
 
@@ -311,7 +312,9 @@ class _Trace:
         binding = Binding.of_output(step_name, "output")
         return Placeholder(binding, out.codec, label, self.pipeline, self, step=step_name)
 
-    def call_component(self, component: Component, args: tuple, kwargs: dict) -> Placeholder:
+    def call_component(
+        self, component: Component[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Placeholder:
         spec = component.spec
         assert spec is not None
         what = f"component {spec.name!r}"
@@ -340,7 +343,9 @@ class _Trace:
         self.steps.append(Step(name, bindings, component=component, after=self.ordering()))
         return self._outputs(name, spec)
 
-    def call_host(self, host: HostStep, args: tuple, kwargs: dict) -> Placeholder:
+    def call_host(
+        self, host: HostStep, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Placeholder:
         what = f"host step {host.spec.name!r}"
         try:
             arguments = host.bind_arguments(args, kwargs)

@@ -7,7 +7,7 @@ formatting, indexing) is an error at trace time that says where the computation 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ class Binding:
         if self.kind == "param":
             return str(self.param)
         if self.kind == "output":
+            assert self.step is not None  # of_output sets it
             return self.step if self.output == "output" else f"{self.step}.{self.output}"
         return repr(self.value)
 
@@ -59,7 +60,7 @@ _FORBIDDEN = {
 }  # fmt: skip
 
 
-def _forbidden(symbol: str):
+def _forbidden(symbol: str) -> Callable[..., Any]:
     def method(self: Placeholder, *args: Any) -> Any:
         raise PipelineDefinitionError(
             f"pipeline {self._pipeline!r}: cannot use {symbol} on {self._label} while tracing. "

@@ -128,7 +128,9 @@ class CacheIndex:
             return None
         return CacheEntry(key, outputs, data.get("metrics"))
 
-    def record(self, key: str, outputs: dict[str, ArtifactRef], metrics: dict | None) -> None:
+    def record(
+        self, key: str, outputs: dict[str, ArtifactRef], metrics: dict[str, float] | None
+    ) -> None:
         payload = {"key": key, "outputs": {k: v.to_dict() for k, v in outputs.items()}}
         if metrics is not None:
             payload["metrics"] = metrics

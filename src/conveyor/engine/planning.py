@@ -68,7 +68,7 @@ class CachePolicy:
             return "forced (--force-step)"
         if not self.enabled:
             return "cache disabled (--no-cache)"
-        if step.component is not None and not step.spec.cache:  # type: ignore[union-attr]
+        if step.component is not None and not step.spec.cache:
             return "cache off for this component"
         if step.host is not None and not step.host.spec.cache:
             return "host steps always run"
@@ -93,9 +93,11 @@ def input_values(
         if binding.kind == "literal":
             values[name] = binding.value
         elif binding.kind == "param":
-            values[name] = params[binding.param]  # type: ignore[index]
+            assert binding.param is not None  # Binding.of_param sets it
+            values[name] = params[binding.param]
         else:
-            refs[name] = upstream[binding.step][binding.output]  # type: ignore[index]
+            assert binding.step is not None and binding.output is not None  # Binding.of_output
+            refs[name] = upstream[binding.step][binding.output]
     return values, refs
 
 
@@ -143,10 +145,12 @@ def make_plan(
     needs: dict[EnvironmentSpec, list[str]] = {}
     for step in pipeline.steps:
         if step.component is not None:
-            spec = runner.environment_spec(step.component.spec)  # type: ignore[arg-type]
+            component = step.component.spec
+            assert component is not None  # only a step process's components go without one
+            spec = runner.environment_spec(component)
             spec = _with_model_pins(step, spec, models)
             needs.setdefault(spec, []).append(step.name)
-            steps[step.name].notes = runner.limitations(step.component.spec)  # type: ignore[arg-type]
+            steps[step.name].notes = runner.limitations(component)
         elif (
             step.host is not None
             and step.host.spec.kind in BUILTIN_KINDS
@@ -164,7 +168,12 @@ def make_plan(
             steps[name].environment = environments[spec]
 
     for step in pipeline.steps:
-        fn = step.component.fn if step.component is not None else step.host.fn  # type: ignore[union-attr]
+        fn: Callable[..., Any] | None
+        if step.component is not None:
+            fn = step.component.fn
+        else:
+            assert step.host is not None  # a step is a component or a host step
+            fn = step.host.fn
         if fn is not None:
             steps[step.name].code = fingerprinter.fingerprint(fn)
 
@@ -209,7 +218,11 @@ def resolve_models(
 def _with_model_pins(
     step: Step, spec: EnvironmentSpec, models: Mapping[str, ModelPin]
 ) -> EnvironmentSpec:
-    sources = [models[b.step] for _, b in step.bindings if b.kind == "output" and b.step in models]
+    sources = [
+        models[b.step]
+        for _, b in step.bindings
+        if b.kind == "output" and b.step is not None and b.step in models
+    ]
     pinned = {pin.pins for pin in sources if pin.pins}
     if not pinned:
         return spec

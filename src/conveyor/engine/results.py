@@ -100,6 +100,7 @@ class RunResult:
         if binding is None:
             return None
         if isinstance(binding, Binding):
+            assert binding.step is not None  # a pipeline returns step outputs only
             step = self.steps[binding.step]
             ref = step.artifacts.get(binding.output or "output")
             if ref is None or step.store is None:

@@ -102,6 +102,7 @@ class StepRunner:
         tries = [only_attempt] if only_attempt else range(1, attempts + 1)
         for attempt in tries:
             workdir = self.run_dir / step.name / f"attempt-{attempt}"
+            step_log = StepLog(step.name, workdir / "log.txt", log_sink)
             task = Task(
                 step=step.name,
                 component=component,
@@ -109,7 +110,7 @@ class StepRunner:
                 workdir=workdir,
                 environment=env,
                 project_root=services.settings.project_root,
-                log=StepLog(step.name, workdir / "log.txt", log_sink),
+                log=step_log,
             )
             services.hooks.step_started(
                 run=state.info, step=step.name, attempt=attempt, reason=reason
@@ -119,24 +120,24 @@ class StepRunner:
             try:
                 result = services.runner.run(task)
             except StepFailed as exc:
-                task.log.close()
+                step_log.close()
                 if attempt >= attempts or only_attempt:
                     return StepResult(
                         step.name, "component", FAILED, reason, attempts=attempt,
-                        error=str(exc), log_path=str(task.log.path), **base,
+                        error=str(exc), log_path=str(step_log.path), **base,
                     )  # fmt: skip
                 delay = services.retry.delay(attempt)
                 log.warning("step %s: attempt %d failed (%s); retrying in %.0fs",
                             step.name, attempt, exc.detail.splitlines()[0], delay)  # fmt: skip
                 time.sleep(delay)
                 continue
-            task.log.close()
+            step_log.close()
             artifacts = self._ingest(workdir, result)
             metrics = self._metrics(step, artifacts)
             services.index.record(key, artifacts, metrics)
             return StepResult(
                 step.name, "component", SUCCEEDED, reason, attempts=attempt, artifacts=artifacts,
-                metrics=metrics, timings=result.get("timings", {}), log_path=str(task.log.path),
+                metrics=metrics, timings=result.get("timings", {}), log_path=str(step_log.path),
                 **base,
             )  # fmt: skip
         raise AssertionError("unreachable: the last attempt returns")

@@ -237,7 +237,9 @@ def backfill(
     return result
 
 
-def _outcome(batch: Batch, run: RunResult | None, error: BaseException | None, began: float):
+def _outcome(
+    batch: Batch, run: RunResult | None, error: BaseException | None, began: float
+) -> BatchOutcome:
     seconds = time.perf_counter() - began
     if run is not None:
         status = "succeeded" if run.ok else "failed"

@@ -12,6 +12,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.settings import Settings
@@ -61,7 +62,7 @@ def module_name_for(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def import_file(path: Path, root: Path):
+def import_file(path: Path, root: Path) -> ModuleType:
     ensure_importable(root)
     return importlib.import_module(module_name_for(path, root))
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from conveyor.dsl.component import ComponentSpec
@@ -18,6 +19,7 @@ from conveyor.errors import StepFailed, StepKilled, StepTimeout
 
 # Variables every step process gets besides its declared `env`: enough for Python and locale.
 BASE_VARIABLES = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+_NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
 def python_version() -> str:
@@ -30,7 +32,9 @@ def requirement_spec(component: ComponentSpec, python: str | None = None) -> Env
     return EnvironmentSpec(requirements, python or python_version())
 
 
-def step_variables(component: ComponentSpec, extra: Mapping[str, str] = ()) -> dict[str, str]:
+def step_variables(
+    component: ComponentSpec, extra: Mapping[str, str] = _NO_EXTRA
+) -> dict[str, str]:
     """The environment of a step process: basics plus the declared `env` names, never CONVEYOR_*."""
     variables = {k: os.environ[k] for k in BASE_VARIABLES if k in os.environ}
     variables.update({k: os.environ[k] for k in component.env if k in os.environ})
@@ -58,6 +62,7 @@ def read_result(
         raise StepTimeout(step, f"timed out after {task.component.timeout:g} s and was killed")
     if oom:
         raise StepKilled(step, f"killed: out of memory (limit {limit})")
+    result: dict[str, Any] | None
     try:
         result = json.loads(task.result_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from conveyor.engine.tasks import Task
 from conveyor.errors import ConveyorError, ExecutorProtocolError
@@ -131,8 +131,16 @@ def expire(api: Any, container: str, expired: threading.Event) -> None:
         log.debug("kill %s at its timeout: %s", container[:12], exc)
 
 
+class OutputStream(Protocol):
+    """The SDK's demultiplexed attach stream: (stdout, stderr) chunks, closed when done."""
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None]]: ...
+
+    def close(self) -> None: ...
+
+
 def pump_output(
-    stream: Iterator[tuple[bytes | None, bytes | None]],
+    stream: OutputStream,
     sink: Callable[[str], None],
     tail: deque[str],
 ) -> None:
@@ -152,7 +160,7 @@ def pump_output(
     except Exception as exc:  # the engine went away mid-step: the exit status will say so
         log.debug("output stream ended: %s", exc)
     finally:
-        stream.close()  # type: ignore[attr-defined]
+        stream.close()
     for index, rest in enumerate(pending):
         if rest:
             line = rest.decode(errors="replace")

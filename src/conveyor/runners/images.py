@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import sha256_text
@@ -42,6 +42,10 @@ from conveyor.runners.locks import (
     import_check_error,
     installer_error,
 )
+
+if TYPE_CHECKING:  # the SDK itself is imported where used: it is an optional extra
+    from docker import DockerClient
+    from docker.models.images import Image
 
 log = logging.getLogger("conveyor.docker")
 
@@ -85,7 +89,7 @@ class BaseImage:
         return ".".join(self.python.split(".")[:2])
 
 
-def connect() -> Any:
+def connect() -> DockerClient:
     """A docker client for the local engine (DOCKER_HOST etc. respected), or a clear error."""
     try:
         import docker
@@ -115,7 +119,7 @@ def template_path() -> Path:
 class ImageBuilder:
     """Finds base images and builds step images; safe to share between threads."""
 
-    def __init__(self, settings: Settings, client: Any) -> None:
+    def __init__(self, settings: Settings, client: DockerClient) -> None:
         self.settings = settings
         self.client = client
         self._lock = threading.Lock()
@@ -154,7 +158,7 @@ class ImageBuilder:
         import docker
 
         try:
-            return self.client.images.get(reference).id
+            return _id_of(self.client.images.get(reference))
         except docker.errors.ImageNotFound:
             pass
         if reference == DEFAULT_BASE_IMAGE:  # built locally, never published: say how to build
@@ -166,7 +170,7 @@ class ImageBuilder:
             )
         log.info("pulling base image %s", reference)
         try:
-            return self.client.images.pull(reference).id
+            return _id_of(self.client.images.pull(reference))
         except docker.errors.DockerException as exc:
             raise EnvironmentBuildError(
                 f"base image {reference} is not on this engine and cannot be pulled ({exc}); "
@@ -310,9 +314,15 @@ class ImageBuilder:
 
         for image in self.client.images.list(filters={"label": f"{LABEL_STAGE}={key}"}):
             try:
-                self.client.images.remove(image.id, force=True)
+                self.client.images.remove(_id_of(image), force=True)
             except docker.errors.APIError as exc:
                 log.debug("could not remove build stage %s: %s", image.id, exc)
+
+
+def _id_of(image: Image) -> str:
+    # the stubs allow None, but the SDK reads it from the engine's answer, which always has one
+    assert image.id is not None
+    return image.id
 
 
 def list_images(client: Any) -> list[dict[str, Any]]:

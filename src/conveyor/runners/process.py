@@ -27,13 +27,13 @@ class ProcessGroup:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: set[subprocess.Popen] = set()
+        self._live: set[subprocess.Popen[str]] = set()
 
-    def add(self, proc: subprocess.Popen) -> None:
+    def add(self, proc: subprocess.Popen[str]) -> None:
         with self._lock:
             self._live.add(proc)
 
-    def discard(self, proc: subprocess.Popen) -> None:
+    def discard(self, proc: subprocess.Popen[str]) -> None:
         with self._lock:
             self._live.discard(proc)
 
@@ -44,7 +44,7 @@ class ProcessGroup:
             _kill_group(proc, signal.SIGKILL)
 
 
-def _kill_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+def _kill_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):

@@ -24,11 +24,11 @@ ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIME = sa.DateTime()  # naive UTC; conveyor.db.models.UTCDateTime attaches the zone on read
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column("id", ROW_ID, primary_key=True, autoincrement=True)
 
 
-def _run_id(foreign: bool = True) -> sa.Column:
+def _run_id(foreign: bool = True) -> sa.Column[str]:
     if foreign:
         return sa.Column(
             "run_id",
