@@ -133,6 +133,12 @@ def test_protocol_mismatch_is_reported(project):
     assert "protocol 99" in proc.stderr
 
 
+def test_a_spec_that_is_not_an_object_is_a_protocol_error():
+    from conveyor._runtime.executor import main
+
+    assert main(["[1, 2]"]) == 2
+
+
 def test_importing_the_executor_loads_only_the_standard_library(tmp_path: Path):
     """A step gets conveyor/_runtime whole and the three stdlib-only top-level modules, nothing
     else; a component module's `from conveyor import ...` resolves there, hints included."""

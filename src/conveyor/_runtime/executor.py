@@ -54,6 +54,8 @@ def load_spec(source: str) -> dict[str, Any]:
         spec: dict[str, Any] = json.loads(text)
     except (OSError, json.JSONDecodeError) as exc:
         raise ExecutorProtocolError(f"cannot read task spec {source[:200]!r}: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ExecutorProtocolError(f"task spec must be a JSON object, got {type(spec).__name__}")
     if spec.get("protocol") != EXECUTOR_PROTOCOL:
         raise ExecutorProtocolError(
             f"task spec has protocol {spec.get('protocol')!r}, this executor speaks "
