@@ -133,10 +133,12 @@ def test_protocol_mismatch_is_reported(project):
     assert "protocol 99" in proc.stderr
 
 
-def test_a_spec_that_is_not_an_object_is_a_protocol_error():
+def test_a_spec_that_is_not_an_object_is_a_protocol_error(tmp_path, capsys):
     from conveyor._runtime.executor import main
 
-    assert main(["[1, 2]"]) == 2
+    (tmp_path / "task.json").write_text("[1, 2]")
+    assert main([str(tmp_path / "task.json")]) == 2
+    assert "task spec must be a JSON object, got list" in capsys.readouterr().err
 
 
 def test_importing_the_executor_loads_only_the_standard_library(tmp_path: Path):
