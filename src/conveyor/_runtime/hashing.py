@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import date, datetime
 
 TYPE_CHECKING = False  # not `from typing import ...`: step processes should not pay for typing
@@ -51,6 +52,14 @@ def sha256_buffer(buffer: Any) -> str:
     import hashlib
 
     return hashlib.sha256(memoryview(buffer)).hexdigest()
+
+
+def sha256_path(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    import hashlib
+
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 class HashingWriter:

@@ -119,7 +119,7 @@ class HostSteps:
             registry.NewModel(
                 name=name,
                 artifact=model,
-                location=str(ctx.store.path_for(model.sha256)),
+                location=ctx.store.uri_for(model.sha256),
                 metrics={k: float(v) for k, v in (metrics or {}).items()},
                 params=dict(params or {}),
                 train_start=date.fromisoformat(min(starts)) if starts else partition[0],
@@ -196,7 +196,7 @@ class HostSteps:
             raise HostStepError(
                 f"step {ctx.step!r}: model {name!r} v{record.version} is registered, but its "
                 f"artifact {record.artifact.sha256[:12]} is not in this artifact store "
-                f"({ctx.store.root}); it was stored at {record.location}"
+                f"({ctx.store.url}); it was stored at {record.location}"
             )
         requested = {
             "stage": stage if version is None else None,

@@ -4,8 +4,11 @@ A key hashes the parts below. An entry records the outputs a step produced under
 reuses them without running anything. Next to entries, the parts of the most recent run of each
 (pipeline, step) are kept so a miss can say why it ran. No database is needed.
 
-    <artifacts>/cache/entries/ab/<key>.json
-    <artifacts>/cache/latest/<pipeline>/<step>/<partition>.json
+    <store>/cache/entries/ab/<key>.json
+    <store>/cache/latest/<pipeline>/<step>/<partition>.json
+
+Both live in the artifact store (a folder or an object store), so the cache travels with the
+values it points at: deleting a machine's `.conveyor/` loses nothing when the store is remote.
 
 The most recent parts are kept per partition, so a re-run of one date is explained against the
 same date's previous run, not against whichever date ran last.
@@ -15,10 +18,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import canonical_json, sha256_json
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.engine.store import ArtifactStore
@@ -109,19 +110,26 @@ class CacheIndex:
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
-        self.root = store.root / "cache"
 
-    def _entry_path(self, key: str) -> Path:
-        return self.root / "entries" / key[:2] / f"{key}.json"
+    @staticmethod
+    def _entry_key(key: str) -> str:
+        return f"cache/entries/{key[:2]}/{key}.json"
 
-    def _latest_path(self, pipeline: str, step: str, partition: str) -> Path:
-        return self.root / "latest" / pipeline / step / f"{partition or 'all'}.json"
+    @staticmethod
+    def _latest_key(pipeline: str, step: str, partition: str) -> str:
+        return f"cache/latest/{pipeline}/{step}/{partition or 'all'}.json"
+
+    def _read(self, key: str) -> Any:
+        text = self.store.read_document(key)
+        try:
+            return None if text is None else json.loads(text)
+        except json.JSONDecodeError:
+            return None
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The entry for `key` if every output it names is still in the store."""
-        try:
-            data = json.loads(self._entry_path(key).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        data = self._read(self._entry_key(key))
+        if data is None:
             return None
         outputs = {k: ArtifactRef.from_dict(v) for k, v in data["outputs"].items()}
         if not all(self.store.exists(ref) for ref in outputs.values()):
@@ -134,18 +142,16 @@ class CacheIndex:
         payload = {"key": key, "outputs": {k: v.to_dict() for k, v in outputs.items()}}
         if metrics is not None:
             payload["metrics"] = metrics
-        _write_json(self._entry_path(key), payload)
+        # written after the outputs it names were published: a reader never finds a dangling entry
+        self.store.write_document(self._entry_key(key), json.dumps(payload))
 
     def latest(self, pipeline: str, step: str, partition: str = "") -> CacheKeyParts | None:
-        path = self._latest_path(pipeline, step, partition)
+        data = self._read(self._latest_key(pipeline, step, partition))
         try:
-            return CacheKeyParts.from_dict(json.loads(path.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return None if data is None else CacheKeyParts.from_dict(data)
+        except KeyError:
             return None
 
     def remember(self, pipeline: str, step: str, parts: CacheKeyParts, partition: str = "") -> None:
-        _write_json(self._latest_path(pipeline, step, partition), parts.to_dict())
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(payload))
+        key = self._latest_key(pipeline, step, partition)
+        self.store.write_document(key, json.dumps(parts.to_dict()))

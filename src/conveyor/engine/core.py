@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.dsl.pipeline import Pipeline
+from conveyor.engine.bundles import Bundler
 from conveyor.engine.cache import CacheIndex
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import HookChain, RunHooks
@@ -67,7 +68,7 @@ class Engine:
         max_parallel: int | None = None,
         tags: tuple[str, ...] = (),
     ) -> None:
-        store = ArtifactStore(settings.artifact_dir)
+        store = ArtifactStore(settings.artifact_store, cache_dir=settings.artifact_cache)
         self.services = EngineServices(
             settings=settings,
             runner=runner,
@@ -78,6 +79,7 @@ class Engine:
             store=store,
             index=CacheIndex(store),
             fingerprinter=Fingerprinter(settings.project_root),
+            bundler=Bundler(settings.project_root),
             registry=registry,
         )
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 2)
@@ -102,6 +104,9 @@ class Engine:
             services.fingerprinter,
             policy=services.policy,
             host_impls=services.host_impls,
+            bundles=(services.bundler, services.settings.bundle_cache)
+            if services.runner.uses_bundles
+            else None,
         )
 
     def run(

@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from conveyor._runtime.hashing import to_jsonable
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.dsl.host import BUILTIN_KINDS
 from conveyor.dsl.pipeline import Pipeline, Step
+from conveyor.engine.bundles import Bundler
 from conveyor.engine.cache import CacheIndex, CacheKeyParts, explain_miss
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, merge_requirements
 from conveyor.engine.fingerprint import Fingerprinter
@@ -38,6 +40,8 @@ class StepPlan:
     state: str = "run"  # "cached" | "run" | "pending"
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    bundle: str | None = None  # sha256 of the step's code bundle (runners that ship code)
+    code_dir: Path | None = None  # that bundle, unpacked on this machine
 
 
 @dataclass(slots=True)
@@ -128,8 +132,13 @@ def make_plan(
     *,
     policy: CachePolicy = CachePolicy(),
     host_impls: HostImplementations | None = None,
+    bundles: tuple[Bundler, Path] | None = None,
 ) -> Plan:
-    """Bind, build environments, check host steps, fingerprint code, predict the cache."""
+    """Bind, build environments, check host steps, fingerprint code, predict the cache.
+
+    With `bundles` (a Bundler and this machine's bundle folder), each component step's code is
+    also packed into a bundle in the store, for runners whose steps do not see the project.
+    """
     started = time.perf_counter()
     bound = pipeline.bind(params)
     unknown = sorted(policy.force_steps - set(pipeline.step_names))
@@ -176,6 +185,12 @@ def make_plan(
             fn = step.host.fn
         if fn is not None:
             steps[step.name].code = fingerprinter.fingerprint(fn)
+        if bundles is not None and step.component is not None:
+            bundler, folder = bundles
+            assert step.component.spec is not None
+            bundle = bundler.build(step.component.spec.module)
+            steps[step.name].bundle = bundle.sha256
+            steps[step.name].code_dir = bundler.publish(store, bundle, folder)
 
     _predict_cache(pipeline, bound, steps, CacheIndex(store), policy)
     plan = Plan(pipeline, bound, steps, environments, time.perf_counter() - started)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.engine.bundles import Bundler
 from conveyor.engine.cache import CacheIndex
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import RunHooks
@@ -33,4 +34,5 @@ class EngineServices:
     store: ArtifactStore
     index: CacheIndex
     fingerprinter: Fingerprinter
+    bundler: Bundler
     registry: Any = None  # the model registry host steps see (conveyor.db supplies it)

@@ -53,6 +53,8 @@ class Settings:
     demo: str | None = None
     database_url: str | None = None
     base_image: str = DEFAULT_BASE_IMAGE
+    artifacts: str | None = None  # the artifact store's URL; None: <home>/artifacts
+    registry: str | None = None  # where step images are pushed and pulled (HOST[:PORT]/prefix)
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -76,6 +78,8 @@ class Settings:
             database_url=os.environ.get("CONVEYOR_DATABASE_URL") or config.get("database_url"),
             base_image=os.environ.get("CONVEYOR_BASE_IMAGE")
             or config.get("base_image", DEFAULT_BASE_IMAGE),
+            artifacts=os.environ.get("CONVEYOR_ARTIFACTS") or config.get("artifacts"),
+            registry=os.environ.get("CONVEYOR_REGISTRY") or config.get("registry"),
         )
 
     @property
@@ -88,8 +92,19 @@ class Settings:
         return replace(self, **changes)
 
     @property
-    def artifact_dir(self) -> Path:
-        return self.home / "artifacts"
+    def artifact_store(self) -> str:
+        """The artifact store: CONVEYOR_ARTIFACTS / `artifacts =`, else `<home>/artifacts`."""
+        return self.artifacts or str(self.home / "artifacts")
+
+    @property
+    def bundle_cache(self) -> Path:
+        """Code bundles unpacked on this machine, shared by projects (content-addressed)."""
+        return self.env_dir.parent / "bundles"
+
+    @property
+    def artifact_cache(self) -> Path:
+        """Local copies of a remote store's values, shared by projects (content-addressed)."""
+        return self.env_dir.parent / "artifacts"
 
     @property
     def lock_dir(self) -> Path:

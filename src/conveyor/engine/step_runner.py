@@ -106,11 +106,12 @@ class StepRunner:
             task = Task(
                 step=step.name,
                 component=component,
-                spec=self._task_spec(step, workdir, values, refs),
+                spec=self._task_spec(step, workdir, values, refs, step_plan.bundle),
                 workdir=workdir,
                 environment=env,
                 project_root=services.settings.project_root,
                 log=step_log,
+                code=step_plan.code_dir,
             )
             services.hooks.step_started(
                 run=state.info, step=step.name, attempt=attempt, reason=reason
@@ -143,7 +144,12 @@ class StepRunner:
         raise AssertionError("unreachable: the last attempt returns")
 
     def _task_spec(
-        self, step: Step, workdir: Path, values: dict[str, Any], refs: dict[str, ArtifactRef]
+        self,
+        step: Step,
+        workdir: Path,
+        values: dict[str, Any],
+        refs: dict[str, ArtifactRef],
+        bundle: str | None = None,
     ) -> dict[str, Any]:
         assert step.component is not None and step.component.spec is not None
         component = step.component.spec
@@ -163,7 +169,7 @@ class StepRunner:
             "packages": list(component.packages),
             "inputs": {
                 name: {
-                    "path": str(store.path_for(ref.sha256)),
+                    "path": str(store.local_path(ref)),  # a remote store's value is fetched
                     "sha256": ref.sha256,
                     **ref.codec.to_dict(),
                 }
@@ -176,6 +182,7 @@ class StepRunner:
             },
             "returns": component.returns,
             "result": str(workdir / "result.json"),
+            **({"bundle": bundle} if bundle else {}),
         }
 
     def _ingest(self, workdir: Path, result: dict[str, Any]) -> dict[str, ArtifactRef]:

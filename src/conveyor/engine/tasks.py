@@ -27,6 +27,7 @@ class Task:
     environment: PreparedEnvironment
     project_root: Path
     log: Callable[[str], None]
+    code: Path | None = None  # the step's code bundle, unpacked (runners that ship code)
 
     @property
     def spec_path(self) -> Path:
@@ -41,6 +42,8 @@ class Runner(Protocol):
     """What the engine needs from a runner."""
 
     name: str
+    # whether steps get their code as a bundle (they do not see the project, e.g. containers)
+    uses_bundles: bool
 
     def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec: ...
 

@@ -27,10 +27,10 @@ log = logging.getLogger("conveyor.docker")
 
 # Fixed places inside every step container. Host paths are not reused: an image may hide them
 # (e.g. under /root, mode 0700, which the step user cannot cross).
-PROJECT = "/conveyor/project"
-RUNTIME = "/conveyor/runtime"
-ARTIFACTS = "/conveyor/artifacts"
-WORK = "/conveyor/work"
+RUNTIME = "/conveyor/runtime"  # conveyor's stdlib-only core
+CODE = "/conveyor/code"  # the step's code bundle (never the project)
+INPUTS = "/conveyor/inputs"  # one read-only file per input value
+WORK = "/conveyor/work"  # the attempt's own folder: spec, result, outputs
 STEP_USER = "1000:1000"  # the base image's `conveyor` user; fixed, so output folders can be chowned
 OWNER_LABEL = "conveyor.owner"  # "<hostname>/<pid>/<process start time>" of the orchestrator
 WAIT_SECONDS = 120  # for the exit status once the output has ended (the process is gone by then)
@@ -77,28 +77,6 @@ def readable_by_step(path: Path) -> bool:
     shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
     need = 0o5 if path.is_dir() else 0o4
     return (info.st_mode >> shift) & need == need
-
-
-def check_project_readable(root: Path, file: str | None = None) -> None:
-    """Fail at plan time when the step user could not read the project (or a component's file).
-
-    Without this the step would only say that it cannot import its module, as if a package were
-    missing.
-    """
-    root = root.resolve()
-    paths = [root]
-    if file is not None and Path(file).resolve().is_relative_to(root):
-        target = Path(file).resolve()
-        folders = reversed(target.relative_to(root).parents[:-1])  # steps, steps/sub, ...
-        paths += [*(root / folder for folder in folders), target]
-    for path in paths:
-        if not readable_by_step(path):
-            bits = "o+rx" if path.is_dir() else "o+r"
-            raise ConveyorError(
-                f"{path} has mode {path.stat().st_mode & 0o777:o}: the docker runner's step user "
-                f"(uid {STEP_USER.split(':')[0]}) cannot read it. Run `chmod {bits} {path}` "
-                f"(project folders and files must be readable by others), or use --runner venv"
-            )
 
 
 def open_to_step(task: Task) -> None:
@@ -211,8 +189,9 @@ class Mounts:
 
     entries: tuple[tuple[Path, str, str], ...]
 
-    def binds(self) -> dict[str, dict[str, str]]:
-        return {str(host): {"bind": inside, "mode": mode} for host, inside, mode in self.entries}
+    def binds(self) -> list[str]:
+        # docker's "host:container:mode" list: one host file may appear at several places
+        return [f"{host}:{inside}:{mode}" for host, inside, mode in self.entries]
 
     def inside(self, path: str | Path) -> str:
         """Where a host path appears inside the container (the deepest mount holding it)."""

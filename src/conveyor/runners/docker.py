@@ -2,8 +2,8 @@
 
 A step runs `python -m conveyor._runtime.executor SPEC` in a fresh container of its environment's
 image (see `runners/images.py`), its paths pointed by the executor's overrides at fixed mounts (see
-`runners/containers.py`): the project root, conveyor's runtime bundle and the artifact store
-read-only, the attempt's work folder read-write. The container runs as a fixed non-root user,
+`runners/containers.py`): conveyor's runtime, the step's code bundle and each of its input files
+read-only, the attempt's work folder read-write; never the project, the database or the store. The container runs as a fixed non-root user,
 without network unless the component asks for it, with the component's cpu/memory limits and only
 its declared variables. A timeout kills and removes the container; an out-of-memory kill is named;
 a container whose exit status is lost fails the step. Every container carries labels naming the
@@ -25,7 +25,7 @@ from conveyor.dsl.component import ComponentSpec
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment
 from conveyor.engine.settings import Settings
 from conveyor.engine.tasks import Task
-from conveyor.errors import EnvironmentBuildError, StepFailed
+from conveyor.errors import EnvironmentBuildError, ExecutorProtocolError, StepFailed
 from conveyor.runners.base import (
     BASE_VARIABLES,
     read_result,
@@ -34,14 +34,13 @@ from conveyor.runners.base import (
     write_task_spec,
 )
 from conveyor.runners.containers import (
-    ARTIFACTS,
+    CODE,
+    INPUTS,
     OWNER_LABEL,
-    PROJECT,
     RUNTIME,
     STEP_USER,
     WORK,
     Mounts,
-    check_project_readable,
     container_name,
     exit_status,
     expire,
@@ -69,6 +68,7 @@ class DockerRunner:
     """Runs each step in a container of its environment's image."""
 
     name = "docker"
+    uses_bundles = True  # containers never see the project: code travels as a bundle
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -111,7 +111,6 @@ class DockerRunner:
     # ------------------------------------------------------------------------------ environments
 
     def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
-        check_project_readable(self.settings.project_root, component.file)
         base = self.builder.base(component.image or self.settings.base_image)
         plain = requirement_spec(component, python=base.python_minor)
         return DockerEnvironmentSpec(plain.requirements, plain.python, image=base.reference)
@@ -124,7 +123,6 @@ class DockerRunner:
     def prepare(
         self, needs: Mapping[EnvironmentSpec, Sequence[str]]
     ) -> dict[EnvironmentSpec, PreparedEnvironment]:
-        check_project_readable(self.settings.project_root)
         prepared = {}
         for spec, steps in needs.items():
             who = "step " + ", ".join(steps) if len(steps) == 1 else "steps " + ", ".join(steps)
@@ -157,17 +155,22 @@ class DockerRunner:
         return self._runtime
 
     def mounts(self, task: Task) -> Mounts:
-        """The host folders a step sees, at fixed paths under /conveyor (read-only but its own)."""
-        artifacts = self.settings.artifact_dir.resolve()
-        artifacts.mkdir(parents=True, exist_ok=True)
-        return Mounts(
-            (
-                (Path(task.project_root).resolve(), PROJECT, "ro"),
-                (self.runtime().resolve(), RUNTIME, "ro"),
-                (artifacts, ARTIFACTS, "ro"),
-                (task.workdir.resolve(), WORK, "rw"),
+        """What a step sees, at fixed paths under /conveyor: conveyor's runtime, its code bundle
+        and each input file read-only, its own attempt folder read-write. Nothing else: not
+        the project, not the database, not another run's folder, not the artifact store."""
+        if task.code is None:
+            raise ExecutorProtocolError(
+                f"step {task.step!r} has no code bundle; the docker runner ships code as bundles "
+                f"(planned by the engine when the runner says `uses_bundles`)"
             )
-        )
+        entries = [
+            (self.runtime().resolve(), RUNTIME, "ro"),
+            (task.code.resolve(), CODE, "ro"),
+            (task.workdir.resolve(), WORK, "rw"),
+        ]
+        for name, item in task.spec["inputs"].items():
+            entries.append((Path(item["path"]).resolve(), f"{INPUTS}/{name}", "ro"))
+        return Mounts(tuple(entries))
 
     def container_config(self, task: Task, mounts: Mounts) -> dict[str, Any]:
         """The create-container arguments for one attempt (without the host config)."""
@@ -181,10 +184,10 @@ class DockerRunner:
         }
         variables.update(
             PATH=IMAGE_PATH,
-            PYTHONPATH=f"{RUNTIME}:{PROJECT}",
+            PYTHONPATH=f"{RUNTIME}:{CODE}",
             HOME=WORK,
             PYTHONUNBUFFERED="1",
-            PYTHONDONTWRITEBYTECODE="1",  # the project is mounted read-only
+            PYTHONDONTWRITEBYTECODE="1",  # the code bundle is mounted read-only
         )
         # The spec keeps host paths (it is the attempt's record); the executor's path overrides,
         # the same ones a KFP task uses, point it at the mounts.
@@ -200,7 +203,7 @@ class DockerRunner:
             "image": task.environment.location,
             "command": command,
             "user": STEP_USER,
-            "working_dir": PROJECT,
+            "working_dir": WORK,
             "environment": variables,
             "name": container_name(run_id, task.step, workdir.name),
             "labels": {

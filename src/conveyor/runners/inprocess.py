@@ -21,6 +21,7 @@ class InProcessRunner:
     """Runs the executor's `run_task` in the orchestrator process (tests, quick experiments)."""
 
     name = "inprocess"
+    uses_bundles = False
 
     def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
         return requirement_spec(component)

@@ -45,6 +45,7 @@ class VenvRunner:
     """Runs each step with `python -m conveyor._runtime.executor` in its environment's Python."""
 
     name = "venv"
+    uses_bundles = False
 
     def __init__(self, settings: Settings, interpreter: str | None = None) -> None:
         self.settings = settings
