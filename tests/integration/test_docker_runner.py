@@ -615,3 +615,79 @@ def test_ctrl_c_of_the_orchestrator_removes_its_containers(checks, engine):
         proc.kill()
     assert proc.returncode == 130, output
     assert [c for c in _containers(engine, step="nap") if c.id == running[0].id] == []
+
+
+PROBE = """
+import os
+from conveyor import component
+
+@component
+def frame(n: int) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame({"x": range(n)})
+
+@component
+def probe(df: "pd.DataFrame", database: str, other_run: str, project_file: str) -> dict:
+    def tried(action, path):
+        try:
+            action(path)
+        except OSError as exc:
+            return type(exc).__name__
+        return "allowed"
+
+    code = sorted(
+        os.path.relpath(os.path.join(folder, name), "/conveyor/code")
+        for folder, _, names in os.walk("/conveyor/code") for name in names
+    )
+    return {
+        "rows": len(df),
+        "database": tried(lambda p: open(p, "rb").read(1), database),
+        "other_run": tried(os.listdir, other_run),
+        "project": tried(os.listdir, os.path.dirname(project_file)),
+        "project_file": tried(lambda p: open(p).read(1), project_file),
+        "conveyor": sorted(os.listdir("/conveyor")) if os.path.isdir("/conveyor") else [],
+        "code": [c for c in code if "__pycache__" not in c],
+    }
+"""
+
+PROBE_FLOW = """
+from conveyor import pipeline
+from steps.probe import frame, probe
+
+@pipeline
+def probing(database: str, other_run: str, project_file: str):
+    return probe(frame(3), database, other_run, project_file)
+"""
+
+
+def test_a_project_in_a_0700_folder_runs_and_a_step_sees_only_its_own(project, engine):
+    """No project mount: a private project folder works, and the step cannot reach the
+    database, another run's folder or the project tree (it probes each from inside)."""
+    project.write("steps/probe.py", PROBE)
+    project.write("flows/probe.py", PROBE_FLOW)
+    project.write("data/secret.csv", "a,b\n1,2\n")
+    first = conveyor.run(
+        "probing", {"database": "x", "other_run": "x", "project_file": "x"}, runner="inprocess"
+    )  # fmt: skip  (records a run folder to look for)
+    assert first.ok, first.error
+    database = project.root / ".conveyor" / "conveyor.db"
+    other_run = next((project.root / ".conveyor" / "runs").iterdir())
+    assert database.is_file() and other_run.is_dir()
+    project.root.chmod(0o700)  # uid 1000, the step user, could not even enter it
+    try:
+        result = conveyor.run(
+            "probing",
+            {"database": str(database), "other_run": str(other_run),
+             "project_file": str(project.root / "steps" / "probe.py")},
+            runner="docker", cache=False,
+        )  # fmt: skip
+    finally:
+        project.root.chmod(0o755)
+    assert result.ok, result.error
+    seen = result.output
+    assert seen["rows"] == 3
+    assert seen["database"] == seen["other_run"] == "FileNotFoundError"
+    assert seen["project"] == seen["project_file"] == "FileNotFoundError"
+    assert seen["conveyor"] == ["code", "inputs", "runtime", "work"]
+    assert seen["code"] == ["steps/__init__.py", "steps/probe.py"]  # not flows/, not data/

@@ -188,6 +188,9 @@ class Mounts:
     """Host folders bind-mounted into a step's container: (host path, container path, mode)."""
 
     entries: tuple[tuple[Path, str, str], ...]
+    # how a container path is shown to the user when it differs from its host mount: the code
+    # bundle is a copy of project files, so tracebacks point into the project
+    shown_as: tuple[tuple[str, Path], ...] = ()
 
     def binds(self) -> list[str]:
         # docker's "host:container:mode" list: one host file may appear at several places
@@ -206,6 +209,8 @@ class Mounts:
 
     def outside(self, text: str) -> str:
         """`text` with container paths turned back into host paths (for tracebacks)."""
+        for inside, host in self.shown_as:
+            text = text.replace(inside + "/", f"{host}/")
         for host, inside, _ in self.entries:
             text = text.replace(inside + "/", f"{host}/")
         return text

@@ -1,12 +1,13 @@
 """The docker runner: every step in its own container, on an image built once per environment.
 
-A step runs `python -m conveyor._runtime.executor SPEC` in a fresh container of its environment's
-image (see `runners/images.py`), its paths pointed by the executor's overrides at fixed mounts (see
-`runners/containers.py`): conveyor's runtime, the step's code bundle and each of its input files
-read-only, the attempt's work folder read-write; never the project, the database or the store. The container runs as a fixed non-root user,
-without network unless the component asks for it, with the component's cpu/memory limits and only
-its declared variables. A timeout kills and removes the container; an out-of-memory kill is named;
-a container whose exit status is lost fails the step. Every container carries labels naming the
+A step runs `python -m conveyor._runtime.executor SPEC` in a fresh container of its
+environment's image (see `runners/images.py`), its paths pointed by the executor's overrides at
+fixed mounts (see `runners/containers.py`): conveyor's runtime, the step's code bundle and each
+of its input files read-only, the attempt's work folder read-write; never the project, the
+database or the artifact store. The container runs as a fixed non-root user, without network
+unless the component asks for it, with the component's cpu/memory limits and only its declared
+variables. A timeout kills and removes the container; an out-of-memory kill is named; a
+container whose exit status is lost fails the step. Every container carries labels naming the
 run, the step and the orchestrator process, so containers left by a killed orchestrator are
 removed the next time a docker runner starts.
 """
@@ -170,7 +171,7 @@ class DockerRunner:
         ]
         for name, item in task.spec["inputs"].items():
             entries.append((Path(item["path"]).resolve(), f"{INPUTS}/{name}", "ro"))
-        return Mounts(tuple(entries))
+        return Mounts(tuple(entries), shown_as=((CODE, Path(task.project_root)),))
 
     def container_config(self, task: Task, mounts: Mounts) -> dict[str, Any]:
         """The create-container arguments for one attempt (without the host config)."""
