@@ -20,7 +20,11 @@ from conveyor.engine.settings import Settings
 STRICT = os.environ.get("CONVEYOR_CI_STRICT") == "1"
 
 # Fixtures of the database tests (SQLite and PostgreSQL variants); imports nothing heavy.
-pytest_plugins = ["tests.db_support", "tests.integration.prefect_support"]
+pytest_plugins = [
+    "tests.db_support",
+    "tests.integration.prefect_support",
+    "tests.integration.s3_support",
+]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

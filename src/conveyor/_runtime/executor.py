@@ -1,9 +1,9 @@
 """The executor protocol: the single way a step runs outside the orchestrator.
 
     python -m conveyor._runtime.executor SPEC [--input NAME=PATH]... [--output NAME=PATH]...
-                                              [--result PATH]
+                                              [--result PATH] [--store URL] [--bundle SHA256]
 
-SPEC is a JSON task spec, as a file path or inline (starting with `{`):
+SPEC is a JSON task spec, as a file path, a URL (s3://..., file://...) or inline (`{...}`):
 
     {"protocol": 1, "step": "train", "module": "components.train", "qualname": "train",
      "packages": ["scikit-learn>=1.5"],
@@ -17,6 +17,13 @@ imports the step's module, loads and verifies the inputs, calls the function, wr
 atomically with its sha256, and writes a result file (`status`, `outputs`, `timings`, or `error`
 with the original traceback). It imports only the stdlib-only core: never Prefect, SQLAlchemy,
 kfp or anything the step did not declare.
+
+With `--store URL` (or `"store"` in the spec) the step needs nothing from the machine that
+planned it: the code bundle (`--bundle`, or `"bundle"`) is fetched from `<store>/bundles/` and
+put on the path, inputs named only by their sha256 are fetched from the store, outputs are
+published to it under their hash, and the result may be written to a URL. Local paths and
+`file://` use the standard library; other URLs need fsspec (and e.g. s3fs) in the step's own
+environment, and the store's credentials in its variables.
 """
 
 from __future__ import annotations
@@ -48,11 +55,15 @@ def load_spec(source: str) -> dict[str, Any]:
     try:
         if source.lstrip().startswith("{"):
             text = source
+        elif "://" in source:
+            from conveyor._runtime.remote import read_bytes
+
+            text = read_bytes(source).decode()
         else:
             with open(source) as f:
                 text = f.read()
         spec: dict[str, Any] = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ArtifactError, json.JSONDecodeError) as exc:
         raise ExecutorProtocolError(f"cannot read task spec {source[:200]!r}: {exc}") from exc
     if not isinstance(spec, dict):
         raise ExecutorProtocolError(f"task spec must be a JSON object, got {type(spec).__name__}")
@@ -174,9 +185,52 @@ def _save_outputs(spec: dict[str, Any], returned: Any) -> dict[str, Any]:
 
 
 def write_result(path: str | PathLike[str], result: dict[str, Any]) -> None:
-    """Write a result document atomically."""
+    """Write a result document atomically (to a path, or a URL of the store)."""
+    if "://" in str(path):
+        from conveyor._runtime.remote import write_text
+
+        write_text(str(path), json.dumps(result, indent=1))
+        return
     with atomic_write(path) as f:
         json.dump(result, f, indent=1)
+
+
+def _from_store(spec: dict[str, Any]) -> None:
+    """Fetch what a step needs from the store: its code bundle and inputs known by hash only."""
+    import os
+
+    from conveyor._runtime import remote
+    from conveyor._runtime.bundles import unpack
+    from conveyor._runtime.hashing import sha256_path
+
+    store, cache = spec["store"], remote.cache_dir()
+    bundle = spec.get("bundle")
+    if bundle:
+        archive = remote.fetch(
+            remote.join(store, f"bundles/{bundle}.tar"),
+            os.path.join(cache, "bundles", f"{bundle}.tar"),
+        )
+        if sha256_path(archive) != bundle:
+            os.unlink(archive)
+            raise ArtifactError(f"code bundle {bundle[:12]} in {store} does not match its hash")
+        sys.path.insert(0, unpack(archive, os.path.join(cache, "bundles", bundle)))
+    for item in spec["inputs"].values():
+        if not item.get("path") or not os.path.exists(item["path"]):
+            sha = item["sha256"]  # verified again when the codec reads it
+            local = os.path.join(cache, "artifacts", remote.value_key(sha))
+            item["path"] = remote.fetch(remote.join(store, remote.value_key(sha)), local)
+    work = os.path.join(cache, "work", f"{spec['step']}-{os.getpid()}-{os.urandom(4).hex()}")
+    for name, item in spec["outputs"].items():
+        item.setdefault("path", os.path.join(work, name))
+
+
+def _to_store(spec: dict[str, Any], result: dict[str, Any]) -> None:
+    """Publish a succeeded step's outputs to the store under their hash."""
+    from conveyor._runtime import remote
+
+    for name, output in result.get("outputs", {}).items():
+        url = remote.join(spec["store"], remote.value_key(output["sha256"]))
+        remote.publish(spec["outputs"][name]["path"], url)
 
 
 def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
@@ -186,8 +240,8 @@ def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
             value = next(args)
         except StopIteration:
             raise ExecutorProtocolError(f"{flag} needs a value") from None
-        if flag == "--result":
-            spec["result"] = value
+        if flag in ("--result", "--store", "--bundle"):
+            spec[flag.removeprefix("--")] = value
             continue
         name, sep, path = value.partition("=")
         section = {"--input": "inputs", "--output": "outputs"}.get(flag)
@@ -209,15 +263,23 @@ def main(argv: list[str] | None = None) -> int:
     except ExecutorProtocolError as exc:
         print(f"conveyor executor: {exc}", file=sys.stderr)
         return EXIT_PROTOCOL
+    if spec.get("store"):
+        try:
+            _from_store(spec)
+        except (OSError, ArtifactError, ValueError) as err:
+            print(f"conveyor executor: {err}", file=sys.stderr)
+            return EXIT_PROTOCOL
     result, failure = run_task(spec)
     if failure is not None:
         print(result["error"]["traceback"], file=sys.stderr, end="")
-    if spec.get("result"):
-        try:
+    try:
+        if spec.get("store") and failure is None:
+            _to_store(spec, result)
+        if spec.get("result"):
             write_result(spec["result"], result)
-        except OSError as err:
-            print(f"conveyor executor: cannot write result: {err}", file=sys.stderr)
-            return EXIT_PROTOCOL
+    except (OSError, ArtifactError) as err:
+        print(f"conveyor executor: cannot write result: {err}", file=sys.stderr)
+        return EXIT_PROTOCOL
     if isinstance(failure, ArtifactError):
         return EXIT_STEP_FAILED
     return EXIT_OK if failure is None else EXIT_STEP_FAILED

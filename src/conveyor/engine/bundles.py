@@ -17,6 +17,7 @@ import ast
 import hashlib
 import io
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,20 @@ class Bundle:
     sha256: str
     files: tuple[str, ...]
     data: bytes
+
+
+def pack(entries: Iterable[tuple[str, Path]]) -> Bundle:
+    """A deterministic tar of (name in the archive, file) pairs: sorted, no times or owners."""
+    ordered = sorted(entries)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in ordered:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    data = buffer.getvalue()
+    return Bundle(hashlib.sha256(data).hexdigest(), tuple(n for n, _ in ordered), data)
 
 
 class Bundler:
@@ -66,16 +81,8 @@ class Bundler:
     def build(self, module: str) -> Bundle:
         """The bundle of the component module `module`."""
         files = self.files_for(module)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in files:
-                data = path.read_bytes()
-                info = tarfile.TarInfo(path.relative_to(self.root).as_posix())
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
-        data = buffer.getvalue()
         relative = tuple(p.relative_to(self.root).as_posix() for p in files)
-        return Bundle(hashlib.sha256(data).hexdigest(), relative, data)
+        return pack(zip(relative, files, strict=True))
 
     def publish(self, store: ArtifactStore, bundle: Bundle, cache: Path) -> Path:
         """Put the bundle in the store (once) and unpack it locally; returns the folder."""
