@@ -18,6 +18,9 @@ With `--docker` (a Docker engine and the base image needed; `--docker-only` skip
    measured through the SDK. Target: ≤ 1.3×.
 6. A pandas step under the docker runner (warm).
 7. Image reuse: a second pipeline whose components have the same dependencies builds nothing.
+8. A fully cached re-run under the docker runner (code bundles planned, images found) vs
+   `conveyor dag`, with the artifact store a local folder and on S3 (moto's server on loopback,
+   started here; needs `moto[server]` and `s3fs`). Target: ≤ 1.5×.
 
 Medians of repeated runs; every ratio is against a baseline measured in the same run.
 """
@@ -159,7 +162,8 @@ def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
         "packages": [], "inputs": {}, "parameters": {}, "outputs": {}, "returns": "none",
         "result": str(workdir / "result.json"),
     }  # fmt: skip
-    task = Task("noop", step.component.spec, spec, workdir, env, root, lambda line: None)
+    code = plan.steps[step.name].code_dir  # the code bundle, for runners that ship code
+    task = Task("noop", step.component.spec, spec, workdir, env, root, lambda line: None, code)
     runner.run(task)  # warm-up: bytecode caches
     return runner, task
 
@@ -375,6 +379,56 @@ def docker_sections(root: Path, repeat: int) -> None:
         env = plan.steps[name].environment
         assert env is not None
         print(f"   {name:12} -> {env.location} (built: {env.built})")
+
+    print("\n8. fully cached re-run under docker vs planning only, local store and S3")
+    dag = cli_seconds(["dag", "chain"], root, repeat)
+    print(f"   CLI `conveyor dag chain`:                          {dag * 1000:8.0f} ms")
+    stores = {"local folder": {}}
+    moto = start_moto()
+    if moto is not None:
+        stores["S3 (moto, loopback)"] = moto[1]
+    try:
+        for label, variables in stores.items():
+            variables = {**variables, "CONVEYOR_DATABASE_URL": "none"}
+            first = cli_seconds(["run", "chain", "--runner", "docker"], root, 1, **variables)
+            cached = cli_seconds(["run", "chain", "--runner", "docker"], root, repeat, **variables)
+            print(f"   {label:20} first run {first:6.2f} s; cached re-run {cached * 1000:6.0f} ms"
+                  f"   ratio {cached / dag:.2f}x  (target <= 1.5x)")  # fmt: skip
+    finally:
+        if moto is not None:
+            moto[0].kill()
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], dict[str, str]] | None:
+    """moto's S3 server on a free loopback port and a bucket on it, or None if not installed."""
+    import shutil
+    import socket
+
+    binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(binary).is_file():
+        print("   (S3 skipped: moto's server is not installed; pip install 'moto[server]')")
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    variables = {
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "CONVEYOR_ARTIFACTS": "s3://conveyor-bench/artifacts",
+    }  # fmt: skip
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    import fsspec
+
+    os.environ.update({k: v for k, v in variables.items() if k.startswith("AWS_")})
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("conveyor-bench")
+    return proc, variables
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -85,11 +86,10 @@ class Bundler:
         return pack(zip(relative, files, strict=True))
 
     def publish(self, store: ArtifactStore, bundle: Bundle, cache: Path) -> Path:
-        """Put the bundle in the store (once) and unpack it locally; returns the folder."""
+        """Put the bundle in the store (once per store) and unpack it on this machine (once);
+        returns the unpacked folder."""
         folder = cache / bundle.sha256
-        if folder.is_dir():
-            return folder
-        staged = cache / f".{bundle.sha256}.tar"
+        staged = cache / f".{bundle.sha256}.{os.getpid()}.tar"
         staged.parent.mkdir(parents=True, exist_ok=True)
         staged.write_bytes(bundle.data)
         try:

@@ -119,8 +119,8 @@ class CacheIndex:
     def _latest_key(pipeline: str, step: str, partition: str) -> str:
         return f"cache/latest/{pipeline}/{step}/{partition or 'all'}.json"
 
-    def _read(self, key: str) -> Any:
-        text = self.store.read_document(key)
+    def _read(self, key: str, immutable: bool = False) -> Any:
+        text = self.store.read_document(key, immutable=immutable)
         try:
             return None if text is None else json.loads(text)
         except json.JSONDecodeError:
@@ -128,7 +128,8 @@ class CacheIndex:
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The entry for `key` if every output it names is still in the store."""
-        data = self._read(self._entry_key(key))
+        # an entry's key hashes everything its outputs depend on: any copy of it is current
+        data = self._read(self._entry_key(key), immutable=True)
         if data is None:
             return None
         outputs = {k: ArtifactRef.from_dict(v) for k, v in data["outputs"].items()}

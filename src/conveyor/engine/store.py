@@ -11,7 +11,10 @@ load is verified against the sha256 in its reference.
 
 A remote store keeps a verified copy of every value this machine read or wrote in a local,
 content-addressed cache (`~/.cache/conveyor/artifacts`), so runners hand steps plain files and
-nothing is downloaded twice.
+nothing is downloaded twice. It also mirrors the documents it read or wrote (per store), so a
+fully cached re-run on the same machine needs no request at all: a value with a verified local
+copy counts as present, an immutable document (a cache entry, named by its key) is read from its
+mirror, and a document rewritten with the text it already has is not sent again.
 """
 
 from __future__ import annotations
@@ -101,12 +104,16 @@ class ArtifactStore:
     # ------------------------------------------------------------------------------ values
 
     def exists(self, ref: ArtifactRef) -> bool:
-        """Whether the store holds the value, at its recorded size."""
-        if not self.remote:
-            try:
-                return self.path_for(ref.sha256).stat().st_size == ref.size
-            except FileNotFoundError:
-                return False
+        """Whether the store holds the value, at its recorded size (a remote store's verified
+        local copy counts: this machine can use the value either way)."""
+        try:
+            if self.path_for(ref.sha256).stat().st_size == ref.size:
+                return True
+        except FileNotFoundError:
+            pass
+        return self.remote and self._in_remote(ref)
+
+    def _in_remote(self, ref: ArtifactRef) -> bool:
         try:
             return int(self.filesystem.size(self.uri_for(ref.sha256))) == ref.size
         except FileNotFoundError:
@@ -115,7 +122,7 @@ class ArtifactStore:
     def ingest(self, file: str | Path, ref: ArtifactRef) -> Path:
         """Publish a finished file under its hash; returns its local path (the file moves)."""
         final = self.path_for(ref.sha256)
-        if self.remote and not self.exists(ref):
+        if self.remote and not self._in_remote(ref):  # a local copy alone is not published
             self.filesystem.put_file(str(file), self.uri_for(ref.sha256))
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -170,25 +177,44 @@ class ArtifactStore:
 
     # ------------------------------------------------------------------------------ documents
 
-    def read_document(self, key: str) -> str | None:
-        """The text stored under `key`, or None."""
+    def read_document(self, key: str, *, immutable: bool = False) -> str | None:
+        """The text stored under `key`, or None. `immutable`: any copy of it is current (a key
+        that always names the same content), so a remote store's local mirror answers."""
         if not self.remote:
             try:
                 return (self.root / key).read_text()
             except FileNotFoundError:
                 return None
+        mirror = self._mirror(key)
+        if immutable and mirror.is_file():
+            return mirror.read_text()
         try:
             data: bytes = self.filesystem.cat_file(self._uri(key))
         except FileNotFoundError:
             return None
-        return data.decode()
+        text = data.decode()
+        write_text_atomic(mirror, text)
+        return text
 
     def write_document(self, key: str, text: str) -> None:
         """Store `text` under `key`, replacing what was there (readers see old or new)."""
         if not self.remote:
             write_text_atomic(self.root / key, text)
             return
+        mirror = self._mirror(key)
+        try:
+            if mirror.read_text() == text:  # this machine wrote (or read) exactly this last
+                return
+        except FileNotFoundError:
+            pass
         self.filesystem.pipe_file(self._uri(key), text.encode())
+        write_text_atomic(mirror, text)
+
+    def _mirror(self, key: str) -> Path:
+        # documents are named by key, not content: one mirror folder per store URL
+        from conveyor._runtime.hashing import sha256_text
+
+        return self.root / "documents" / sha256_text(self.url)[:16] / key
 
     def put_file(self, key: str, file: str | Path) -> None:
         """Store a file's bytes under `key` unless something is there already (content keys)."""
@@ -198,8 +224,12 @@ class ArtifactStore:
                 with atomic_write(target, "wb") as out, Path(file).open("rb") as source:
                     shutil.copyfileobj(source, out)
             return
+        known = self._mirror(key + ".present")  # this machine put or saw it there before
+        if known.is_file():
+            return
         if not self.filesystem.exists(self._uri(key)):
             self.filesystem.put_file(str(file), self._uri(key))
+        write_text_atomic(known, "")
 
     def get_file(self, key: str) -> Path:
         """A local file with the bytes stored under `key` (cached for a remote store)."""
