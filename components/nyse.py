@@ -46,12 +46,17 @@ def resolve_source(source: str) -> Path:
 
 
 @component
-def ingest(source: str, start: date, end: date) -> Ingested:
-    """The raw text rows of the source's dates in [start, end], and the 5 dates before start."""
+def ingest(source: Path, start: date, end: date, name: str = "") -> Ingested:
+    """The raw text rows of the source's dates in [start, end], and the 5 dates before start.
+
+    `source` is a Path parameter: its content is part of the cache key (an edited CSV re-runs
+    the step) and it reaches the step through the artifact store; `name` is how errors call it.
+    """
     if start > end:
         raise ValueError(f"ingest: start {start} is after end {end}")
-    raw = _read_raw(source)
-    dates = _parse_dates(raw, source)
+    shown = name or str(source)
+    raw = _read_raw(source, shown)
+    dates = _parse_dates(raw, shown)
     in_range = ((dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))).to_numpy()
     order = dates[in_range].sort_values(kind="stable").index
     rows = raw.loc[order].reset_index(drop=True)
@@ -142,18 +147,18 @@ def _source_dates(path: str, mtime_ns: int, size: int) -> tuple[date, ...]:
         return tuple(sorted({date.fromisoformat(row["date"]) for row in csv.DictReader(handle)}))
 
 
-def _read_raw(source: str) -> pd.DataFrame:
-    path = resolve_source(source)
+def _read_raw(source: Path | str, shown: str) -> pd.DataFrame:
+    path = resolve_source(str(source))
     if not path.is_file():
-        raise FileNotFoundError(f"{source}: source file not found (looked at {path})")
+        raise FileNotFoundError(f"{shown}: source file not found (looked at {path})")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{source}: not a readable CSV file ({exc})") from exc
+        raise ValueError(f"{shown}: not a readable CSV file ({exc})") from exc
     missing = [c for c in COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(
-            f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
+            f"{shown}: missing column(s) {', '.join(map(repr, missing))}; "
             f"expected the columns {', '.join(COLUMNS)}"
         )
     return raw[list(COLUMNS)]

@@ -16,7 +16,7 @@ from conveyor import after, load_table, pipeline, write_table
 @pipeline(name="features", partition=("start", "end"), calendar=trading_days)
 def features(start: date, end: date, source: str = DEFAULT_SOURCE, lookback_days: int = 31):
     """Ingest and validate the range's raw rows, store them, and compute its features."""
-    raw = ingest(source, start, end)
+    raw = ingest(source, start, end, name=source)
     rows = validate(raw.rows, source)
     written = write_table(rows, "raw_nyse", partition=(start, end), partition_col="date")
     with after(written):

@@ -182,7 +182,10 @@ def test_a_rebackfill_after_a_code_change_reruns_only_the_changed_step(flows):
     for outcome in second.outcomes:
         steps = outcome.run.steps
         assert steps["make_rows"].status == "cached"
-        assert (steps["scale"].status, steps["scale"].reason) == ("succeeded", "code changed")
+        assert (steps["scale"].status, steps["scale"].reason) == (
+            "succeeded",
+            "code changed (steps/b.py: scale)",
+        )
         assert steps["write_table"].status == "succeeded"
     values = sorted(r[2] for r in _rows(flows, "daily_rows"))
     assert values[:2] == [-5, -3]  # -day*2 + 1 for days 3 and 2

@@ -381,7 +381,7 @@ def test_same_packages_share_one_image_and_editing_code_never_rebuilds(project, 
     assert result.ok, result.error
     assert result.output == "first 1.16.0 edited"
     assert result.steps["first"].status == "cached"
-    assert result.steps["second"].reason == "code changed"
+    assert result.steps["second"].reason == "code changed (steps/reuse.py: second)"
     assert engine.images.get(env.location).id == image_id
 
 

@@ -140,7 +140,7 @@ def test_code_change_reruns_only_the_edited_component(flows):
     importlib.reload(sys.modules["flows.basic"])
     result = _run("chain")
     changed = {n: s.reason for n, s in result.steps.items() if s.status != "cached"}
-    assert changed == {"total": "code changed"}
+    assert changed == {"total": "code changed (steps/basic.py: total)"}
     assert result.output[0] == 13
 
 
@@ -264,3 +264,78 @@ def test_a_host_step_error_keeps_the_users_traceback(project):
         conveyor.run("sinking", runner="inprocess", hooks=[], raise_on_failure=True)
     assert "KeyError: 'missing'" in str(info.value)
     assert issubclass(HostStepFailed, conveyor.StepFailed)
+
+
+HELPERS = """
+class DataFrameCaster:
+    factor = 2
+
+    def transform(self, values):
+        return [v * self.factor for v in values]
+
+    def unused(self):
+        return None
+"""
+
+LAZY = """
+from pathlib import Path
+from conveyor import component, pipeline
+
+@component
+def cast(values: list) -> list:
+    from steps.helpers import DataFrameCaster  # heavy imports inside the body, as recommended
+
+    return DataFrameCaster().transform(values)
+
+@component
+def count_rows(source: Path) -> int:
+    return len(source.read_text().splitlines())
+
+@pipeline
+def lazy(values: list = [1, 2]):
+    return cast(values)
+
+@pipeline
+def counting(source: str = "data/x.csv"):
+    return count_rows(source)
+"""
+
+
+def test_a_helper_imported_inside_a_component_is_part_of_its_code(project):
+    """Editing a project helper the component imports in its body re-runs it, naming the method."""
+    import importlib
+    import sys
+
+    project.write("steps/helpers.py", HELPERS)
+    project.write("flows/lazy.py", LAZY)
+    assert _run("lazy").output == [2, 4]
+    assert _run("lazy").steps["cast"].status == "cached"
+    project.write("steps/helpers.py", HELPERS.replace("v * self.factor", "v * self.factor + 1"))
+    importlib.reload(sys.modules["steps.helpers"])  # the in-process runner shares our modules
+    again = _run("lazy")
+    step = again.steps["cast"]
+    assert (step.status, step.reason) == (
+        "succeeded", "code changed (steps/helpers.py: DataFrameCaster.transform)",
+    )  # fmt: skip
+    assert again.output == [3, 5]
+    project.write("steps/helpers.py", HELPERS.replace("return None", "return 0").replace(
+        "v * self.factor", "v * self.factor + 1"))  # fmt: skip
+    assert _run("lazy").steps["cast"].reason == (
+        "code changed (steps/helpers.py: DataFrameCaster.unused)"
+    )  # the class is followed method by method; another method's edit is named as such
+
+
+def test_a_file_argument_is_its_content(project):
+    """Editing a CSV in place re-runs the step that reads it, and the new value lands."""
+    project.write("flows/lazy.py", LAZY)
+    project.write("data/x.csv", "a\n1\n")
+    assert _run("counting").output == 2
+    assert _run("counting").steps["count_rows"].status == "cached"
+    (project.root / "data" / "x.csv").write_text("a\n1\n2\n")
+    again = _run("counting")
+    step = again.steps["count_rows"]
+    assert (step.status, step.reason) == ("succeeded", "input file data/x.csv changed")
+    assert again.output == 3
+    with pytest.raises(ParameterError) as info:
+        _run("counting", {"source": "data/none.csv"})  # at plan time: nothing ran
+    assert "step 'count_rows', parameter 'source': data/none.csv does not exist" in str(info.value)

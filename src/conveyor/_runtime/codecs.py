@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-FORMATS = ("parquet", "npy", "json", "joblib")
+# "file" and "dir": a path's bytes (a directory as a deterministic tar); the step gets a path
+FORMATS = ("parquet", "npy", "json", "joblib", "file", "dir")
 JSON_TYPES = ("date", "datetime", "metrics")
 
 
@@ -91,6 +92,12 @@ def _encode(value: Any, fmt: str, json_type: str | None, out: HashingWriter) -> 
         import joblib
 
         joblib.dump(value, out)
+    elif fmt == "file":
+        if not isinstance(value, str | os.PathLike) or not os.path.isfile(value):
+            raise TypeError(f"expected the path of a file (hint Path), got {value!r}")
+        with open(value, "rb") as source:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
     else:
         raise ValueError(f"unknown artifact format {fmt!r}; expected one of {FORMATS}")
 
@@ -114,6 +121,8 @@ def read_file(path: str, fmt: str, json_type: str | None, sha256: str | None = N
     mapped file, and pyarrow's reference counting keeps the map alive exactly as long as that.
     """
     path = os.fspath(path)
+    if fmt in ("file", "dir"):
+        return _path_value(path, fmt, sha256)
     try:
         if fmt == "parquet":
             import pyarrow as pa
@@ -135,6 +144,31 @@ def read_file(path: str, fmt: str, json_type: str | None, sha256: str | None = N
                 f"delete it and re-run the step that produced it (`--force-step STEP`)."
             )
     return _decode(buffer, fmt, json_type)
+
+
+def _path_value(path: str, fmt: str, sha256: str | None) -> Any:
+    """A file input as a path (verified); a directory input unpacked into a private folder."""
+    import pathlib
+
+    from conveyor._runtime.hashing import sha256_path
+
+    try:
+        actual = sha256_path(path)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"input file {path} is missing") from exc
+    if sha256 is not None and actual != sha256:
+        raise ArtifactIntegrityError(
+            f"input file {path} does not match its content hash: expected sha256 {sha256}, "
+            f"found {actual}; it changed after conveyor hashed it. Run again."
+        )
+    if fmt == "file":
+        return pathlib.Path(path)
+    import tempfile
+
+    from conveyor._runtime.bundles import unpack
+
+    folder = os.path.join(tempfile.mkdtemp(prefix="conveyor-dir-"), "input")
+    return pathlib.Path(unpack(path, folder))
 
 
 def _decode(buffer: Any, fmt: str, json_type: str | None) -> Any:

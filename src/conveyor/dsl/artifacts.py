@@ -37,6 +37,8 @@ FORMAT_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "npy": ("numpy",),
     "json": (),
     "joblib": ("joblib",),
+    "file": (),
+    "dir": (),
 }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from conveyor._runtime.hashing import to_jsonable
@@ -88,6 +89,8 @@ _BY_NAME: dict[str, Codec] = {
     "datetime": Codec("json", "datetime"),
     "Metrics": Codec("json", "metrics"),
     "conveyor.Metrics": Codec("json", "metrics"),
+    "Path": Codec("file"),
+    "pathlib.Path": Codec("file"),
 }
 
 
@@ -561,6 +564,9 @@ def codec_for(hint: Any, where: str) -> Codec:
         return codec_for(origin, where)
     if hint is Metrics:
         return Codec("json", "metrics")
+    if isinstance(hint, type) and issubclass(hint, PurePath):
+        # its content is the value: hashed into the cache key, shipped through the store
+        return Codec("file")
     if hint in _JSON_SCALARS:
         return _JSON_SCALARS[hint]
     if hint is datetime:

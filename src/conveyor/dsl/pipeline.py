@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import PurePath
 from typing import Any
 
 from conveyor._runtime.hashing import to_jsonable
@@ -260,7 +261,7 @@ class _Trace:
                 )
             if value._binding is None or value._codec is None:
                 raise self._fail(f"{where}: {value._label} returns nothing (-> None)")
-            self._check_codec(where, spec, value._codec, value._label)
+            self._check_codec(where, spec, value._codec, value._label, value._binding.kind)
             return value._binding
         nested = find_placeholders(value)
         if nested:
@@ -268,6 +269,8 @@ class _Trace:
                 f"{where}: a list, tuple or dict holding placeholders ({nested[0]._label}) "
                 f"cannot be passed; pass each placeholder as its own argument"
             )
+        if spec.codec.format == "file" and isinstance(value, str | PurePath):
+            return Binding.literal(str(value))  # a path: its content is read at run time
         if spec.codec.format != "json":
             raise self._fail(
                 f"{where}: a literal {type(value).__name__} cannot be passed where the step "
@@ -280,10 +283,14 @@ class _Trace:
             raise self._fail(f"{where}: {value!r} is not JSON-able ({exc})") from exc
         return Binding.literal(value)
 
-    def _check_codec(self, where: str, spec: InputSpec, produced: Codec, label: str) -> None:
+    def _check_codec(
+        self, where: str, spec: InputSpec, produced: Codec, label: str, kind: str = "output"
+    ) -> None:
         wanted = spec.codec
         if wanted.format == "joblib" or wanted.format == produced.format:
             return
+        if wanted.format == "file" and kind == "param" and produced == Codec("json"):
+            return  # a parameter naming a path; the engine hashes and ships its content
         raise self._fail(
             f"{where} expects {spec.annotation} ({wanted.format}) but receives {label}, which "
             f"is stored as {produced.format}; change one of the type hints so they agree"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor._runtime.bundles import unpack
+from conveyor.engine.fingerprint import parse
 from conveyor.engine.store import ArtifactStore
 
 
@@ -124,7 +125,7 @@ class Bundler:
             return cached[1]
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         names: list[str] = []
-        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        for node in ast.walk(parse(path.read_bytes(), str(path))):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     parts = alias.name.split(".")

@@ -34,12 +34,15 @@ class CacheKeyParts:
     params: dict[str, str] = field(default_factory=dict)  # name -> canonical JSON
     inputs: dict[str, str] = field(default_factory=dict)  # name -> content sha256
     outputs: dict[str, str] = field(default_factory=dict)  # name -> codec
+    # for explaining a miss only, not in the key (the key has their hashes already):
+    files: dict[str, str] = field(default_factory=dict)  # input name -> the path as written
+    code_parts: dict[str, str] = field(default_factory=dict)  # "file: qualname" -> source hash
 
     @property
     def key(self) -> str:
-        return sha256_json(self.to_dict())
+        return sha256_json(self._keyed())
 
-    def to_dict(self) -> dict[str, Any]:
+    def _keyed(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "environment": self.environment,
@@ -48,11 +51,15 @@ class CacheKeyParts:
             "outputs": self.outputs,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._keyed(), "files": self.files, "code_parts": self.code_parts}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheKeyParts:
         return cls(
-            data["code"], data["environment"], data["params"], data["inputs"], data["outputs"]
-        )
+            data["code"], data["environment"], data["params"], data["inputs"], data["outputs"],
+            data.get("files", {}), data.get("code_parts", {}),
+        )  # fmt: skip
 
     @classmethod
     def build(
@@ -62,10 +69,14 @@ class CacheKeyParts:
         params: dict[str, Any],
         inputs: dict[str, str],
         outputs: dict[str, str],
+        *,
+        files: dict[str, str] | None = None,
+        code_parts: dict[str, str] | None = None,
     ) -> CacheKeyParts:
         return cls(
-            code, environment, {k: canonical_json(v) for k, v in params.items()}, inputs, outputs
-        )
+            code, environment, {k: canonical_json(v) for k, v in params.items()}, inputs,
+            outputs, dict(files or {}), dict(code_parts or {}),
+        )  # fmt: skip
 
 
 def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
@@ -75,7 +86,7 @@ def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
     if previous.environment != current.environment:
         return "new environment"
     if previous.code != current.code:
-        return "code changed"
+        return "code changed" + _changed_code(previous.code_parts, current.code_parts)
     reasons = []
     changed_params = sorted(
         k for k in set(previous.params) | set(current.params)
@@ -88,12 +99,31 @@ def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
         k for k in set(previous.inputs) | set(current.inputs)
         if previous.inputs.get(k) != current.inputs.get(k)
     )  # fmt: skip
+    files = [current.files[k] for k in changed_inputs if k in current.files]
+    changed_inputs = [k for k in changed_inputs if k not in current.files]
+    if files:
+        noun = "input file" if len(files) == 1 else "input files"
+        reasons.append(f"{noun} {', '.join(files)} changed")
     if changed_inputs:
         noun = "input" if len(changed_inputs) == 1 else "inputs"
         reasons.append(f"{noun} {', '.join(changed_inputs)} changed")
     if previous.outputs != current.outputs:
         reasons.append("output types changed")
     return "; ".join(reasons) or "previous run did not finish"
+
+
+def _changed_code(previous: dict[str, str], current: dict[str, str], shown: int = 3) -> str:
+    """` (helpers.py: Caster.transform, ...)`: which named parts differ, when both are known."""
+    if not previous or not current:
+        return ""
+    changed = sorted(
+        name for name in set(previous) | set(current)
+        if previous.get(name) != current.get(name) and not name.startswith("const:")
+    )  # fmt: skip
+    if not changed:
+        return ""
+    more = f" and {len(changed) - shown} more" if len(changed) > shown else ""
+    return f" ({', '.join(changed[:shown])}{more})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Any
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.bundles import Bundler
 from conveyor.engine.cache import CacheIndex
+from conveyor.engine.files import FileHasher
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import HookChain, RunHooks
 from conveyor.engine.planning import CachePolicy, HostImplementations, Plan, make_plan
@@ -80,6 +81,7 @@ class Engine:
             index=CacheIndex(store),
             fingerprinter=Fingerprinter(settings.project_root),
             bundler=Bundler(settings.project_root),
+            files=FileHasher(settings.project_root),
             registry=registry,
         )
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 2)
@@ -107,6 +109,7 @@ class Engine:
             bundles=(services.bundler, services.settings.bundle_cache)
             if services.runner.uses_bundles
             else None,
+            files=services.files,
         )
 
     def run(

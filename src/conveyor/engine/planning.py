@@ -21,6 +21,7 @@ from conveyor.dsl.pipeline import Pipeline, Step
 from conveyor.engine.bundles import Bundler
 from conveyor.engine.cache import CacheIndex, CacheKeyParts, explain_miss
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, merge_requirements
+from conveyor.engine.files import FileHasher, FileInput
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.store import ArtifactStore
 from conveyor.engine.tasks import Runner
@@ -40,6 +41,7 @@ class StepPlan:
     state: str = "run"  # "cached" | "run" | "pending"
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    code_parts: dict[str, str] = field(default_factory=dict)  # named parts of `code`
     bundle: str | None = None  # sha256 of the step's code bundle (runners that ship code)
     code_dir: Path | None = None  # that bundle, unpacked on this machine
 
@@ -105,21 +107,42 @@ def input_values(
     return values, refs
 
 
+def file_inputs(
+    step: Step, values: dict[str, Any], files: FileHasher | None
+) -> dict[str, FileInput]:
+    """Take the path arguments of a component's `Path` parameters out of `values`, resolved
+    to their content (a file's bytes, a directory's files): that is what the step depends on."""
+    if files is None or step.component is None or step.component.spec is None:
+        return {}
+    spec = step.component.spec
+    found = {}
+    for name in list(values):
+        if spec.input(name).codec.format == "file" and values[name] is not None:
+            where = f"step {step.name!r}, parameter {name!r}"
+            found[name] = files.resolve(values.pop(name), where)
+    return found
+
+
 def cache_parts(
     step: Step,
     code: str,
     environment: str,
     params: Mapping[str, Any],
     upstream: Mapping[str, Mapping[str, ArtifactRef]],
+    files: FileHasher | None = None,
+    code_parts: dict[str, str] | None = None,
 ) -> CacheKeyParts:
     values, refs = input_values(step, params, upstream)
+    paths = file_inputs(step, values, files)
     outputs = {o.name: o.codec.describe() for o in step.spec.outputs}
     return CacheKeyParts.build(
         code,
         environment,
         {k: to_jsonable(v) for k, v in values.items()},
-        {k: r.sha256 for k, r in refs.items()},
+        {**{k: r.sha256 for k, r in refs.items()}, **{k: f.ref.sha256 for k, f in paths.items()}},
         outputs,
+        files={k: f.shown for k, f in paths.items()},
+        code_parts=code_parts,
     )
 
 
@@ -133,6 +156,7 @@ def make_plan(
     policy: CachePolicy = CachePolicy(),
     host_impls: HostImplementations | None = None,
     bundles: tuple[Bundler, Path] | None = None,
+    files: FileHasher | None = None,
 ) -> Plan:
     """Bind, build environments, check host steps, fingerprint code, predict the cache.
 
@@ -184,6 +208,7 @@ def make_plan(
             assert step.host is not None  # a step is a component or a host step
             fn = step.host.fn
         if fn is not None:
+            steps[step.name].code_parts = fingerprinter.parts(fn)
             steps[step.name].code = fingerprinter.fingerprint(fn)
         if bundles is not None and step.component is not None:
             bundler, folder = bundles
@@ -192,7 +217,7 @@ def make_plan(
             steps[step.name].bundle = bundle.sha256
             steps[step.name].code_dir = bundler.publish(store, bundle, folder)
 
-    _predict_cache(pipeline, bound, steps, CacheIndex(store), policy)
+    _predict_cache(pipeline, bound, steps, CacheIndex(store), policy, files)
     plan = Plan(pipeline, bound, steps, environments, time.perf_counter() - started)
     plan.models = models
     return plan
@@ -257,6 +282,7 @@ def _predict_cache(
     steps: dict[str, StepPlan],
     index: CacheIndex,
     policy: CachePolicy,
+    files: FileHasher | None,
 ) -> None:
     known: dict[str, dict[str, ArtifactRef]] = {}
     for step in pipeline.steps:
@@ -270,7 +296,7 @@ def _predict_cache(
             plan.state, plan.reason = "pending", f"depends on the output of {', '.join(waiting)}"
             continue
         env = plan.environment.key if plan.environment else "host"
-        parts = cache_parts(step, plan.code or "", env, params, known)
+        parts = cache_parts(step, plan.code or "", env, params, known, files, plan.code_parts)
         entry = index.lookup(parts.key)
         if entry is not None:
             plan.state, plan.reason = "cached", "cached"

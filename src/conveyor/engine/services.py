@@ -12,6 +12,7 @@ from typing import Any
 
 from conveyor.engine.bundles import Bundler
 from conveyor.engine.cache import CacheIndex
+from conveyor.engine.files import FileHasher
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import RunHooks
 from conveyor.engine.planning import CachePolicy
@@ -35,4 +36,5 @@ class EngineServices:
     index: CacheIndex
     fingerprinter: Fingerprinter
     bundler: Bundler
+    files: FileHasher
     registry: Any = None  # the model registry host steps see (conveyor.db supplies it)

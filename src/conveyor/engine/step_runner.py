@@ -21,7 +21,8 @@ from conveyor.dsl.artifacts import ArtifactRef, Codec
 from conveyor.dsl.host import HostContext, call_user_host_step
 from conveyor.dsl.pipeline import Step
 from conveyor.engine.cache import explain_miss
-from conveyor.engine.planning import cache_parts, input_values
+from conveyor.engine.files import publish as publish_path
+from conveyor.engine.planning import cache_parts, file_inputs, input_values
 from conveyor.engine.results import CACHED, FAILED, SUCCEEDED, StepResult
 from conveyor.engine.run_state import RunState
 from conveyor.engine.services import EngineServices
@@ -75,14 +76,22 @@ class StepRunner:
         env = step_plan.environment
         assert env is not None
         upstream = state.upstream()
-        parts = cache_parts(step, step_plan.code or "", env.key, state.plan.params, upstream)
+        parts = cache_parts(
+            step, step_plan.code or "", env.key, state.plan.params, upstream, services.files,
+            step_plan.code_parts,
+        )  # fmt: skip
         key = parts.key
         values, refs = input_values(step, state.plan.params, upstream)
+        paths = file_inputs(step, values, services.files)
         reason = services.policy.bypass_reason(step)
         base: dict[str, Any] = {
             "environment": env.key,
             "cache_key": key,
-            "inputs": {**to_jsonable(values), **{k: r.sha256 for k, r in refs.items()}},
+            "inputs": {
+                **to_jsonable(values),
+                **{k: r.sha256 for k, r in refs.items()},
+                **{k: f.ref.sha256 for k, f in paths.items()},
+            },
         }
         pipeline = state.pipeline.name
         if reason is None:
@@ -98,6 +107,8 @@ class StepRunner:
             )
         services.index.remember(pipeline, step.name, parts, state.partition)
 
+        # path arguments travel like values: their content, through the store
+        refs = {**refs, **{n: publish_path(services.store, f) for n, f in paths.items()}}
         attempts = component.retries + 1
         tries = [only_attempt] if only_attempt else range(1, attempts + 1)
         for attempt in tries:
