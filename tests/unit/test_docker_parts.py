@@ -113,3 +113,54 @@ def test_exit_statuses_become_the_promised_messages(tmp_path):
         _outcome(task, 3, False, False, "boom")
     (tmp_path / "result.json").write_text('{"status": "succeeded", "outputs": {}}')
     assert _outcome(task, 0, False, False, "")["status"] == "succeeded"
+
+
+def test_registries_are_checked_and_a_missing_one_says_how_to_set_it(tmp_path):
+    from conveyor.engine.settings import Settings
+    from conveyor.errors import ConveyorError
+    from conveyor.runners.images import resolve_registry
+
+    plain = Settings(project_root=tmp_path, home=tmp_path, env_dir=tmp_path)
+    configured = plain.with_changes(registry="registry.example.com/ml")
+    assert resolve_registry("127.0.0.1:5000/conveyor/", plain) == "127.0.0.1:5000/conveyor"
+    assert resolve_registry(None, configured) == "registry.example.com/ml"
+    assert resolve_registry("localhost:5000", configured) == "localhost:5000"  # the flag wins
+    with pytest.raises(ConveyorError) as info:
+        resolve_registry(None, plain)
+    assert "--registry HOST[:PORT]/prefix" in str(info.value)
+    assert "CONVEYOR_REGISTRY" in str(info.value) and "registry = " in str(info.value)
+    for wrong in ("https://registry.example.com/ml", "host:port/x", "Registry.example.com/ML"):
+        with pytest.raises(ConveyorError, match="HOST\\[:PORT\\]/prefix without a scheme"):
+            resolve_registry(wrong, plain)
+
+
+def test_image_records_round_trip_and_odd_ones_are_ignored(tmp_path):
+    from conveyor.engine.settings import Settings
+    from conveyor.engine.store import ArtifactStore
+    from conveyor.runners.images import ImageBuilder, ImageRecord, _repository, record_key
+
+    digest = "sha256:" + "ab" * 32
+    record = ImageRecord("k" * 24, f"10.0.0.1:5000/ml/conveyor-env@{digest}", "10.0.0.1:5000/ml",
+                         "2025-01-01T00:00:00+00:00", "sha256:" + "cd" * 32)  # fmt: skip
+    assert ImageRecord.from_json(record.to_json()) == record
+    assert record.digest == digest
+    assert record_key(record.key) == f"images/{record.key}.json"
+    for text in ("[]", '{"key": "k"}', record.to_json().replace("@sha256:", ":latest")):
+        with pytest.raises(ValueError):
+            ImageRecord.from_json(text)
+
+    store = ArtifactStore(tmp_path / "store")
+    settings = Settings(project_root=tmp_path, home=tmp_path, env_dir=tmp_path / "envs")
+    builder = ImageBuilder(settings, None, store)  # type: ignore[arg-type]  (no engine needed)
+    assert builder.record(record.key) is None
+    store.write_document(record_key(record.key), record.to_json())
+    assert builder.record(record.key) == record
+    store.write_document(record_key("other"), record.to_json())  # a record under another key
+    store.write_document(record_key("broken"), "{not json")
+    assert builder.record("other") is None and builder.record("broken") is None
+    assert ImageBuilder(settings, None).record(record.key) is None  # type: ignore[arg-type]
+
+    assert _repository("127.0.0.1:5000/a/conveyor-env:key") == "127.0.0.1:5000/a/conveyor-env"
+    assert _repository(f"127.0.0.1:5000/a/conveyor-env@{digest}") == "127.0.0.1:5000/a/conveyor-env"
+    assert _repository("127.0.0.1:5000/a/conveyor-env") == "127.0.0.1:5000/a/conveyor-env"
+    assert _repository("conveyor-env:key") == "conveyor-env"

@@ -1,4 +1,4 @@
-"""`conveyor images list | build | prune`: the docker runner's step images."""
+"""`conveyor images list | build | push | prune`: the docker runner's step images."""
 
 from __future__ import annotations
 
@@ -93,11 +93,62 @@ def build(
     for step, component in _components(_pipelines(config, names)):
         needs.setdefault(runner.environment_spec(component), []).append(step)
     for spec, env in runner.prepare(needs).items():
-        verb = f"built in {env.build_seconds:.1f}s" if env.built else "exists"
-        steps = needs[spec]
-        who = ("step " if len(steps) == 1 else "steps ") + ", ".join(steps)
-        console.print(f"{env.location} {verb}: {spec.describe()} ({who})")
+        console.print(
+            f"{env.location} {_origin(runner, env)}: {spec.describe()} ({_who(needs[spec])})"
+        )
     console.print(f"{runner.builder.builds} image(s) built, {len(needs)} needed")
+
+
+def _who(steps: list[str]) -> str:
+    return ("step " if len(steps) == 1 else "steps ") + ", ".join(steps)
+
+
+def _origin(runner: Any, env: Any) -> str:
+    if env.built:
+        return f"built in {env.build_seconds:.1f}s"
+    if env.key in runner.builder.pulled:
+        return f"pulled in {env.build_seconds:.1f}s"
+    return "exists"
+
+
+@images_app.command("push")
+def push(
+    names: list[str] = typer.Argument(None, help="Pipelines whose images to push (default: all)."),
+    registry: str = typer.Option(
+        None,
+        "--registry",
+        help="HOST[:PORT]/prefix to push to (default: CONVEYOR_REGISTRY or [tool.conveyor] "
+        "registry).",
+    ),
+) -> None:
+    """Build if needed, push each step image to a registry, record its digest in the store.
+
+    Another machine sharing the artifact store then pulls the image by digest instead of
+    building it.
+    """
+    from conveyor.runners.docker import DockerRunner
+    from conveyor.runners.images import resolve_registry
+
+    config = settings()
+    target = resolve_registry(registry, config)  # before any build: a missing one fails fast
+    runner = DockerRunner(config)
+    needs: dict[Any, list[str]] = {}
+    for step, component in _components(_pipelines(config, names)):
+        needs.setdefault(runner.environment_spec(component), []).append(step)
+    uploaded = 0
+    for spec, env in runner.prepare(needs).items():
+        pushed = runner.builder.push(env.key, target)
+        uploaded += pushed.pushed
+        state = f"pushed in {pushed.seconds:.1f}s" if pushed.pushed else "already in the registry"
+        console.print(  # unwrapped: a digest reference is copied, never read across lines
+            f"{pushed.reference} ({_origin(runner, env)}, {state}): {spec.describe()} "
+            f"({_who(needs[spec])})",
+            soft_wrap=True,
+        )
+    console.print(
+        f"{len(needs)} image(s) in {target}: {runner.builder.builds} built, {uploaded} pushed; "
+        f"recorded in {runner.builder.store.url if runner.builder.store else 'no store'}/images/"
+    )
 
 
 @images_app.command("prune")

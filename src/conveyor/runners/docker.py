@@ -9,7 +9,8 @@ unless the component asks for it, with the component's cpu/memory limits and onl
 variables. A timeout kills and removes the container; an out-of-memory kill is named; a
 container whose exit status is lost fails the step. Every container carries labels naming the
 run, the step and the orchestrator process, so containers left by a killed orchestrator are
-removed the next time a docker runner starts.
+removed the next time a docker runner starts. An image this engine lacks is pulled by digest
+when `conveyor images push` recorded it in the artifact store, else built.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from conveyor.dsl.component import ComponentSpec
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment
 from conveyor.engine.settings import Settings
+from conveyor.engine.store import ArtifactStore
 from conveyor.engine.tasks import Task
 from conveyor.errors import EnvironmentBuildError, ExecutorProtocolError, StepFailed
 from conveyor.runners.base import (
@@ -90,7 +92,11 @@ class DockerRunner:
         with self._lock:
             if self._builder is None:
                 self._client = connect()
-                self._builder = ImageBuilder(self.settings, self._client)
+                # push records live in the artifact store every machine of the project shares
+                store = ArtifactStore(
+                    self.settings.artifact_store, cache_dir=self.settings.artifact_cache
+                )
+                self._builder = ImageBuilder(self.settings, self._client, store)
                 remove_orphans(self._client)
             return self._builder
 

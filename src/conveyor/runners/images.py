@@ -8,6 +8,14 @@ protocol, so every step, pipeline and project with the same dependencies shares 
 run under a file lock next to the venv environments, so concurrent runs build an image once; a
 failed build leaves no tag behind. This module and `runners/docker.py` alone import the docker
 SDK.
+
+Images in a registry: `conveyor images push` pushes a step image as `<registry>/conveyor-env:<key>`
+and records what it pushed, by digest, in the artifact store as `images/<key>.json`. The record,
+not the registry's tag, is what another machine trusts: a tag can be pushed over by anyone, a
+record is written only after a completed push and names immutable content. A machine that lacks
+`conveyor-env:<key>` pulls the recorded digest, checks the image's `conveyor.env-key` label and
+tags it; without a record it builds (the registry is not asked), and a failed pull falls back to
+building.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +41,8 @@ from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import sha256_text
 from conveyor.engine.environments import EnvironmentSpec, environment_key
 from conveyor.engine.settings import DEFAULT_BASE_IMAGE, Settings
-from conveyor.errors import ConveyorError, EnvironmentBuildError
+from conveyor.engine.store import ArtifactStore
+from conveyor.errors import ArtifactError, ConveyorError, EnvironmentBuildError
 from conveyor.runners.locks import (
     IMPORT_CHECK,
     IMPORT_CHECK_MARKER,
@@ -66,6 +76,14 @@ BUILD_PASSTHROUGH = (
 )  # fmt: skip
 
 
+# HOST[:PORT] then lower-case path components, as docker's reference grammar has them
+_REGISTRY = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?"
+    r"(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"
+)
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 @dataclass(frozen=True, slots=True)
 class DockerEnvironmentSpec(EnvironmentSpec):
     """An EnvironmentSpec on a particular base image: equal requirements on two bases differ."""
@@ -87,6 +105,90 @@ class BaseImage:
     @property
     def python_minor(self) -> str:
         return ".".join(self.python.split(".")[:2])
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """What `conveyor images push` stored as `images/<key>.json`: the pushed image, by digest."""
+
+    key: str
+    reference: str  # <registry>/conveyor-env@sha256:...
+    registry: str
+    pushed_at: str  # ISO 8601, UTC
+    image_id: str = ""  # the pushing engine's image id (its config digest: equal on every engine)
+
+    @property
+    def digest(self) -> str:
+        """`sha256:...`, the manifest digest the registry stored."""
+        return self.reference.rsplit("@", 1)[1]
+
+    def to_json(self) -> str:
+        """The record as the JSON document the store keeps."""
+        return json.dumps(
+            {"key": self.key, "reference": self.reference, "registry": self.registry,
+             "pushed_at": self.pushed_at, "image_id": self.image_id},
+            indent=1,
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageRecord:
+        """Parse a record; ValueError when it is not one (hand-edited, truncated)."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        try:
+            record = cls(
+                key=str(data["key"]),
+                reference=str(data["reference"]),
+                registry=str(data["registry"]),
+                pushed_at=str(data.get("pushed_at", "")),
+                image_id=str(data.get("image_id", "")),
+            )
+        except KeyError as exc:
+            raise ValueError(f"no {exc.args[0]!r} field") from exc
+        name, at, digest = record.reference.rpartition("@")
+        if not at or not _DIGEST.match(digest) or not name.endswith(f"/{REPOSITORY}"):
+            raise ValueError(
+                f"reference {record.reference!r} is not <registry>/{REPOSITORY}@sha256:..."
+            )
+        return record
+
+
+def record_key(key: str) -> str:
+    """The store document holding the push record of environment `key`."""
+    return f"images/{key}.json"
+
+
+def resolve_registry(registry: str | None, settings: Settings) -> str:
+    """The registry to push to: `registry`, else the project's, checked; a clear error if none."""
+    chosen = (registry or settings.registry or "").strip().rstrip("/")
+    if not chosen:
+        raise ConveyorError(
+            "no registry to push step images to: pass --registry HOST[:PORT]/prefix, or set one "
+            "for the project with CONVEYOR_REGISTRY=HOST[:PORT]/prefix or "
+            '[tool.conveyor] registry = "HOST[:PORT]/prefix" in pyproject.toml'
+        )
+    if "://" in chosen or not _REGISTRY.match(chosen):
+        raise ConveyorError(
+            f"registry {chosen!r} is not a docker repository prefix: write it as "
+            f"HOST[:PORT]/prefix without a scheme, in lower case (e.g. registry.example.com/ml "
+            f"or 127.0.0.1:5000/conveyor)"
+        )
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """One step image after `ImageBuilder.push`: its digest reference, and whether it moved."""
+
+    key: str
+    reference: str
+    pushed: bool  # False: the registry already had this image under its tag
+    seconds: float  # the upload, or the look-up that found it there
+
+
+class _PullFailed(Exception):
+    """A pull that did not produce an image: the caller builds instead."""
 
 
 def connect() -> DockerClient:
@@ -119,14 +221,18 @@ def template_path() -> Path:
 class ImageBuilder:
     """Finds base images and builds step images; safe to share between threads."""
 
-    def __init__(self, settings: Settings, client: DockerClient) -> None:
+    def __init__(
+        self, settings: Settings, client: DockerClient, store: ArtifactStore | None = None
+    ) -> None:
         self.settings = settings
         self.client = client
+        self.store = store  # where push records live; None: never pull, always build
         self._lock = threading.Lock()
         self._bases: dict[str, BaseImage] = {}
         self._uv_fits: bool | None = None
         self._template: str | None = None
         self.builds = 0  # images this builder had to build (the benchmark reports it)
+        self.pulled: set[str] = set()  # keys whose image this builder pulled instead of building
 
     # ------------------------------------------------------------------------------ base images
 
@@ -230,13 +336,229 @@ class ImageBuilder:
         with FileLock(str(self.settings.env_dir / f".docker-{key}.lock"), BUILD_LOCK_TIMEOUT):
             if self.exists(tag):
                 return key, tag, False
+            record = self.record(key)
+            pull_error = None
+            if record is not None:
+                try:
+                    self._pull(record, tag, who)
+                    return key, tag, False
+                except _PullFailed as exc:
+                    pull_error = str(exc)
+                    log.warning(
+                        "could not pull %s for %s from registry %s: %s; building it here "
+                        "instead", record.reference, who, record.registry, pull_error,
+                    )  # fmt: skip
             started = time.perf_counter()
-            self._build(key, tag, spec, base, lock, who)
+            try:
+                self._build(key, tag, spec, base, lock, who)
+            except EnvironmentBuildError as exc:
+                if record is None:
+                    raise
+                raise EnvironmentBuildError(
+                    f"{exc}\n--- and the pushed image could not be pulled instead ---\n"
+                    f"{record.reference} from registry {record.registry}: {pull_error}. Make the "
+                    f"registry reachable from this machine (try: docker pull {record.reference}; "
+                    f"docker login {record.registry.split('/')[0]} if it needs credentials), or "
+                    f"fix the build"
+                ) from exc
             log.info("built image %s for %s (%s) in %.1fs", tag, who, spec.describe(),
                      time.perf_counter() - started)  # fmt: skip
         with self._lock:
             self.builds += 1
         return key, tag, True
+
+    # ------------------------------------------------------------------------------ registries
+
+    def record(self, key: str) -> ImageRecord | None:
+        """The push record of `key` in the artifact store, or None (no store, none, unreadable)."""
+        if self.store is None:
+            return None
+        where = f"{self.store.url}/{record_key(key)}"
+        try:
+            text = self.store.read_document(record_key(key))
+        except (OSError, ArtifactError) as exc:
+            # a store this machine cannot read must not stop a build that works without it
+            log.warning("cannot read the image record %s (%s); building instead", where, exc)
+            return None
+        if text is None:
+            return None
+        try:
+            record = ImageRecord.from_json(text)
+        except ValueError as exc:
+            log.warning("ignoring the image record %s: %s; `conveyor images push` rewrites it",
+                        where, exc)  # fmt: skip
+            return None
+        if record.key != key:
+            log.warning("ignoring the image record %s: it is for environment %s", where,
+                        record.key)  # fmt: skip
+            return None
+        return record
+
+    def _pull(self, record: ImageRecord, tag: str, who: str) -> None:
+        """Pull the recorded image by digest, check its key label, tag it `tag`."""
+        import docker
+        import requests
+
+        started = time.perf_counter()
+        repository = record.reference.rsplit("@", 1)[0]
+        log.info("pulling %s for %s, as the artifact store records it", record.reference, who)
+        try:
+            # the SDK's images.pull drops errors reported inside the stream: read it here
+            for chunk in self.client.api.pull(
+                repository, tag=record.digest, stream=True, decode=True
+            ):
+                if "error" in chunk:
+                    raise _PullFailed(str(chunk.get("error", "")).strip())
+            image = self.client.images.get(record.reference)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise _PullFailed(str(exc)) from exc
+        label = (image.labels or {}).get(LABEL_KEY)
+        if label != record.key:
+            self._untag(record.reference)
+            store = self.store.url if self.store is not None else "the artifact store"
+            raise EnvironmentBuildError(
+                f"refusing the image recorded for environment {record.key} ({who}): "
+                f"{record.reference} from registry {record.registry} is labelled "
+                f"{LABEL_KEY}={label or '(none)'}, so it was built for another environment. "
+                f"The record {store}/{record_key(record.key)} is wrong: push the right image "
+                f"with `conveyor images push` (it rewrites the record), or delete the record to "
+                f"build the image here"
+            )
+        image.tag(REPOSITORY, record.key)
+        with self._lock:
+            self.pulled.add(record.key)
+        log.info("pulled %s for %s by digest %s in %.1fs (not built)", tag, who,
+                 record.digest[:19], time.perf_counter() - started)  # fmt: skip
+
+    def _untag(self, reference: str) -> None:
+        import docker
+
+        try:
+            self.client.images.remove(reference)
+        except docker.errors.APIError as exc:
+            log.debug("could not remove %s: %s", reference, exc)
+
+    def push(self, key: str, registry: str) -> Pushed:
+        """Push `conveyor-env:<key>` as `<registry>/conveyor-env:<key>` and record its digest.
+
+        Skips the upload when the registry's tag already names this image's digest.
+        """
+        import docker
+
+        repository = f"{registry}/{REPOSITORY}"
+        try:
+            image = self.client.images.get(f"{REPOSITORY}:{key}")
+        except docker.errors.ImageNotFound as exc:
+            raise EnvironmentBuildError(
+                f"image {REPOSITORY}:{key} is not on this engine; build it first "
+                f"(`conveyor images build`)"
+            ) from exc
+        started = time.perf_counter()
+        known = self.record(key)
+        digest = self._registry_has(image, repository, key, known)
+        pushed = digest is None
+        if digest is None:
+            digest = self._upload(image, repository, key, registry)
+        record = ImageRecord(
+            key=key,
+            reference=f"{repository}@{digest}",
+            registry=registry,
+            pushed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            image_id=_id_of(image),
+        )
+        seconds = time.perf_counter() - started
+        if known is not None and (known.reference, known.image_id) == (
+            record.reference,
+            record.image_id,
+        ):
+            return Pushed(key, record.reference, pushed, seconds)  # recorded already: keep its date
+        if self.store is None:
+            raise ConveyorError(f"pushed {record.reference}, but there is no artifact store "
+                                f"to record it in")  # fmt: skip
+        try:
+            self.store.write_document(record_key(key), record.to_json())
+        except (OSError, ArtifactError) as exc:
+            raise ConveyorError(
+                f"pushed {record.reference}, but could not record it in the artifact store "
+                f"{self.store.url} ({exc}); other machines will build the image instead of "
+                f"pulling it until `conveyor images push` succeeds"
+            ) from exc
+        return Pushed(key, record.reference, pushed, seconds)
+
+    def _registry_has(
+        self, image: Image, repository: str, key: str, known: ImageRecord | None
+    ) -> str | None:
+        """The digest of `image` if the registry's tag `key` already names it, else None."""
+        import docker
+        import requests
+
+        # digests this image is known by in that repository: from this engine (a pull or a push
+        # it remembers) or from the record of an earlier push of this very image
+        candidates = {
+            ref.rsplit("@", 1)[1]
+            for ref in image.attrs.get("RepoDigests") or []
+            if ref.rsplit("@", 1)[0] == repository
+        }
+        if (
+            known is not None
+            and known.image_id == image.id
+            and known.reference.startswith(f"{repository}@")
+        ):
+            candidates.add(known.digest)
+        if not candidates:
+            return None
+        try:
+            api: Any = self.client.api  # the stubs leave inspect_distribution untyped
+            found = api.inspect_distribution(f"{repository}:{key}")
+        except (docker.errors.DockerException, requests.RequestException):
+            return None  # not there, or not reachable: the push says which
+        digest = str(found.get("Descriptor", {}).get("digest", ""))
+        return digest if digest in candidates else None
+
+    def _upload(self, image: Image, repository: str, key: str, registry: str) -> str:
+        """Tag and push `image`; returns the manifest digest the registry stored."""
+        import docker
+        import requests
+
+        target = f"{repository}:{key}"
+        tagged_before = target in image.tags
+        image.tag(repository, key)
+        digest = ""
+        started = time.perf_counter()
+        try:
+            for chunk in self.client.api.push(repository, tag=key, stream=True, decode=True):
+                if "error" in chunk:
+                    raise ConveyorError(
+                        f"pushing {target} to registry {registry} failed: "
+                        f"{str(chunk.get('error', '')).strip()}. Check the registry is "
+                        f"reachable and accepts pushes (docker login {registry.split('/')[0]})"
+                    )
+                digest = str((chunk.get("aux") or {}).get("Digest", "")) or digest
+            if not digest:  # older engines: the digest is only in the image's RepoDigests
+                image.reload()
+                digest = next(
+                    (
+                        ref.rsplit("@", 1)[1]
+                        for ref in image.attrs.get("RepoDigests") or []
+                        if ref.rsplit("@", 1)[0] == repository
+                    ),
+                    "",
+                )
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise ConveyorError(
+                f"pushing {target} to registry {registry} failed: {exc}. Check the registry is "
+                f"reachable from the Docker engine and accepts pushes"
+            ) from exc
+        finally:
+            if not tagged_before:  # the registry's name is for the push; the engine keeps ours
+                self._untag(target)
+        if not _DIGEST.match(digest):
+            raise ConveyorError(
+                f"pushed {target} to registry {registry}, but the engine reported no digest "
+                f"for it ({digest or 'none'}); push again"
+            )
+        log.debug("pushed %s@%s in %.1fs", repository, digest, time.perf_counter() - started)
+        return digest
 
     def _uv_runs_inside(self) -> bool:
         """Whether the host's uv binary runs in a container: a Linux host of the same arch."""
@@ -319,6 +641,14 @@ class ImageBuilder:
                 log.debug("could not remove build stage %s: %s", image.id, exc)
 
 
+def _repository(name: str) -> str:
+    """The repository in an image name: `host:5000/a/b` of `host:5000/a/b:tag` or `...@sha256:`."""
+    if "@" in name:
+        return name.split("@", 1)[0]
+    repository, _, tag = name.rpartition(":")
+    return repository if repository and "/" not in tag else name
+
+
 def _id_of(image: Image) -> str:
     # the stubs allow None, but the SDK reads it from the engine's answer, which always has one
     assert image.id is not None
@@ -339,6 +669,7 @@ def list_images(client: Any) -> list[dict[str, Any]]:
                 "key": labels.get(LABEL_KEY, ""),
                 "id": image.id,
                 "tags": list(image.tags),
+                "digests": list(image.attrs.get("RepoDigests") or []),
                 "python": labels.get("conveyor.python", "?"),
                 "base": labels.get("conveyor.base-image", "?"),
                 "requirements": requirements,
@@ -356,8 +687,6 @@ def prune_images(
 
     Install stages left by interrupted builds go first; an image a container still uses is kept.
     """
-    import docker
-
     for stage in client.images.list(filters={"label": LABEL_STAGE}):
         if not dry_run:
             client.images.remove(stage.id, force=True)
@@ -365,10 +694,39 @@ def prune_images(
         if image["key"] in keep:
             continue
         what = f"{image['key']} ({', '.join(image['requirements']) or 'no packages'})"
-        if not dry_run:
+        refused = None if dry_run else remove_image(client, image)
+        yield what, refused
+
+
+def remove_image(client: Any, image: dict[str, Any]) -> str | None:
+    """Remove a step image (an entry of `list_images`); returns why the engine refused, or None.
+
+    An image pulled from (or left tagged for) a registry also has a `<registry>/conveyor-env`
+    name, and the engine refuses to remove an image by id while it has names in several
+    repositories: those names are conveyor's own and go first, while any other name (a user's
+    tag) still keeps the image, as does a container using it.
+    """
+    import docker
+
+    try:
+        _drop_registry_names(client, image)
+        client.images.remove(image["id"], force=False)
+    except docker.errors.APIError as exc:
+        return str(exc.explanation or exc)
+    return None
+
+
+def _drop_registry_names(client: Any, image: dict[str, Any]) -> None:
+    import docker
+
+    names = [*image["digests"], *image["tags"]]
+    if {_repository(name) for name in names} <= {REPOSITORY}:
+        return
+    if client.containers.list(all=True, filters={"ancestor": image["id"]}):
+        return  # in use: removing by id refuses and says so; keep its names meanwhile
+    for name in names:
+        if _repository(name).endswith(f"/{REPOSITORY}"):
             try:
-                client.images.remove(image["id"], force=False)
-            except docker.errors.APIError as exc:
-                yield what, str(exc.explanation or exc)
-                continue
-        yield what, None
+                client.images.remove(name)
+            except docker.errors.ImageNotFound:
+                pass  # untagging a repository's tag drops its digest names too
