@@ -339,3 +339,30 @@ def test_a_file_argument_is_its_content(project):
     with pytest.raises(ParameterError) as info:
         _run("counting", {"source": "data/none.csv"})  # at plan time: nothing ran
     assert "step 'count_rows', parameter 'source': data/none.csv does not exist" in str(info.value)
+
+
+def test_a_corrupt_cached_output_is_a_miss_that_repairs_it(flows):
+    """Same-size corruption of a cached output: the next run says so, recomputes, replaces it."""
+    from conveyor.engine.store import ArtifactStore
+
+    first = _run("chain")
+    ref = first.steps["double"].artifacts["output"]
+    store = ArtifactStore(flows.settings.artifact_store)
+    path = store.path_for(ref.sha256)
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b"2", b"3"))  # same size, different content
+    assert path.stat().st_size == ref.size
+    again = _run("chain")
+    step = again.steps["double"]
+    assert step.status == "succeeded"
+    assert "cached output 'output'" in step.reason and "no longer matches its hash" in step.reason
+    assert path.read_bytes() == good  # replaced by the recomputed value
+    assert again.output[0] == first.output[0]
+    assert _run("chain").steps["double"].status == "cached"
+
+
+def test_the_reason_after_a_failed_run_says_it_failed(flows):
+    first = _run("failing")
+    assert first.steps["boom"].status == "failed"
+    again = _run("failing")
+    assert again.steps["boom"].reason == "its previous run failed"

@@ -17,12 +17,15 @@ same date's previous run, not against whichever date ran last.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor._runtime.hashing import canonical_json, sha256_json
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.engine.store import ArtifactStore
+
+log = logging.getLogger("conveyor.cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ class CacheKeyParts:
     # for explaining a miss only, not in the key (the key has their hashes already):
     files: dict[str, str] = field(default_factory=dict)  # input name -> the path as written
     code_parts: dict[str, str] = field(default_factory=dict)  # "file: qualname" -> source hash
+    outcome: str = ""  # in a "latest" record: how that run of the step ended (or "running")
 
     @property
     def key(self) -> str:
@@ -52,13 +56,14 @@ class CacheKeyParts:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self._keyed(), "files": self.files, "code_parts": self.code_parts}
+        extras = {"files": self.files, "code_parts": self.code_parts, "outcome": self.outcome}
+        return {**self._keyed(), **extras}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheKeyParts:
         return cls(
             data["code"], data["environment"], data["params"], data["inputs"], data["outputs"],
-            data.get("files", {}), data.get("code_parts", {}),
+            data.get("files", {}), data.get("code_parts", {}), data.get("outcome", ""),
         )  # fmt: skip
 
     @classmethod
@@ -109,7 +114,12 @@ def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
         reasons.append(f"{noun} {', '.join(changed_inputs)} changed")
     if previous.outputs != current.outputs:
         reasons.append("output types changed")
-    return "; ".join(reasons) or "previous run did not finish"
+    if reasons:
+        return "; ".join(reasons)
+    return {
+        "failed": "its previous run failed",
+        "succeeded": "its cached result is gone",
+    }.get(previous.outcome, "its previous run did not finish")
 
 
 def _changed_code(previous: dict[str, str], current: dict[str, str], shown: int = 3) -> str:
@@ -157,15 +167,35 @@ class CacheIndex:
             return None
 
     def lookup(self, key: str) -> CacheEntry | None:
-        """The entry for `key` if every output it names is still in the store."""
+        """The entry for `key` if every output it names is still in the store, intact."""
+        return self.check(key)[0]
+
+    def check(self, key: str) -> tuple[CacheEntry | None, str | None]:
+        """(the usable entry for `key`, or None; why an entry exists but cannot be used)."""
         # an entry's key hashes everything its outputs depend on: any copy of it is current
         data = self._read(self._entry_key(key), immutable=True)
         if data is None:
-            return None
+            return None, None
         outputs = {k: ArtifactRef.from_dict(v) for k, v in data["outputs"].items()}
-        if not all(self.store.exists(ref) for ref in outputs.values()):
-            return None
-        return CacheEntry(key, outputs, data.get("metrics"))
+        for name, ref in outputs.items():
+            problem = self._unusable(name, ref)
+            if problem is not None:
+                log.warning("cache entry %s: %s", key[:12], problem)
+                return None, problem
+        return CacheEntry(key, outputs, data.get("metrics")), None
+
+    def _unusable(self, name: str, ref: ArtifactRef) -> str | None:
+        local = self.store.path_for(ref.sha256)
+        if local.exists():
+            if self.store.verify(ref):
+                return None
+            return (
+                f"cached output {name!r} ({local}) no longer matches its hash: it was changed "
+                f"on disk; running again to replace it"
+            )
+        if self.store.remote and self.store.exists(ref):
+            return None  # fetched and verified when first used
+        return f"cached output {name!r} ({ref.sha256[:12]}) is missing from the store"
 
     def record(
         self, key: str, outputs: dict[str, ArtifactRef], metrics: dict[str, float] | None
@@ -183,6 +213,15 @@ class CacheIndex:
         except KeyError:
             return None
 
-    def remember(self, pipeline: str, step: str, parts: CacheKeyParts, partition: str = "") -> None:
+    def remember(
+        self,
+        pipeline: str,
+        step: str,
+        parts: CacheKeyParts,
+        partition: str = "",
+        outcome: str = "succeeded",
+    ) -> None:
+        """Record what this run of a step depended on, and how it ended ("running" before)."""
         key = self._latest_key(pipeline, step, partition)
-        self.store.write_document(key, json.dumps(parts.to_dict()))
+        record = replace(parts, outcome=outcome)
+        self.store.write_document(key, json.dumps(record.to_dict()))

@@ -297,12 +297,12 @@ def _predict_cache(
             continue
         env = plan.environment.key if plan.environment else "host"
         parts = cache_parts(step, plan.code or "", env, params, known, files, plan.code_parts)
-        entry = index.lookup(parts.key)
+        entry, problem = index.check(parts.key)
         if entry is not None:
             plan.state, plan.reason = "cached", "cached"
             known[step.name] = entry.outputs
         else:
             plan.state = "run"
-            plan.reason = explain_miss(
+            plan.reason = problem or explain_miss(
                 index.latest(pipeline.name, step.name, partition_label(pipeline, params)), parts
             )

@@ -95,17 +95,17 @@ class StepRunner:
         }
         pipeline = state.pipeline.name
         if reason is None:
-            entry = services.index.lookup(key)
+            entry, problem = services.index.check(key)
             if entry is not None:
                 services.index.remember(pipeline, step.name, parts, state.partition)
                 return StepResult(
                     step.name, "component", CACHED, "cached", artifacts=entry.outputs,
                     metrics=entry.metrics, **base,
                 )  # fmt: skip
-            reason = explain_miss(
+            reason = problem or explain_miss(
                 services.index.latest(pipeline, step.name, state.partition), parts
             )
-        services.index.remember(pipeline, step.name, parts, state.partition)
+        services.index.remember(pipeline, step.name, parts, state.partition, "running")
 
         # path arguments travel like values: their content, through the store
         refs = {**refs, **{n: publish_path(services.store, f) for n, f in paths.items()}}
@@ -134,6 +134,7 @@ class StepRunner:
             except StepFailed as exc:
                 step_log.close()
                 if attempt >= attempts or only_attempt:
+                    services.index.remember(pipeline, step.name, parts, state.partition, "failed")
                     return StepResult(
                         step.name, "component", FAILED, reason, attempts=attempt,
                         error=str(exc), log_path=str(step_log.path), **base,
@@ -147,6 +148,7 @@ class StepRunner:
             artifacts = self._ingest(workdir, result)
             metrics = self._metrics(step, artifacts)
             services.index.record(key, artifacts, metrics)
+            services.index.remember(pipeline, step.name, parts, state.partition, "succeeded")
             return StepResult(
                 step.name, "component", SUCCEEDED, reason, attempts=attempt, artifacts=artifacts,
                 metrics=metrics, timings=result.get("timings", {}), log_path=str(step_log.path),

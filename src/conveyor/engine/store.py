@@ -119,13 +119,37 @@ class ArtifactStore:
         except FileNotFoundError:
             return False
 
+    def verify(self, ref: ArtifactRef) -> bool:
+        """Whether the local copy of a value still hashes to its sha256 (False: missing or
+        changed). Remembered per file state, so a file is hashed again only after it changed:
+        a cache hit pays a stat, not a read."""
+        path = self.path_for(ref.sha256)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        state = f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"
+        seen = self.root / ".verified" / self.key_for(ref.sha256)
+        try:
+            if seen.read_text() == state:
+                return True
+        except FileNotFoundError:
+            pass
+        if stat.st_size != ref.size or sha256_path(path) != ref.sha256:
+            return False
+        write_text_atomic(seen, state)
+        return True
+
     def ingest(self, file: str | Path, ref: ArtifactRef) -> Path:
-        """Publish a finished file under its hash; returns its local path (the file moves)."""
+        """Publish a finished file under its hash; returns its local path (the file moves).
+
+        A local copy that no longer matches its hash is replaced (a corrupt artifact repairs
+        itself the next time its step runs)."""
         final = self.path_for(ref.sha256)
         if self.remote and not self._in_remote(ref):  # a local copy alone is not published
             self.filesystem.put_file(str(file), self.uri_for(ref.sha256))
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
+        if final.exists() and self.verify(ref):
             Path(file).unlink(missing_ok=True)
             return final
         try:
