@@ -13,7 +13,7 @@ from components.nyse import DEFAULT_SOURCE, ingest, trading_days, validate
 from conveyor import after, load_table, pipeline, write_table
 
 
-@pipeline(name="features", partition=("start", "end"), calendar=trading_days)
+@pipeline(name="features", partition=("start", "end"), calendar=trading_days, depends_on_past=5)
 def features(start: date, end: date, source: str = DEFAULT_SOURCE, lookback_days: int = 31):
     """Ingest and validate the range's raw rows, store them, and compute its features."""
     raw = ingest(source, start, end, name=source)

@@ -66,3 +66,30 @@ def test_ranged_pipelines_group_consecutive_calendar_dates():
     assert group_batches(ranged, JAN, batch=4, reverse=True)[0].label() == (
         "2024-01-11..2024-01-12"
     )
+
+
+def test_a_batch_of_zero_is_an_error_not_the_default():
+    with pytest.raises(ParameterError, match="--batch must be at least 1, got 0"):
+        group_batches(ranged, JAN, batch=0)
+    assert len(group_batches(ranged, JAN, batch=None)) == 1  # None: the default size
+
+
+def test_batches_depend_on_the_batches_holding_their_lookback():
+    from dataclasses import replace
+
+    from conveyor.ops.backfill import batch_dependencies, missing_lookback
+
+    reads_two = replace(ranged, depends_on_past=2)
+    batches = group_batches(reads_two, JAN, batch=3)
+    needs = batch_dependencies(reads_two, batches)
+    assert needs[0] == set()  # its look-back is before the backfill
+    assert all(needs[i] == {i - 1} for i in range(1, len(batches)))
+    single = group_batches(reads_two, JAN, batch=1)  # a date reads the two before it
+    assert batch_dependencies(reads_two, single)[5] == {3, 4}
+    december = [date(2023, 12, 28), date(2023, 12, 29)]  # the weekdays before January 1st
+    assert missing_lookback(reads_two, batches, {}) == december
+    assert missing_lookback(reads_two, batches, dict.fromkeys(december, "succeeded")) == []
+    later = group_batches(reads_two, JAN[10:], batch=3)
+    before = JAN[8:10]
+    assert missing_lookback(reads_two, later, {}) == before
+    assert missing_lookback(reads_two, later, dict.fromkeys(before, "succeeded")) == []

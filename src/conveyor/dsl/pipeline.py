@@ -83,6 +83,9 @@ class Pipeline:
     partition: str | tuple[str, str] | None = None
     calendar: Calendar = field(default_factory=lambda: resolve_calendar("daily"))
     description: str = ""
+    # a partition reads what this pipeline wrote for the N calendar dates before it: backfills
+    # run those first, and a backfill's first partition needs them written already
+    depends_on_past: int = 0
 
     @property
     def module(self) -> str:
@@ -465,11 +468,26 @@ def create_pipeline(
     name: str | None = None,
     partition: str | tuple[str, str] | None = None,
     calendar: str | DateSource | Calendar = "daily",
+    depends_on_past: int = 0,
 ) -> Pipeline:
     """Trace `fn` into a Pipeline (the decorator's factory)."""
     name = name or fn.__name__
     params = _pipeline_params(name, fn)
     partition_spec = _partition_spec(name, params, partition)
+    if (
+        not isinstance(depends_on_past, int)
+        or isinstance(depends_on_past, bool)
+        or (depends_on_past < 0)
+    ):
+        raise PipelineDefinitionError(
+            f"pipeline {name!r}: depends_on_past={depends_on_past!r} must be a whole number of "
+            f"calendar dates (0: partitions are independent)"
+        )
+    if depends_on_past and partition_spec is None:
+        raise PipelineDefinitionError(
+            f"pipeline {name!r}: depends_on_past={depends_on_past} needs a partition (a date "
+            f"parameter, or partition=(start, end)) to say what came before"
+        )
     try:
         cal = resolve_calendar(calendar)
     except ValueError as exc:
@@ -503,6 +521,7 @@ def create_pipeline(
         partition=partition_spec,
         calendar=cal,
         description=inspect.getdoc(fn) or "",
+        depends_on_past=depends_on_past,
     )
 
 
@@ -512,6 +531,7 @@ def pipeline(
     name: str | None = None,
     partition: str | tuple[str, str] | None = None,
     calendar: str | DateSource | Calendar = "daily",
+    depends_on_past: int = 0,
 ) -> Any:
     """Trace a function of component calls into a pipeline DAG.
 
@@ -520,11 +540,14 @@ def pipeline(
         partition: the date parameter that names a run's partition, or a (start, end) pair for
             a ranged pipeline that processes many dates in one run.
         calendar: "daily", "weekdays", or a function (start, end) -> dates giving partitions.
+        depends_on_past: a partition reads what this pipeline wrote for this many calendar
+            dates before it (look-back): backfills run those partitions first, however many
+            run at once, and refuse to start where the dates before are missing.
     """
 
     def decorate(func: Callable[..., Any]) -> Any:
         if IN_STEP.get():  # inside a step process only the components of this module matter
             return func
-        return create_pipeline(func, name, partition, calendar)
+        return create_pipeline(func, name, partition, calendar, depends_on_past)
 
     return decorate(fn) if fn is not None else decorate

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from conveyor.dsl.pipeline import Pipeline
@@ -133,7 +133,7 @@ def group_batches(
     if not pipeline.ranged:
         batches = [Batch((d,)) for d in selected]
     else:
-        size = batch or DEFAULT_BATCH
+        size = DEFAULT_BATCH if batch is None else batch
         if size < 1:
             raise ParameterError(f"--batch must be at least 1, got {size}")
         calendar = pipeline.calendar.dates(selected[0], selected[-1])
@@ -148,6 +148,38 @@ def group_batches(
                 current = [day]
         batches.append(Batch(tuple(current)))
     return list(reversed(batches)) if reverse else batches
+
+
+def dates_before(pipeline: Pipeline, day: date, count: int) -> list[date]:
+    """The `count` calendar dates before `day` (fewer at the start of the calendar)."""
+    if count <= 0:
+        return []
+    window = max(31, 3 * count + 14)  # calendar days that surely hold `count` partitions
+    return pipeline.calendar.dates(day - timedelta(days=window), day - timedelta(days=1))[-count:]
+
+
+def batch_dependencies(pipeline: Pipeline, batches: Sequence[Batch]) -> list[set[int]]:
+    """For each batch, the batches holding the look-back dates of its partitions: with
+    `depends_on_past`, a partition reads what the ones before it wrote, so those run first."""
+    owner = {day: i for i, one in enumerate(batches) for day in one.dates}
+    needs: list[set[int]] = []
+    for i, one in enumerate(batches):
+        before = dates_before(pipeline, one.start, pipeline.depends_on_past)
+        needs.append({owner[d] for d in before if d in owner and owner[d] != i})
+    return needs
+
+
+def missing_lookback(
+    pipeline: Pipeline, batches: Sequence[Batch], statuses: Mapping[date, str]
+) -> list[date]:
+    """Look-back dates the backfill neither runs nor finds succeeded: it cannot start."""
+    chosen = {day for one in batches for day in one.dates}
+    missing: set[date] = set()
+    for one in batches:
+        for day in dates_before(pipeline, one.start, pipeline.depends_on_past):
+            if day not in chosen and statuses.get(day) != "succeeded":
+                missing.add(day)
+    return sorted(missing)
 
 
 def _partition_params(pipeline: Pipeline, batch: Batch) -> dict[str, Any]:
@@ -203,14 +235,29 @@ def backfill(
     pipeline = resolve_pipeline(target, settings)
     if concurrency < 1:
         raise ParameterError(f"--concurrency must be at least 1, got {concurrency}")
-    statuses = partition_status(settings, pipeline.name, start, end)
+    if reverse and pipeline.depends_on_past:
+        raise ParameterError(
+            f"--reverse: pipeline {pipeline.name!r} reads what its earlier partitions wrote "
+            f"(depends_on_past={pipeline.depends_on_past}), so they must run first"
+        )
+    lookback = dates_before(pipeline, start, pipeline.depends_on_past)
+    statuses = partition_status(settings, pipeline.name, lookback[0] if lookback else start, end)
     selected, skipped = select_partitions(pipeline, start, end, statuses, reprocess)
     batches = group_batches(pipeline, selected, batch, reverse)
     for one in batches[:1]:  # parameters are checked before anything runs
         pipeline.bind({**(params or {}), **_partition_params(pipeline, one)})
+    missing = missing_lookback(pipeline, batches, statuses)
+    if missing:  # checked before anything runs or writes
+        raise ParameterError(
+            f"backfill of {pipeline.name} from {start}: its partitions read what the "
+            f"{pipeline.depends_on_past} partition(s) before each wrote (depends_on_past), and "
+            f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''} have not "
+            f"succeeded; start the backfill at {missing[0]} or earlier"
+        )
     result = BackfillResult(pipeline.name, selected, skipped, batches)
     if dry_run or not batches:
         return result
+    needs = batch_dependencies(pipeline, batches)
     chosen = resolve_engine(engine, settings)
     per_run = max_parallel or max(1, (os.cpu_count() or 2) // concurrency)
     local = build_engine(
@@ -226,9 +273,11 @@ def backfill(
 
     try:
         if chosen == "prefect":
-            asyncio.run(_with_prefect(local, pipeline, batches, params or {}, concurrency, record))
+            asyncio.run(
+                _with_prefect(local, pipeline, batches, needs, params or {}, concurrency, record)
+            )
         else:
-            _with_threads(local, pipeline, batches, params or {}, concurrency, record)
+            _with_threads(local, pipeline, batches, needs, params or {}, concurrency, record)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -247,14 +296,24 @@ def _outcome(
     return BatchOutcome(batch, "failed", None, f"{type(error).__name__}: {error}", seconds)
 
 
+def _blocked(batch: Batch, needs: set[int], batches: Sequence[Batch], began: float) -> BatchOutcome:
+    labels = ", ".join(batches[i].label() for i in sorted(needs))
+    return _outcome(
+        batch, None, ParameterError(f"not run: the partitions it reads ({labels}) failed"), began
+    )
+
+
 def _with_threads(
     engine: Engine,
     pipeline: Pipeline,
     batches: list[Batch],
+    needs: list[set[int]],
     params: Mapping[str, Any],
     concurrency: int,
     record: Callable[[BatchOutcome], None],
 ) -> None:
+    """Run batches on a thread pool, each once the batches it depends on have succeeded."""
+
     def one(batch: Batch) -> BatchOutcome:
         began = time.perf_counter()
         try:
@@ -263,18 +322,33 @@ def _with_threads(
             return _outcome(batch, None, exc, began)
         return _outcome(batch, run, None, began)
 
-    queue = list(batches)
-    running: dict[Future[BatchOutcome], Batch] = {}
+    pending = list(range(len(batches)))
+    status: dict[int, str] = {}
+    running: dict[Future[BatchOutcome], int] = {}
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="conveyor-backfill")
     try:
-        while queue or running:
-            while queue and len(running) < concurrency:
-                batch = queue.pop(0)
-                running[pool.submit(one, batch)] = batch
+        while pending or running:
+            for i in list(pending):
+                if any(status.get(d) == "failed" for d in needs[i]):
+                    pending.remove(i)
+                    status[i] = "failed"
+                    record(_blocked(batches[i], needs[i], batches, time.perf_counter()))
+            for i in list(pending):
+                if len(running) >= concurrency:
+                    break
+                if all(status.get(d) == "succeeded" for d in needs[i]):
+                    pending.remove(i)
+                    running[pool.submit(one, batches[i])] = i
+            if not running:  # every pending batch waits on one settled above: loop again
+                if pending and not any(all(d in status for d in needs[i]) for i in pending):
+                    raise AssertionError(f"backfill batches wait on each other: {pending}")
+                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                running.pop(future)
-                record(future.result())
+                i = running.pop(future)
+                outcome = future.result()
+                status[i] = outcome.status
+                record(outcome)
     except BaseException:
         engine.runner.close()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -286,28 +360,43 @@ async def _with_prefect(
     engine: Engine,
     pipeline: Pipeline,
     batches: list[Batch],
+    needs: list[set[int]],
     params: Mapping[str, Any],
     concurrency: int,
     record: Callable[[BatchOutcome], None],
 ) -> None:
+    """Run batches as Prefect flow runs, each once the batches it depends on have succeeded."""
     from conveyor.backends.prefect_flow import arun_with_prefect
 
     slots = asyncio.Semaphore(concurrency)
+    finished = [asyncio.Event() for _ in batches]
+    status: dict[int, str] = {}
 
-    async def one(batch: Batch) -> None:
-        async with slots:
-            began = time.perf_counter()
-            try:
-                run = await arun_with_prefect(
-                    engine,
-                    pipeline,
-                    {**params, **_partition_params(pipeline, batch)},
-                    tags=("backfill",),
-                    flow_run_name=f"{pipeline.name} {batch.label()}",
-                )
-            except ConveyorError as exc:
-                record(_outcome(batch, None, exc, began))
-                return
-            record(_outcome(batch, run, None, began))
+    async def one(i: int) -> None:
+        batch = batches[i]
+        for dependency in needs[i]:
+            await finished[dependency].wait()
+        try:
+            if any(status.get(d) != "succeeded" for d in needs[i]):
+                outcome = _blocked(batch, needs[i], batches, time.perf_counter())
+            else:
+                async with slots:
+                    began = time.perf_counter()
+                    try:
+                        run = await arun_with_prefect(
+                            engine,
+                            pipeline,
+                            {**params, **_partition_params(pipeline, batch)},
+                            tags=("backfill",),
+                            flow_run_name=f"{pipeline.name} {batch.label()}",
+                        )
+                    except ConveyorError as exc:
+                        outcome = _outcome(batch, None, exc, began)
+                    else:
+                        outcome = _outcome(batch, run, None, began)
+            status[i] = outcome.status
+            record(outcome)
+        finally:
+            finished[i].set()
 
-    await asyncio.gather(*(one(b) for b in batches))
+    await asyncio.gather(*(one(i) for i in range(len(batches))))
