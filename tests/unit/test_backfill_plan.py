@@ -89,7 +89,7 @@ def test_batches_depend_on_the_batches_holding_their_lookback():
     december = [date(2023, 12, 28), date(2023, 12, 29)]  # the weekdays before January 1st
     assert missing_lookback(reads_two, batches, {}) == december
     assert missing_lookback(reads_two, batches, dict.fromkeys(december, "succeeded")) == []
-    later = group_batches(reads_two, JAN[10:], batch=3)
-    before = JAN[8:10]
+    later = group_batches(reads_two, JAN[6:], batch=3)
+    before = JAN[4:6]  # the 5th and the 8th, before the 9th
     assert missing_lookback(reads_two, later, {}) == before
     assert missing_lookback(reads_two, later, dict.fromkeys(before, "succeeded")) == []
