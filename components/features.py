@@ -25,7 +25,12 @@ class Split(NamedTuple):
 
 @component
 def build_features(history: pd.DataFrame, start: date, end: date, lookback: list) -> pd.DataFrame:
-    """For each date in [start, end]: the three series 1–5 trading days earlier, and the target."""
+    """For each date in [start, end]: the three series 1–5 trading days earlier, and the target.
+
+    `lookback` names the trading days whose rows the lags need: the calendar's, not whatever
+    the source happened to hold, so a lag never spans a missing day. Every one of those days
+    and of [start, end] must be in `history`; rows on other dates are ignored.
+    """
     missing = [c for c in ("date", "day_of_week", *SERIES) if c not in history.columns]
     if missing:
         raise ValueError(f"history lacks column(s) {', '.join(map(repr, missing))}")
@@ -34,13 +39,17 @@ def build_features(history: pd.DataFrame, start: date, end: date, lookback: list
     duplicated = rows["date"][rows["date"].duplicated()]
     if len(duplicated):
         raise ValueError(f"history has duplicate date(s): {_iso(duplicated.unique())}")
-    absent = sorted(set(as_dates(pd.Series(list(lookback), dtype=object))) - set(rows["date"]))
+    wanted = set(as_dates(pd.Series(list(lookback), dtype=object)))
+    absent = sorted(wanted - set(rows["date"]))
     if absent:
         raise ValueError(
             f"the raw table lacks the look-back date(s) {_iso(absent)} that features for "
             f"{start}..{end} need (lags of 1–5 trading days); backfill those earlier dates "
             f"first, then rerun {start}..{end}"
         )
+    in_range = (rows["date"] >= pd.Timestamp(start)) & (rows["date"] <= pd.Timestamp(end))
+    # only the look-back days and the range: a stray earlier row must not become a lag
+    rows = rows[rows["date"].isin(wanted) | in_range].reset_index(drop=True)
     values = rows[list(SERIES)].to_numpy(dtype="float64")
     keep = (rows["date"] >= pd.Timestamp(start)) & (rows["date"] <= pd.Timestamp(end))
     # rows without a full look-back occur only at the very start of the data (checked above)

@@ -7,7 +7,6 @@ imported at the top: the NamedTuple's field hints are resolved at decoration tim
 from __future__ import annotations
 
 import bisect
-import csv
 import functools
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -21,6 +20,10 @@ from conveyor import component
 
 DEFAULT_SOURCE = "flows/data/NYSE.csv"  # relative: resolved against the step's cwd (project root)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The exchange's trading days, 1962-12-03..1986-12-31: the dates of the vendored NYSE.csv, kept
+# apart from it so that a source missing a day is caught (no calendar library covers the period:
+# exchange_calendars' XNYS counts 61 of its holidays as sessions, 1962-12-25 among them).
+CALENDAR = PROJECT_ROOT / "flows" / "data" / "NYSE-trading-days.txt"
 COLUMNS = ("date", "day_of_week", "DJ_return", "log_volume", "log_volatility", "train")
 # Allowed ranges, with wide margins over the data (DJ_return -0.047..0.050, log_volume
 # -1.32..1.04, log_volatility -13.1..-7.5); ±0.3 still admits the 1987 crash (-0.23).
@@ -65,8 +68,12 @@ def ingest(source: Path, start: date, end: date, name: str = "") -> Ingested:
 
 
 @component
-def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Check schema, types, values and dates; the rows with canonical dtypes, sorted by date."""
+def validate(raw: pd.DataFrame, source: str, calendar: list | None = None) -> pd.DataFrame:
+    """Check schema, types, values and dates; the rows with canonical dtypes, sorted by date.
+
+    With `calendar` (the trading days the rows should cover, ISO dates), every one of them must
+    be there and no other date: a source missing a trading day fails naming it.
+    """
     missing = [c for c in COLUMNS if c not in raw.columns]
     extra = [c for c in raw.columns if c not in COLUMNS]
     if missing or extra:
@@ -117,6 +124,15 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     counts = dates.dropna().value_counts()
     for day, count in sorted(counts[counts > 1].items()):
         problems.append(f"{source}: column 'date': date {day.date()} appears {count} times")
+    if calendar is not None:
+        expected = {date.fromisoformat(str(d)) for d in calendar}
+        if expected:
+            low, high = min(expected), max(expected)
+            present = {d.date() for d in dates.dropna() if low <= d.date() <= high}
+            for day in sorted(expected - present):
+                problems.append(f"{source}: trading day {day} is missing (the calendar has it)")
+            for day in sorted(present - expected):
+                problems.append(f"{source}: date {day} is not a trading day of the calendar")
     if problems:
         listed = problems[:_MAX_LISTED] + (["..."] if len(problems) > _MAX_LISTED else [])
         head = problems[0] if len(problems) == 1 else f"{len(problems)} problems in {source}:"
@@ -125,12 +141,13 @@ def validate(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     return _canonical(frame.sort_values("date", kind="stable"))
 
 
-def trading_days(start: date, end: date, source: str = DEFAULT_SOURCE) -> list[date]:
-    """The partition calendar: the source's trading dates in [start, end], weekdays after them."""
+def trading_days(start: date, end: date, calendar: str | Path = CALENDAR) -> list[date]:
+    """The partition calendar: the exchange's trading days in [start, end] (the committed
+    calendar file), and weekdays after its last date."""
     start, end = _day(start), _day(end)
-    path = resolve_source(source)
+    path = Path(calendar)
     stat = path.stat()
-    known = _source_dates(str(path), stat.st_mtime_ns, stat.st_size)
+    known = _calendar_dates(str(path), stat.st_mtime_ns, stat.st_size)
     days = list(known[bisect.bisect_left(known, start) : bisect.bisect_right(known, end)])
     day = max(start, known[-1] + timedelta(days=1)) if known else start
     while day <= end:
@@ -141,10 +158,10 @@ def trading_days(start: date, end: date, source: str = DEFAULT_SOURCE) -> list[d
 
 
 @functools.lru_cache(maxsize=8)
-def _source_dates(path: str, mtime_ns: int, size: int) -> tuple[date, ...]:
+def _calendar_dates(path: str, mtime_ns: int, size: int) -> tuple[date, ...]:
     # mtime and size are part of the key so an edited file is read again
-    with open(path, newline="") as handle:  # noqa: PTH123 - csv wants a text handle
-        return tuple(sorted({date.fromisoformat(row["date"]) for row in csv.DictReader(handle)}))
+    lines = Path(path).read_text().split()
+    return tuple(sorted({date.fromisoformat(line) for line in lines}))
 
 
 def _read_raw(source: Path | str, shown: str) -> pd.DataFrame:
