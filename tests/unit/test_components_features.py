@@ -53,8 +53,9 @@ def test_nothing_from_the_day_or_later_but_the_target(raw: pd.DataFrame) -> None
     changed = raw.copy()
     later = changed["date"] >= d
     changed.loc[later, list(SERIES)] = changed.loc[later, list(SERIES)] + 0.01
-    before = build_features(raw, d.date(), d.date(), [])
-    after = build_features(changed, d.date(), d.date(), [])
+    lookback = [x.date().isoformat() for x in raw[raw["date"] < d]["date"].tail(5)]
+    before = build_features(raw, d.date(), d.date(), lookback)
+    after = build_features(changed, d.date(), d.date(), lookback)
     pd.testing.assert_frame_equal(
         before.drop(columns="log_volume"), after.drop(columns="log_volume")
     )
@@ -121,3 +122,18 @@ def test_the_design_matrix_has_fixed_columns(features: pd.DataFrame) -> None:
     assert tuple(with_days.columns) == LAG_COLUMNS + DOW_COLUMNS
     assert (with_days[list(DOW_COLUMNS)].sum(axis=1) == 1).all()
     assert with_days["dow_mon"].tolist() == [1, 0, 0, 0, 0, 1, 0]  # 1962-12-10 was a Monday
+
+
+def test_lags_come_from_the_calendar_days_never_across_a_gap(raw: pd.DataFrame) -> None:
+    """A history missing a look-back day fails naming it instead of shifting the lags."""
+    d = pd.Timestamp("1975-06-16")
+    before = raw[raw["date"] < d]["date"].tail(5)
+    lookback = [x.date().isoformat() for x in before]
+    gap = before.iloc[2]
+    with pytest.raises(ValueError, match=f"lacks the look-back date.*{gap.date()}"):
+        build_features(raw[raw["date"] != gap], d.date(), d.date(), lookback)
+    full = build_features(raw, d.date(), d.date(), lookback)
+    stray = pd.concat(
+        [raw[raw["date"] < before.iloc[0]].tail(20), raw[raw["date"] >= before.iloc[0]]]
+    )
+    pd.testing.assert_frame_equal(build_features(stray, d.date(), d.date(), lookback), full)
