@@ -305,6 +305,7 @@ def test_attempts_and_failed_partitions_are_recorded(
     result = run(settings, "flaky", day=D, marker=marker)
     attempts = rows(settings, StepAttempt, run_id=result.run_id, step="flaky")
     assert [(a.attempt, a.status) for a in attempts] == [(1, "failed"), (2, "succeeded")]
+    assert "first attempt fails" in (attempts[0].error or "")  # a failed attempt keeps its error
     [step] = rows(settings, StepRun, run_id=result.run_id, step="flaky")
     assert step.attempts == 2 and step.status == "succeeded"
 
@@ -349,6 +350,81 @@ def test_a_killed_run_is_marked_crashed_at_the_next_start(
     [attempt] = rows(settings, StepAttempt, run_id=run_id, step="nap")
     assert attempt.status == "crashed"
     assert lineage.partition_status(settings, "slow") == {D: "failed"}
+
+
+def test_a_killed_run_reads_as_crashed_before_any_other_run_starts(
+    settings: Settings, project: Project
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    if settings.database_url:
+        env["CONVEYOR_DATABASE_URL"] = settings.database_url
+    code = "import conveyor; conveyor.run('slow', {'day': '2024-03-04'}, runner='inprocess')"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=project.root, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        run_id = _wait_for_running_step(settings, proc, "nap")
+        assert lineage.list_runs(settings)[0].status == "running"  # alive: never called dead
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    [seen] = [r for r in lineage.list_runs(settings) if r.run_id == run_id]
+    assert seen.status == "crashed"
+    assert f"its process (pid {proc.pid} on " in (seen.error or "")
+    assert lineage.run_lineage(settings, run_id).run.status == "crashed"
+    [stored] = rows(settings, PipelineRun, run_id=run_id)
+    assert stored.status == "running"  # judged when read: nothing else has run to write it
+
+
+def test_a_live_process_is_never_called_dead_however_quiet(settings: Settings) -> None:
+    """A database outage silences heartbeats; on this host a live process still runs."""
+    import socket
+
+    from conveyor.db.recorder import mark_crashed
+
+    old = datetime.now(UTC) - timedelta(hours=2)
+    _insert_run(settings, "quiet-but-alive", heartbeat_at=old, hostname=socket.gethostname(),
+                pid=os.getpid())  # fmt: skip
+    db = Database.from_settings(settings)
+    try:
+        with db.write() as conn:
+            assert mark_crashed(conn, datetime.now(UTC), socket.gethostname(), 1.0) == []
+    finally:
+        db.close()
+    [seen] = [r for r in lineage.list_runs(settings) if r.run_id == "quiet-but-alive"]
+    assert seen.status == "running"
+
+
+def test_a_run_whose_record_cannot_be_written_runs_nothing(project: Project) -> None:
+    """The database unreachable at the start: the run fails before any step writes anything."""
+    from conveyor.errors import DatabaseError
+
+    project.write("steps/marks.py", """
+        from pathlib import Path
+        from conveyor import component
+
+        @component
+        def touch(marker: str) -> int:
+            Path(marker).write_text("ran")
+            return 1
+    """)  # fmt: skip
+    project.write("flows/marks.py", """
+        from conveyor import pipeline
+        from steps.marks import touch
+
+        @pipeline
+        def marks(marker: str):
+            return touch(marker)
+    """)  # fmt: skip
+    marker = project.root / "ran.txt"
+    unreachable = Settings.load(project.root).with_changes(
+        database_url="postgresql://nobody@127.0.0.1:1/none"
+    )
+    with pytest.raises(DatabaseError) as info:
+        conveyor.run("marks", {"marker": str(marker)}, runner="inprocess", settings=unreachable)
+    assert "cannot record run" in str(info.value) and "Nothing ran" in str(info.value)
+    assert not marker.exists()
 
 
 def _wait_for_running_step(settings: Settings, proc: subprocess.Popen, step: str) -> str:
@@ -397,7 +473,13 @@ def _info(run_id: str) -> RunInfo:
     )  # fmt: skip
 
 
-def _insert_run(settings: Settings, run_id: str, heartbeat_at: datetime) -> None:
+def _insert_run(
+    settings: Settings,
+    run_id: str,
+    heartbeat_at: datetime,
+    hostname: str = "another-host",
+    pid: int = 1,
+) -> None:
     """A run another machine left `running` (pid 1 there), last heard from at `heartbeat_at`."""
     table = sa.inspect(PipelineRun).local_table
     db = Database.from_settings(settings)
@@ -407,7 +489,7 @@ def _insert_run(settings: Settings, run_id: str, heartbeat_at: datetime) -> None
                 sa.insert(table).values(
                     run_id=run_id, pipeline="manual", status="running", params={}, engine="local",
                     runner="venv", project_root="/elsewhere", tags=[], code_version={},
-                    hostname="another-host", pid=1, started_at=heartbeat_at,
+                    hostname=hostname, pid=pid, started_at=heartbeat_at,
                     heartbeat_at=heartbeat_at,
                 )
             )  # fmt: skip

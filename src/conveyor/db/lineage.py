@@ -7,8 +7,9 @@ The chain a prediction run answers to: its load_model step -> the model version 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date, datetime
+import socket
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,6 +44,23 @@ class RunRecord:
     finished_at: datetime | None
     duration: float | None
     error: str | None
+    heartbeat_at: datetime | None = None
+
+
+def as_seen(record: RunRecord, now: datetime | None = None) -> RunRecord:
+    """The record as it stands now: a run recorded as running whose process is gone (this
+    host) or whose heartbeat went quiet (another host) is shown crashed, without waiting for
+    the next run to write that down."""
+    from conveyor.db.recorder import HEARTBEAT_SECONDS, STALE_AFTER_BEATS, crash_reason
+
+    if record.status != "running" or record.heartbeat_at is None:
+        return record
+    now = now or datetime.now(UTC)
+    why = crash_reason(record.hostname, record.pid, record.heartbeat_at, record.started_at, now,
+                       socket.gethostname(), HEARTBEAT_SECONDS * STALE_AFTER_BEATS)  # fmt: skip
+    if why is None:
+        return record
+    return replace(record, status="crashed", error=f"crashed: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +120,7 @@ def list_runs(
     if status:
         query = query.where(RUNS.c.status == status)
     with using(target) as db, db.read() as conn:
-        return [RunRecord(*row) for row in conn.execute(query)]
+        return [as_seen(RunRecord(*row)) for row in conn.execute(query)]
 
 
 def run_lineage(target: Settings | Database, run_id: str) -> Lineage:
@@ -120,7 +138,7 @@ def run_lineage(target: Settings | Database, run_id: str) -> Lineage:
         if len(matches) > 1 and not exact:
             listed = ", ".join(m.run_id for m in matches)
             raise DatabaseError(f"run id {run_id!r} is ambiguous: {listed}")
-        run = RunRecord(*(exact or matches)[0])
+        run = as_seen(RunRecord(*(exact or matches)[0]))
         steps = [
             StepRecord(*row)
             for row in conn.execute(

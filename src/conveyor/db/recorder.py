@@ -43,7 +43,7 @@ from conveyor.engine.hooks import RunHooks
 from conveyor.engine.processes import process_alive
 from conveyor.engine.results import RunInfo, RunResult, StepResult
 from conveyor.engine.settings import Settings
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, DatabaseError
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects import postgresql, sqlite
@@ -70,7 +70,14 @@ def _now() -> datetime:
 
 
 class Recorder(RunHooks):
-    """Writes runs, steps, attempts, artifact references and partition status."""
+    """Writes runs, steps, attempts, artifact references and partition status.
+
+    Required: when the run's own record cannot be written (the database is unreachable), the
+    run fails before its first step, so no data is ever written by an unrecorded run and every
+    step and attempt row refers to a run that exists.
+    """
+
+    required = True
 
     def __init__(
         self,
@@ -118,7 +125,22 @@ class Recorder(RunHooks):
     # -------------------------------------------------------------------------- hooks
 
     def run_started(self, *, run: RunInfo, **extra: Any) -> None:
-        self._write(self._run_started, run)
+        try:
+            db = self._db()
+            if db is None:
+                raise DatabaseError("the database layer is disabled")
+            with db.write() as conn:
+                self._run_started(conn, run)
+        except (ConveyorError, sa.exc.SQLAlchemyError) as exc:
+            with self._lock:
+                self._disabled = False  # try again at the next run
+                self._database = None
+            shown = getattr(self._database, "display_url", None) or self.settings.database_url
+            raise DatabaseError(
+                f"cannot record run {run.run_id} of {run.pipeline!r} in the database "
+                f"({shown or 'the embedded SQLite'}): {exc}. Nothing ran. Bring the database "
+                f"back and run again, or set CONVEYOR_DATABASE_URL=none to run without records"
+            ) from exc
         with self._lock:
             if self._disabled:
                 return
@@ -184,6 +206,24 @@ class Recorder(RunHooks):
             run.run_id,
             step,
             {"status": RUNNING, "reason": reason, "attempts": attempt, "started_at": now},
+        )
+
+    def attempt_failed(
+        self, *, run: RunInfo, step: str, attempt: int, error: str, **extra: Any
+    ) -> None:
+        self._write(self._attempt_failed, run, step, attempt, error)
+
+    def _attempt_failed(
+        self, conn: Connection, run: RunInfo, step: str, attempt: int, error: str
+    ) -> None:
+        conn.execute(
+            sa.update(ATTEMPTS)
+            .where(
+                ATTEMPTS.c.run_id == run.run_id,
+                ATTEMPTS.c.step == step,
+                ATTEMPTS.c.attempt == attempt,
+            )
+            .values(status=FAILED, finished_at=_now(), error=error)
         )
 
     def step_finished(self, *, run: RunInfo, result: StepResult, **extra: Any) -> None:
@@ -340,22 +380,47 @@ def _set_partitions(conn: Connection, run: RunInfo, status: str, now: datetime) 
     )  # fmt: skip
 
 
+def crash_reason(
+    host: str,
+    pid: int,
+    heartbeat: datetime,
+    started: datetime,
+    now: datetime,
+    hostname: str,
+    stale_seconds: float,
+) -> str | None:
+    """Why a run recorded as running is not (None: it may well be running).
+
+    On this host the process decides: alive (and not a later process reusing its pid) means
+    running, however long its heartbeat has been quiet (a database outage silences it). On
+    another host only the heartbeat can tell.
+    """
+    if host == hostname:
+        if pid == os.getpid() or process_alive(pid, since=_aware(started)):
+            return None
+        return f"its process (pid {pid} on {host}) is gone"
+    if _aware(heartbeat) < now - timedelta(seconds=stale_seconds):
+        return f"no heartbeat from pid {pid} on {host} since {heartbeat:%Y-%m-%d %H:%M:%S} UTC"
+    return None
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; conveyor stores UTC
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def mark_crashed(conn: Connection, now: datetime, hostname: str, stale_seconds: float) -> list[str]:
     """Mark runs left `running` by a process that is gone as `crashed`; return their ids."""
     rows = conn.execute(
-        sa.select(RUNS.c.run_id, RUNS.c.hostname, RUNS.c.pid, RUNS.c.heartbeat_at).where(
-            RUNS.c.status == RUNNING
-        )
+        sa.select(
+            RUNS.c.run_id, RUNS.c.hostname, RUNS.c.pid, RUNS.c.heartbeat_at, RUNS.c.started_at
+        ).where(RUNS.c.status == RUNNING)
     ).all()
-    stale_before = now - timedelta(seconds=stale_seconds)
     crashed: dict[str, str] = {}
-    for run_id, host, pid, heartbeat in rows:
-        if host == hostname and pid != os.getpid() and not process_alive(pid):
-            crashed[run_id] = f"its process (pid {pid} on {host}) is gone"
-        elif heartbeat < stale_before:
-            crashed[run_id] = (
-                f"no heartbeat from pid {pid} on {host} since {heartbeat:%Y-%m-%d %H:%M:%S} UTC"
-            )
+    for run_id, host, pid, heartbeat, started in rows:
+        why = crash_reason(host, pid, heartbeat, started, now, hostname, stale_seconds)
+        if why is not None:
+            crashed[run_id] = why
     for run_id, why in crashed.items():
         error = f"crashed: {why}; detected at the next start ({now:%Y-%m-%d %H:%M:%S} UTC)"
         conn.execute(

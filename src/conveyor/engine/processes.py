@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psutil
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host and is not a zombie."""
+def process_alive(pid: int, since: datetime | None = None) -> bool:
+    """Whether a process with this pid exists on this host and is not a zombie; with `since`
+    (when the process was known to run), also that it is the same process, not a reuse of
+    its pid by one started later."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        if since is not None and process.create_time() > since.timestamp() + 1:
+            return False
+        return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:  # it exists; it belongs to someone else

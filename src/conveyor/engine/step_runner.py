@@ -133,6 +133,10 @@ class StepRunner:
                 result = services.runner.run(task)
             except StepFailed as exc:
                 step_log.close()
+                if attempt < attempts:  # tried again, here or by the driver (Prefect's retries)
+                    services.hooks.attempt_failed(
+                        run=state.info, step=step.name, attempt=attempt, error=str(exc)
+                    )
                 if attempt >= attempts or only_attempt:
                     services.index.remember(pipeline, step.name, parts, state.partition, "failed")
                     return StepResult(
