@@ -3,8 +3,6 @@ working when the database cannot be reached."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 import conveyor
@@ -55,17 +53,26 @@ def test_write_table_without_partition_in_a_partitioned_pipeline_is_refused(
     assert "Pass partition=<the partition parameter>" in error
 
 
-def test_a_run_without_a_reachable_database_still_runs(
-    project_with_flows: Project, caplog: pytest.LogCaptureFixture
+def test_a_run_without_a_reachable_database_fails_before_running(
+    project_with_flows: Project,
 ) -> None:
+    """No data without a record: an unreachable database fails the run at its start, naming
+    the database and the cause, and saying how to run without records on purpose."""
+    from conveyor.errors import DatabaseError
+
     settings = project_with_flows.settings.with_changes(
         database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
     )
-    with caplog.at_level(logging.WARNING, logger="conveyor.db"):
-        result = conveyor.run("plain", {}, runner="inprocess", settings=settings)
+    with pytest.raises(DatabaseError) as info:
+        conveyor.run("plain", {}, runner="inprocess", settings=settings)
+    message = str(info.value)
+    assert "cannot record run" in message and "127.0.0.1:1" in message
+    assert "connection" in message.lower() or "connect" in message.lower()
+    assert "CONVEYOR_DATABASE_URL=none" in message
+    assert not (project_with_flows.root / ".conveyor" / "runs").exists()
+    result = conveyor.run("plain", {}, runner="inprocess",
+                          settings=settings.with_changes(database_url="none"))  # fmt: skip
     assert result.ok and result.output["n"].tolist() == [0, 1]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "conveyor.db"]
-    assert len(warnings) == 1 and warnings[0].startswith("not recording runs: cannot ")
 
 
 def test_runs_are_recorded_in_the_embedded_database_by_default(

@@ -100,19 +100,23 @@ class Recorder(RunHooks):
 
     # -------------------------------------------------------------------------- plumbing
 
-    def _db(self) -> Database | None:
+    def _db(self, strict: bool = False) -> Database | None:
+        """The database; None once it failed (`strict`: raise instead, and try again later)."""
         with self._lock:
-            if self._disabled:
+            if self._disabled and not strict:
                 return None
             if self._database is None:
                 try:
                     database = shared_database(self.settings)
                     database.ensure_schema()
                 except (ConveyorError, sa.exc.SQLAlchemyError) as exc:
+                    if strict:
+                        raise
                     log.warning("not recording runs: %s", exc)
                     self._disabled = True
                     return None
                 self._database = database
+                self._disabled = False
             return self._database
 
     def _write(self, action: Any, *args: Any) -> None:
@@ -126,16 +130,14 @@ class Recorder(RunHooks):
 
     def run_started(self, *, run: RunInfo, **extra: Any) -> None:
         try:
-            db = self._db()
-            if db is None:
-                raise DatabaseError("the database layer is disabled")
+            db = self._db(strict=True)
+            assert db is not None  # strict: raises instead
             with db.write() as conn:
                 self._run_started(conn, run)
         except (ConveyorError, sa.exc.SQLAlchemyError) as exc:
-            with self._lock:
-                self._disabled = False  # try again at the next run
-                self._database = None
             shown = getattr(self._database, "display_url", None) or self.settings.database_url
+            with self._lock:
+                self._database = None  # connect again at the next run
             raise DatabaseError(
                 f"cannot record run {run.run_id} of {run.pipeline!r} in the database "
                 f"({shown or 'the embedded SQLite'}): {exc}. Nothing ran. Bring the database "
