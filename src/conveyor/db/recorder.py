@@ -140,8 +140,9 @@ class Recorder(RunHooks):
                 self._database = None  # connect again at the next run
             raise DatabaseError(
                 f"cannot record run {run.run_id} of {run.pipeline!r} in the database "
-                f"({shown or 'the embedded SQLite'}): {str(exc).rstrip('.')}. Nothing ran. Bring the database "
-                f"back and run again, or set CONVEYOR_DATABASE_URL=none to run without records"
+                f"({shown or 'the embedded SQLite'}): {str(exc).rstrip('.')}. Nothing ran. Bring "
+                f"the database back and run again, or set CONVEYOR_DATABASE_URL=none to run "
+                f"without records"
             ) from exc
         with self._lock:
             if self._disabled:
