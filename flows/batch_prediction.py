@@ -73,7 +73,7 @@ def batch_prediction(
     rows = prediction_rows(
         served, shadows["linear"], shadows["linear_dow"], shadows["xgboost"], models, start, end
     )
-    write_table(rows, "predictions", partition=(start, end), partition_col="date")
+    write_table(rows, "predictions", partition=(start, end), partition_col="date", min_rows=1)
     reference = production_profile(start)
     drifted = drift(features, served, reference, start, end, window=drift_window,
                     threshold=psi_threshold, flag_on="prediction")  # fmt: skip

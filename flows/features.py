@@ -37,7 +37,8 @@ def features(start: date, end: date, source: str = DEFAULT_SOURCE, lookback_days
     """Ingest and validate the range's raw rows, store them, and compute its features."""
     raw = ingest(source, start, end, name=source)
     rows = validate(raw.rows, source, trading_range(start, end))
-    written = write_table(rows, "raw_nyse", partition=(start, end), partition_col="date")
+    written = write_table(rows, "raw_nyse", partition=(start, end), partition_col="date",
+                          min_rows=1)  # fmt: skip
     with after(written):
         history = load_table("raw_nyse", start=start, end=end, days=lookback_days)
     lags = build_features(history, start, end, trading_lookback(start))

@@ -106,3 +106,37 @@ def test_git_version_reads_head_and_the_dirty_flag(tmp_path) -> None:
     assert git_version(tmp_path) == (git("rev-parse", "HEAD"), False)
     (tmp_path / "a.py").write_text("x = 2\n")
     assert git_version(tmp_path)[1] is True
+
+
+GAPPY = """
+from datetime import date, timedelta
+from conveyor import component, pipeline, write_table
+
+@component
+def daily_rows(start: date, end: date, skip: str = "") -> "pd.DataFrame":
+    import pandas as pd
+
+    days = [start + timedelta(n) for n in range((end - start).days + 1)]
+    days = [d for d in days if d.weekday() < 5 and d.isoformat() != skip]
+    return pd.DataFrame({"day": days, "value": [d.day for d in days]})
+
+@pipeline(partition=("start", "end"), calendar="weekdays")
+def gappy(start: date, end: date, skip: str = ""):
+    write_table(daily_rows(start, end, skip), "gappy", partition=(start, end),
+                partition_col="day", min_rows=1)
+"""
+
+
+def test_a_partition_date_without_rows_fails_and_writes_nothing(project: Project) -> None:
+    from datetime import date
+
+    project.write("flows/gappy.py", GAPPY)
+    week = {"start": date(2024, 1, 1), "end": date(2024, 1, 5)}
+    good = conveyor.run("gappy", week, runner="inprocess")
+    assert good.ok, good.error
+    bad = conveyor.run("gappy", {**week, "skip": "2024-01-03"}, runner="inprocess")
+    assert bad.status == "failed"
+    assert "1 partition date(s) have fewer than 1 row(s): 2024-01-03 (0)" in bad.error
+    assert "Nothing was written" in bad.error
+    rows = conveyor.read_table("gappy")
+    assert len(rows) == 5  # the good week is still there, whole

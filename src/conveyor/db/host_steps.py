@@ -81,6 +81,7 @@ class HostSteps:
         partition_start: date | None = None,
         partition_end: date | None = None,
         partition_col: str | None = None,
+        min_rows: int | None = None,
     ) -> int:
         """Replace one partition of `table` with `df`; the rows written."""
         if partition_start is None and ctx.partition is not None:
@@ -89,6 +90,9 @@ class HostSteps:
                 f"pipeline, so it would replace the whole table on every run. Pass "
                 f"partition=<the partition parameter> (or a (start, end) pair)."
             )
+        if min_rows is not None:
+            check_rows_per_date(ctx, df, table, partition_start, partition_end, partition_col,
+                                min_rows)  # fmt: skip
         rows = writes.write_table(
             self.database, df, table, partition_start, partition_end, partition_col,
             run_id=ctx.run_id,
@@ -272,3 +276,49 @@ def git_version(root: Path | str) -> tuple[str | None, bool | None]:
         return None, None
     status = git("status", "--porcelain", "--untracked-files=no")
     return sha.strip(), bool(status.strip()) if status is not None else None
+
+
+def check_rows_per_date(
+    ctx: HostContext,
+    df: Any,
+    table: str,
+    start: date | None,
+    end: date | None,
+    partition_col: str | None,
+    min_rows: int,
+) -> None:
+    """Fail, before anything is written, when a partition date has fewer than `min_rows` rows.
+
+    The dates are the run's calendar dates within the written partition: a trading day with
+    no data is an error, not a succeeded, empty partition that later backfills skip.
+    """
+    import pandas as pd
+
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+        raise HostStepError(f"write_table({table!r}): min_rows={min_rows!r} must be a count >= 0")
+    if start is None:
+        dates = []
+    else:
+        last = end or start
+        dates = [d for d in ctx.run.partition_dates if start <= d <= last] or [start]
+    if not dates:
+        if len(df) < min_rows:
+            raise HostStepError(
+                f"write_table({table!r}): {len(df)} row(s), at least {min_rows} expected"
+            )
+        return
+    if partition_col is None or len(dates) == 1:
+        counts = {dates[0]: len(df)} if len(dates) == 1 else {}
+    else:
+        if partition_col not in df.columns:
+            return  # writes.write_table names the missing column
+        days = pd.to_datetime(df[partition_col], errors="coerce").dt.date
+        counts = days.value_counts().to_dict()
+    short = [(d, counts.get(d, 0)) for d in dates if counts.get(d, 0) < min_rows]
+    if short:
+        listed = ", ".join(f"{d} ({n})" for d, n in short[:5]) + (" ..." if len(short) > 5 else "")
+        raise HostStepError(
+            f"write_table({table!r}): {len(short)} partition date(s) have fewer than {min_rows} "
+            f"row(s): {listed}. Nothing was written; a date with no data is an error here "
+            f"(min_rows={min_rows}), not an empty partition"
+        )

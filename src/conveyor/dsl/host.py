@@ -206,12 +206,14 @@ def _write_table_signature(  # type: ignore[empty-body]
     table: str,
     partition: date | tuple[date, date] | None = None,
     partition_col: str | None = None,
+    min_rows: int | None = None,
 ) -> int:
     """Replace exactly `partition` (a date or a (start, end) range) of `table` with `df`.
 
     One transaction, serialized per (table, partition); the table is created on first write.
-    Without `partition_col` the partition key is kept in a column of its own. Returns the rows
-    written.
+    Without `partition_col` the partition key is kept in a column of its own. With `min_rows`,
+    every calendar date of the partition must have at least that many rows, or nothing is
+    written and the step fails naming the dates. Returns the rows written.
     """
 
 
@@ -263,6 +265,7 @@ write_table = _builtin(
         ("partition_start", DATE, True, None),
         ("partition_end", DATE, True, None),
         ("partition_col", JSON, True, None),
+        ("min_rows", JSON, True, None),
     ],
     JSON,
     prepare=_split_partition,
