@@ -365,12 +365,15 @@ def test_load_table_dates_columns_dtypes_and_order(db: Database, tmp_path: Path)
         shuffled = frame(4, seed=i).sample(frac=1, random_state=i)  # insertion order varies
         write_table(db, shuffled, "feats", day)
     window = load_table(db, "feats", end=days[-1], days=3)
-    assert sorted(set(window["conveyor_partition"])) == days[-3:]
-    assert list(window["conveyor_partition"]) == sorted(window["conveyor_partition"])
-    assert list(window.columns) == ["id", "x", "name", "conveyor_partition"]
-    assert window.dtypes.astype(str).tolist() == ["Int64", "float64", "str", "object"]
+    assert list(window.columns) == ["id", "x", "name"]  # conveyor's partition key stays out
+    assert window.dtypes.astype(str).tolist() == ["Int64", "float64", "str"]
+    keyed = load_table(db, "feats", end=days[-1], days=3,
+                       columns=["id", "x", "name", "conveyor_partition"])  # fmt: skip
+    assert sorted(set(keyed["conveyor_partition"])) == days[-3:]
+    assert list(keyed["conveyor_partition"]) == sorted(keyed["conveyor_partition"])
     again = load_table(db, "feats", start=days[-3], end=days[-1])
-    lookback = load_table(db, "feats", start=days[-1], end=days[-1], days=2)  # 2 days before
+    lookback = load_table(db, "feats", start=days[-1], end=days[-1], days=2,
+                          columns=["conveyor_partition"])  # 2 days before  # fmt: skip
     assert sorted(set(lookback["conveyor_partition"])) == days[-3:]
     assert content_hash(window, tmp_path) == content_hash(again, tmp_path)
     subset = load_table(db, "feats", start=days[2], end=days[2], columns=["x", "id"])
@@ -411,7 +414,7 @@ def test_round_trip_of_every_type(db: Database) -> None:
         }
     )
     write_table(db, data, "every", D1)
-    back = load_table(db, "every").drop(columns=["conveyor_partition"])
+    back = load_table(db, "every")
     back = back.sort_values("value", na_position="last").reset_index(drop=True)
     expected = data.sort_values("value", na_position="last").reset_index(drop=True)
     assert back["flag"].tolist() == expected["flag"].tolist()
@@ -440,7 +443,7 @@ def test_column_layouts_round_trip(db: Database, shape: dict) -> None:
         if data[column].dtype == object and isinstance(data[column].dropna().iloc[0], str):
             data[column] = data[column].astype("str")
     write_table(db, data, "layout", D1)
-    back = load_table(db, "layout").drop(columns=["conveyor_partition"])
+    back = load_table(db, "layout")
     for column in data.columns:
         expected = [None if pd.isna(v) else v for v in data[column]]
         actual = [None if pd.isna(v) else v for v in back[column]]

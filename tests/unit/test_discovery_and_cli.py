@@ -108,3 +108,13 @@ def test_cli_errors_exit_nonzero_with_the_message(flows):
     )  # fmt: skip
     assert bad_param.returncode == 1
     assert "parameter 'n' expects int, got 'lots'" in bad_param.stderr + bad_param.stdout
+
+
+def test_backfill_dates_that_look_right_but_are_not_say_why(project):
+    bad_day = _cli("backfill", "anything", "--start", "2011-02-30", "--end", "2011-03-01")
+    assert bad_day.exit_code == 1
+    assert "--start '2011-02-30' is not a date of the calendar: day is out of range for month" in (
+        bad_day.output
+    )
+    shape = _cli("backfill", "anything", "--start", "yesterday", "--end", "2011-03-01")
+    assert "--start 'yesterday' is not a date; write it as YYYY-MM-DD" in shape.output

@@ -254,6 +254,14 @@ def test_bind_coerces_cli_strings_and_reports_bad_parameters():
         flow.bind({})
     with pytest.raises(ParameterError, match="parameter 'n' expects int, got 'many'"):
         flow.bind({"when": "2024-01-01", "n": "many"})
+    # API values: no silent truncation, no bool taken for a number
+    with pytest.raises(ParameterError, match="parameter 'n' expects int, got 2.7 .not a whole"):
+        flow.bind({"when": "2024-01-01", "n": 2.7})
+    with pytest.raises(ParameterError, match="parameter 'n' expects int, got True"):
+        flow.bind({"when": "2024-01-01", "n": True})
+    with pytest.raises(ParameterError, match="parameter 'ratio' expects float, got False"):
+        flow.bind({"when": "2024-01-01", "ratio": False})
+    assert flow.bind({"when": "2024-01-01", "n": 4.0})["n"] == 4
 
 
 def test_render_text_and_mermaid():

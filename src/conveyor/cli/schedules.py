@@ -18,9 +18,13 @@ if TYPE_CHECKING:  # the CLI imports the backfill machinery only when the comman
 
 
 def _date(value: str, flag: str) -> date:
+    import re
+
     try:
         return date.fromisoformat(value)
-    except ValueError:
+    except ValueError as exc:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # the shape is right, the date is not
+            fail(f"{flag} {value!r} is not a date of the calendar: {exc}")
         fail(f"{flag} {value!r} is not a date; write it as YYYY-MM-DD")
 
 

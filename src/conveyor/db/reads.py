@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from conveyor.db.columns import Column
 from conveyor.db.database import Database
-from conveyor.db.names import TableName, check_identifier, quote
+from conveyor.db.names import PARTITION_COLUMN, TableName, check_identifier, quote
 from conveyor.db.tables import bounds, partition_column_of, table_columns
 from conveyor.db.values import storage_type, to_frame
 from conveyor.errors import DatabaseError
@@ -113,8 +113,8 @@ def load_table(
 
 def _choose(existing: list[Column], columns: Sequence[str] | None, where: str) -> list[Column]:
     unreadable = [c for c in existing if c.kind is None]
-    if columns is None:
-        chosen = existing
+    if columns is None:  # conveyor's own partition key is bookkeeping, not the user's data
+        chosen = [c for c in existing if c.name != PARTITION_COLUMN]
     else:
         if isinstance(columns, str):
             raise DatabaseError(f"{where}: columns must be a list of names, not one string")

@@ -164,9 +164,13 @@ def coerce_param(pipeline: str, param: PipelineParam, value: Any) -> Any:
             return value if isinstance(value, date) else date.fromisoformat(str(value))
         if param.codec.json_type == "datetime":
             return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        if kind == "int" and not isinstance(value, bool):
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("not a whole number")  # int() would truncate 2.7 silently
             return int(value)
-        if kind == "float" and not isinstance(value, bool):
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError("a bool is not a number")
             return float(value)
         if kind == "bool":
             if isinstance(value, str):
