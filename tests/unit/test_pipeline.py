@@ -255,7 +255,7 @@ def test_bind_coerces_cli_strings_and_reports_bad_parameters():
     with pytest.raises(ParameterError, match="parameter 'n' expects int, got 'many'"):
         flow.bind({"when": "2024-01-01", "n": "many"})
     # API values: no silent truncation, no bool taken for a number
-    with pytest.raises(ParameterError, match="parameter 'n' expects int, got 2.7 .not a whole"):
+    with pytest.raises(ParameterError, match=r"parameter 'n' expects int, got 2\.7 \(not a whole"):
         flow.bind({"when": "2024-01-01", "n": 2.7})
     with pytest.raises(ParameterError, match="parameter 'n' expects int, got True"):
         flow.bind({"when": "2024-01-01", "n": True})
