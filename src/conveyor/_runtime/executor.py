@@ -117,6 +117,10 @@ def _failure(spec: dict[str, Any], exc: BaseException, stage: str) -> dict[str, 
     }
 
 
+def _read(item: dict[str, Any]) -> Any:
+    return read_file(item["path"], item["format"], item.get("type"), item.get("sha256"))
+
+
 def run_task(spec: dict[str, Any]) -> tuple[dict[str, Any], BaseException | None]:
     """Run one task; return the result document and the exception, if user code raised one."""
     timings: dict[str, float] = {}
@@ -124,16 +128,18 @@ def run_task(spec: dict[str, Any]) -> tuple[dict[str, Any], BaseException | None
     try:
         t0 = time.perf_counter()
         fn = _resolve(spec["module"], spec["qualname"])
-        preload(item["format"] for item in [*spec["inputs"].values(), *spec["outputs"].values()])
+        values = [*spec["inputs"].values(), *spec["outputs"].values()]
+        preload(one["format"] for item in values for one in item.get("items", [item]))
         timings["import"] = time.perf_counter() - t0
 
         stage = "load"
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = {}
         for name, item in spec["inputs"].items():
-            kwargs[name] = read_file(
-                item["path"], item["format"], item.get("type"), item.get("sha256")
-            )
+            if "items" in item:  # a collected list: each value in item order
+                kwargs[name] = [_read(one) for one in item["items"]]
+            else:
+                kwargs[name] = _read(item)
         for name, item in spec["parameters"].items():
             kwargs[name] = decode_json_value(item.get("value"), item.get("type"))
         timings["load"] = time.perf_counter() - t0
@@ -214,11 +220,12 @@ def _from_store(spec: dict[str, Any]) -> None:
             os.unlink(archive)
             raise ArtifactError(f"code bundle {bundle[:12]} in {store} does not match its hash")
         sys.path.insert(0, unpack(archive, os.path.join(cache, "bundles", bundle)))
-    for item in spec["inputs"].values():
-        if not item.get("path") or not os.path.exists(item["path"]):
-            sha = item["sha256"]  # verified again when the codec reads it
-            local = os.path.join(cache, "artifacts", remote.value_key(sha))
-            item["path"] = remote.fetch(remote.join(store, remote.value_key(sha)), local)
+    for entry in spec["inputs"].values():
+        for item in entry.get("items", [entry]):
+            if not item.get("path") or not os.path.exists(item["path"]):
+                sha = item["sha256"]  # verified again when the codec reads it
+                local = os.path.join(cache, "artifacts", remote.value_key(sha))
+                item["path"] = remote.fetch(remote.join(store, remote.value_key(sha)), local)
     work = os.path.join(cache, "work", f"{spec['step']}-{os.getpid()}-{os.urandom(4).hex()}")
     for name, item in spec["outputs"].items():
         item.setdefault("path", os.path.join(work, name))
@@ -245,9 +252,19 @@ def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
             continue
         name, sep, path = value.partition("=")
         section = {"--input": "inputs", "--output": "outputs"}.get(flag)
+        index = None
+        if name.endswith("]") and "[" in name:  # NAME[I]: item I of a collected list
+            name, _, position = name[:-1].partition("[")
+            index = int(position) if position.isdigit() else -1
         if section is None or not sep or name not in spec[section]:
             raise ExecutorProtocolError(f"bad override {flag} {value!r}")
-        spec[section][name]["path"] = path
+        target = spec[section][name]
+        if index is not None:
+            items = target.get("items", [])
+            if not 0 <= index < len(items):
+                raise ExecutorProtocolError(f"bad override {flag} {value!r}: no such item")
+            target = items[index]
+        target["path"] = path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,6 +137,7 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
             state.skip_blocked(pending)
             for step in state.ready(pending):
                 del pending[step.name]
+                state.begin(step)
                 upstream = [states[u] for u in step.upstream if u in states]
                 task = asyncio.create_task(_step_task(execution, step, slots, upstream, states))
                 running[task] = step.name

@@ -41,6 +41,10 @@ class Tracer(Protocol):
 
     def call_host(self, host: HostStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
+    def call_map(
+        self, component: Component[..., Any], kwargs: dict[str, Any], max_parallel: int | None
+    ) -> Any: ...
+
 
 TRACER: ContextVar[Tracer | None] = ContextVar("conveyor_tracer", default=None)
 
@@ -103,6 +107,9 @@ class InputSpec:
     annotation: str
     has_default: bool = False
     default: Any = None
+    # for a `list[T]` parameter: the codec of one T, so it can collect the outputs of several
+    # steps (a map's items, or an explicit list of step outputs), in order
+    item_codec: Codec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,7 @@ class ComponentSpec:
     env: tuple[str, ...] = ()
     network: bool = False
     cache: bool = True
+    allow_failures: bool = False  # a collecting step runs with the items that succeeded
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -182,6 +190,27 @@ class Component(Generic[P, R]):
             return cast(R, tracer.call_component(self, args, kwargs))
         return self.fn(*args, **kwargs)
 
+    def map(self, *, max_parallel: int | None = None, **kwargs: Any) -> Any:
+        """One step per item of the argument given a list (a literal list, or a `list`
+        pipeline parameter), named `step[item]`; the others go to every item. Inside a
+        pipeline it returns the items' outputs for a `list[T]` parameter of another step;
+        outside one, the list of results. `max_parallel` bounds the items running at once.
+
+            scores = train.map(model=["lda", "qda", "nb"], data=features)
+            best = promote_best(scores)          # def promote_best(scores: list[Metrics])
+        """
+        tracer = TRACER.get()
+        if tracer is not None and self.spec is not None:
+            return tracer.call_map(self, kwargs, max_parallel)
+        lists = [k for k, v in kwargs.items() if isinstance(v, list | tuple)]
+        if self.spec is not None:  # a `list[T]` parameter takes its list whole
+            lists = [k for k in lists if self.spec.input(k).item_codec is None]
+        if len(lists) != 1:
+            raise TypeError(f"{self.name}.map() maps over exactly one list argument; got {lists}")
+        over = lists[0]
+        call: Callable[..., R] = self.fn
+        return [call(**{**kwargs, over: item}) for item in kwargs[over]]
+
     def with_options(self, **options: Any) -> Component[P, R]:
         """A copy with some `@component` options changed (`name`, `retries`, `memory`, ...)."""
         if self.spec is None:
@@ -201,7 +230,7 @@ class Component(Generic[P, R]):
 
 _OPTION_NAMES = (
     "packages", "image", "retries", "timeout", "cpu", "memory", "gpu", "env", "network",
-    "cache", "name",
+    "cache", "name", "allow_failures",
 )  # fmt: skip
 
 
@@ -223,6 +252,7 @@ def component(
     network: bool = False,
     cache: bool = True,
     name: str | None = None,
+    allow_failures: bool = False,
 ) -> Callable[[Callable[P, R]], Component[P, R]]: ...
 
 
@@ -241,6 +271,7 @@ def component(
     network: bool = False,
     cache: bool = True,
     name: str | None = None,
+    allow_failures: bool = False,
 ) -> Component[P, R] | Callable[[Callable[P, R]], Component[P, R]]:
     """Make a typed function a pipeline step with its own environment.
 
@@ -256,11 +287,13 @@ def component(
         network: allow network access (docker runner; off by default).
         cache: reuse results when code, environment, parameters and inputs are unchanged.
         name: step name (default: the function name).
+        allow_failures: for a step collecting a map's outputs (a `list[T]` parameter): run with
+            the items that succeeded instead of being skipped when one fails.
     """
     options = {
         "packages": packages, "image": image, "retries": retries, "timeout": timeout,
         "cpu": cpu, "memory": memory, "gpu": gpu, "env": env, "network": network,
-        "cache": cache, "name": name,
+        "cache": cache, "name": name, "allow_failures": allow_failures,
     }  # fmt: skip
 
     def decorate(func: Callable[P, R]) -> Component[P, R]:
@@ -363,7 +396,7 @@ def _validate_options(label: str, options: Mapping[str, Any]) -> dict[str, Any]:
             )
     out["env"] = tuple(env)
 
-    for flag in ("network", "cache"):
+    for flag in ("network", "cache", "allow_failures"):
         value = options.get(flag, flag == "cache")
         if not isinstance(value, bool):
             raise fail(flag, f"{value!r} is not True or False", f"use {flag}=True")
@@ -450,7 +483,12 @@ def _signature_specs(
                 f"`{param.name}: int`"
             )
         hint = hints.get(param.name, param.annotation)
-        codec = codec_for(hint, where)
+        item_codec = _list_item_codec(hint, where)
+        codec = (
+            item_codec
+            if item_codec is not None and item_codec.format != "json"
+            else (codec_for(hint, where))
+        )
         has_default = param.default is not inspect.Parameter.empty
         default = param.default if has_default else None
         if has_default and default is not None:
@@ -461,7 +499,9 @@ def _signature_specs(
                     f"{where}: default {default!r} is not JSON-able ({exc}); defaults are "
                     f"cached by value, so use None, a number, a string, a date, a list or a dict"
                 ) from exc
-        inputs.append(InputSpec(param.name, codec, _hint_text(hint), has_default, default))
+        inputs.append(
+            InputSpec(param.name, codec, _hint_text(hint), has_default, default, item_codec)
+        )
 
     where = f"component {label!r}, return value"
     if signature.return_annotation is inspect.Signature.empty:
@@ -522,6 +562,16 @@ def _hint_text(hint: Any) -> str:
     if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "")
+
+
+def _list_item_codec(hint: Any, where: str) -> Codec | None:
+    """The codec of T for a `list[T]` hint (None for any other hint, or a bare `list`)."""
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) not in (list, collections.abc.Sequence):
+        return None
+    args = typing.get_args(hint)
+    return codec_for(args[0], f"{where}, item") if len(args) == 1 else None
 
 
 def codec_for(hint: Any, where: str) -> Codec:

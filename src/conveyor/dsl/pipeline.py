@@ -11,7 +11,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any
@@ -21,6 +21,8 @@ from conveyor._runtime.step_mode import IN_STEP
 from conveyor.dsl.artifacts import Codec
 from conveyor.dsl.component import TRACER, Component, ComponentSpec, InputSpec, codec_for
 from conveyor.dsl.host import HostSpec, HostStep
+from conveyor.dsl.mapping import MapSpec
+from conveyor.dsl.mapping import expand as expand_maps
 from conveyor.dsl.partitions import Calendar, DateSource, resolve_calendar
 from conveyor.dsl.placeholders import Binding, Placeholder, find_placeholders
 from conveyor.errors import ParameterError, PipelineDefinitionError
@@ -46,6 +48,8 @@ class Step:
     component: Component[..., Any] | None = None
     host: HostStep | None = None
     after: tuple[str, ...] = ()  # ordering-only upstream steps (`with after(...)`)
+    map: MapSpec | None = None  # a map step (a template until `Pipeline.expand`)
+    group: tuple[str, int | None] | None = None  # an item step: (its map, the map's max_parallel)
 
     @property
     def kind(self) -> str:
@@ -66,9 +70,19 @@ class Step:
     @property
     def upstream(self) -> tuple[str, ...]:
         """Steps this one waits for: those whose outputs it reads, then ordering-only ones."""
-        seen = dict.fromkeys(b.step for _, b in self.bindings if b.kind == "output")
+        seen = dict.fromkeys(s for _, b in self.bindings for s in b.sources)
         seen.update(dict.fromkeys(self.after))
         return tuple(s for s in seen if s is not None)
+
+    @property
+    def tolerant(self) -> frozenset[str]:
+        """Upstream steps whose failure this step tolerates: the collected items, when its
+        component allows failures (it runs with the items that succeeded)."""
+        if self.component is None or self.component.spec is None:
+            return frozenset()
+        if not self.component.spec.allow_failures:
+            return frozenset()
+        return frozenset(s for _, b in self.bindings if b.kind == "collect" for s in b.sources)
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,10 @@ class Pipeline:
     @property
     def ranged(self) -> bool:
         return isinstance(self.partition, tuple)
+
+    def expand(self, params: Mapping[str, Any]) -> Pipeline:
+        """This pipeline with each map turned into its item steps for these parameters."""
+        return expand_maps(self, dict(params))
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -195,8 +213,9 @@ def coerce_param(pipeline: str, param: PipelineParam, value: Any) -> Any:
 class _Trace:
     """Records steps while a pipeline body runs."""
 
-    def __init__(self, pipeline: str) -> None:
+    def __init__(self, pipeline: str, params: tuple[PipelineParam, ...] = ()) -> None:
         self.pipeline = pipeline
+        self.params = params
         self.steps: list[Step] = []
         self.explicit_names: set[str] = set()
         self.name_counts: dict[str, int] = {}
@@ -254,6 +273,9 @@ class _Trace:
 
     def _binding(self, what: str, spec: InputSpec, value: Any) -> Binding:
         where = f"{what}, argument {spec.name!r}"
+        collected = self._collect(where, spec, value)
+        if collected is not None:
+            return collected
         if isinstance(value, Placeholder):
             if value._owner is not self:
                 raise self._fail(
@@ -289,6 +311,56 @@ class _Trace:
         except (TypeError, ValueError) as exc:
             raise self._fail(f"{where}: {value!r} is not JSON-able ({exc})") from exc
         return Binding.literal(value)
+
+    def _collect(self, where: str, spec: InputSpec, value: Any) -> Binding | None:
+        """A `collect` binding for a map's outputs or a list of step outputs, else None."""
+        is_map = isinstance(value, Placeholder) and (
+            value._binding is not None and value._binding.kind == "collect"
+        )
+        listed = (
+            isinstance(value, list | tuple)
+            and bool(value)
+            and all(
+                isinstance(v, Placeholder)
+                and v._binding is not None
+                and v._binding.kind == "output"
+                for v in value
+            )
+        )
+        if not (is_map or listed):
+            return None
+        if spec.item_codec is None:
+            shown = value._label if isinstance(value, Placeholder) else "a list of step outputs"
+            raise self._fail(
+                f"{where} receives {shown}, several values; declare the parameter as a list of "
+                f"them (e.g. `{spec.name}: list[{spec.annotation}]`) to collect them in order"
+            )
+        if is_map:
+            assert isinstance(value, Placeholder) and value._binding is not None
+            if value._owner is not self:
+                raise self._fail(f"{where} is a placeholder from another pipeline")
+            assert value._codec is not None
+            self._check_codec(where, replace(spec, codec=spec.item_codec), value._codec,
+                              value._label)  # fmt: skip
+            return value._binding
+        items = []
+        for i, item in enumerate(value):
+            if (
+                not isinstance(item, Placeholder)
+                or item._binding is None
+                or (item._binding.kind != "output")
+            ):
+                raise self._fail(
+                    f"{where}, item {i}: a list collected into a step holds step outputs only, "
+                    f"got {getattr(item, '_label', repr(item))}"
+                )
+            if item._owner is not self:
+                raise self._fail(f"{where}, item {i} is a placeholder from another pipeline")
+            assert item._codec is not None
+            self._check_codec(f"{where}, item {i}", replace(spec, codec=spec.item_codec),
+                              item._codec, item._label)  # fmt: skip
+            items.append(item._binding)
+        return Binding.of_items(tuple(items))
 
     def _check_codec(
         self, where: str, spec: InputSpec, produced: Codec, label: str, kind: str = "output"
@@ -357,6 +429,61 @@ class _Trace:
         self.steps.append(Step(name, bindings, component=component, after=self.ordering()))
         return self._outputs(name, spec)
 
+    def call_map(
+        self, component: Component[..., Any], kwargs: dict[str, Any], max_parallel: int | None
+    ) -> Placeholder:
+        """Record a map: one step per item of the one argument given a list (or list param)."""
+        spec = component.spec
+        assert spec is not None
+        what = f"component {spec.name!r}.map"
+        inputs = {i.name: i for i in spec.inputs}
+        params = {p.name: p for p in self.params}
+        candidates = []
+        for key, value in kwargs.items():
+            if key not in inputs or inputs[key].item_codec is not None:
+                continue  # unknown (reported by _bind) or a list parameter: passed whole
+            if (isinstance(value, list | tuple) and not find_placeholders(value)) or (
+                isinstance(value, Placeholder)
+                and value._binding is not None
+                and (
+                    value._binding.kind == "param"
+                    and params[value._binding.param or ""].annotation in ("list", "tuple")
+                )
+            ):
+                candidates.append(key)
+        if len(candidates) != 1:
+            found = ", ".join(candidates) or "none"
+            raise self._fail(
+                f"{what} maps over exactly one argument given a list (a literal list, or a "
+                f"`list` pipeline parameter); found {found}. Pass the other arguments as usual"
+            )
+        if spec.returns == "namedtuple":
+            raise self._fail(f"{what}: a mapped component returns one value, not a NamedTuple")
+        if max_parallel is not None and (
+            isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        ):
+            raise self._fail(f"{what}: max_parallel={max_parallel!r} must be a whole number >= 1")
+        over = candidates[0]
+        value = kwargs[over]
+        if isinstance(value, Placeholder):
+            assert value._binding is not None
+            mapping = MapSpec(over, param=value._binding.param, max_parallel=max_parallel)
+        else:
+            for item in value:  # each item must be a value the parameter accepts
+                self._binding(f"{what}, item of {over!r}", inputs[over], item)
+            mapping = MapSpec(over, items=tuple(value), max_parallel=max_parallel)
+        # the mapped argument is bound per item when the map is expanded
+        bindings = self._bind(what, spec.inputs, {**kwargs, over: None})
+        explicit = spec.name != component.fn.__name__
+        name = self._step_name(spec.name, explicit)
+        step = Step(name, bindings, component=component, after=self.ordering(), map=mapping)
+        self.steps.append(step)
+        out = spec.outputs[0] if spec.outputs else None
+        label = f"the outputs of map {name}"
+        binding = Binding.of_map(name) if out is not None else None
+        return Placeholder(binding, out.codec if out else None, label, self.pipeline, self,
+                           step=name)  # fmt: skip
+
     def call_host(
         self, host: HostStep, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Placeholder:
@@ -402,7 +529,7 @@ def _returned_bindings(trace: _Trace, value: Any) -> Any:
     if isinstance(value, Placeholder):
         if value._fields is not None:
             return {k: p._binding for k, p in value._fields.items()}
-        if value._binding is None or value._binding.kind != "output":
+        if value._binding is None or value._binding.kind not in ("output", "collect"):
             raise trace._fail(
                 f"returns {value._label}; a pipeline returns step outputs (or nothing)"
             )
@@ -496,7 +623,7 @@ def create_pipeline(
         cal = resolve_calendar(calendar)
     except ValueError as exc:
         raise PipelineDefinitionError(f"pipeline {name!r}: {exc}") from exc
-    trace = _Trace(name)
+    trace = _Trace(name, params)
     placeholders = {
         p.name: Placeholder(Binding.of_param(p.name), p.codec, f"parameter {p.name!r}", name, trace)
         for p in params

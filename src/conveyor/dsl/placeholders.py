@@ -17,13 +17,15 @@ from conveyor.errors import PipelineDefinitionError
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """Where a step input's value comes from: a literal, a pipeline parameter or a step output."""
+    """Where a step input's value comes from: a literal, a pipeline parameter, a step output,
+    or a list of step outputs (`collect`: a map's items, or an explicit list)."""
 
-    kind: str  # "literal" | "param" | "output"
+    kind: str  # "literal" | "param" | "output" | "collect"
     value: Any = None
     param: str | None = None
-    step: str | None = None
+    step: str | None = None  # for collect: the map whose items it collects (until expanded)
     output: str | None = None
+    items: tuple[Binding, ...] = ()  # for collect: the outputs, in order (once known)
 
     @classmethod
     def literal(cls, value: Any) -> Binding:
@@ -37,12 +39,34 @@ class Binding:
     def of_output(cls, step: str, output: str) -> Binding:
         return cls("output", step=step, output=output)
 
+    @classmethod
+    def of_items(cls, items: tuple[Binding, ...]) -> Binding:
+        return cls("collect", items=items)
+
+    @classmethod
+    def of_map(cls, step: str, output: str = "output") -> Binding:
+        return cls("collect", step=step, output=output)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The steps this binding reads from."""
+        if self.kind == "output":
+            return (self.step,) if self.step else ()
+        if self.kind == "collect":
+            found = tuple(s for b in self.items for s in b.sources)
+            return found or ((self.step,) if self.step else ())
+        return ()
+
     def describe(self) -> str:
         if self.kind == "param":
             return str(self.param)
         if self.kind == "output":
             assert self.step is not None  # of_output sets it
             return self.step if self.output == "output" else f"{self.step}.{self.output}"
+        if self.kind == "collect":
+            if self.items:
+                return "[" + ", ".join(b.describe() for b in self.items) + "]"
+            return f"{self.step}[*]"
         return repr(self.value)
 
 

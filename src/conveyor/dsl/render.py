@@ -46,7 +46,12 @@ def render_text(pipeline: Pipeline) -> str:
                 packages = step.component.spec.packages
                 extra = f"  [{', '.join(packages)}]" if packages else ""
             order = f"  after {', '.join(step.after)}" if step.after else ""
-            lines.append(f"  {step.name:<{width}}  {kind}  ({args}){extra}{order}")
+            mapped = ""
+            if step.map is not None:  # drawn once: one step per item at run time
+                mapped = f"  map over {step.map.over}: {step.map.describe()}"
+                args = ", ".join(f"{k}={b.describe()}" for k, b in step.bindings
+                                 if k != step.map.over)  # fmt: skip
+            lines.append(f"  {step.name:<{width}}  {kind}  ({args}){extra}{order}{mapped}")
     return "\n".join(lines)
 
 
@@ -60,6 +65,8 @@ def render_mermaid(pipeline: Pipeline) -> str:
     for step in pipeline.steps:
         node = _node_id(step.name)
         shape = f'[/"{step.name}"/]' if step.kind == "host" else f'["{step.name}"]'
+        if step.map is not None:  # one node with a count: a stack of steps
+            shape = f'[["{step.name} × {step.map.describe()}"]]'
         lines.append(f"    {node}{shape}")
     for step in pipeline.steps:
         for name, binding in step.bindings:
@@ -68,6 +75,9 @@ def render_mermaid(pipeline: Pipeline) -> str:
                 lines.append(
                     f"    {_node_id(binding.step or '')} -->|{label}| {_node_id(step.name)}"
                 )
+            elif binding.kind == "collect":
+                for source in dict.fromkeys(binding.sources):
+                    lines.append(f"    {_node_id(source)} ==>|{name}| {_node_id(step.name)}")
         for before in step.after:  # ordering without data: dotted
             lines.append(f"    {_node_id(before)} -.-> {_node_id(step.name)}")
     return "\n".join(lines)

@@ -41,6 +41,7 @@ class CacheKeyParts:
     files: dict[str, str] = field(default_factory=dict)  # input name -> the path as written
     code_parts: dict[str, str] = field(default_factory=dict)  # "file: qualname" -> source hash
     outcome: str = ""  # in a "latest" record: how that run of the step ended (or "running")
+    collected: dict[str, dict[str, str]] = field(default_factory=dict)  # input -> item -> sha
 
     @property
     def key(self) -> str:
@@ -56,7 +57,10 @@ class CacheKeyParts:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        extras = {"files": self.files, "code_parts": self.code_parts, "outcome": self.outcome}
+        extras = {
+            "files": self.files, "code_parts": self.code_parts, "outcome": self.outcome,
+            "collected": self.collected,
+        }  # fmt: skip
         return {**self._keyed(), **extras}
 
     @classmethod
@@ -64,6 +68,7 @@ class CacheKeyParts:
         return cls(
             data["code"], data["environment"], data["params"], data["inputs"], data["outputs"],
             data.get("files", {}), data.get("code_parts", {}), data.get("outcome", ""),
+            data.get("collected", {}),
         )  # fmt: skip
 
     @classmethod
@@ -77,10 +82,11 @@ class CacheKeyParts:
         *,
         files: dict[str, str] | None = None,
         code_parts: dict[str, str] | None = None,
+        collected: dict[str, dict[str, str]] | None = None,
     ) -> CacheKeyParts:
         return cls(
             code, environment, {k: canonical_json(v) for k, v in params.items()}, inputs,
-            outputs, dict(files or {}), dict(code_parts or {}),
+            outputs, dict(files or {}), dict(code_parts or {}), "", dict(collected or {}),
         )  # fmt: skip
 
 
@@ -111,7 +117,9 @@ def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
         reasons.append(f"{noun} {', '.join(files)} changed")
     if changed_inputs:
         noun = "input" if len(changed_inputs) == 1 else "inputs"
-        reasons.append(f"{noun} {', '.join(changed_inputs)} changed")
+        named = [_with_items(k, previous.collected.get(k), current.collected.get(k))
+                 for k in changed_inputs]  # fmt: skip
+        reasons.append(f"{noun} {', '.join(named)} changed")
     if previous.outputs != current.outputs:
         reasons.append("output types changed")
     if reasons:
@@ -120,6 +128,17 @@ def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
         "failed": "its previous run failed",
         "succeeded": "its cached result is gone",
     }.get(previous.outcome, "its previous run did not finish")
+
+
+def _with_items(name: str, before: dict[str, str] | None, now: dict[str, str] | None) -> str:
+    """`scores (item train[qda])`: which items of a collected input changed, when known."""
+    if before is None or now is None:
+        return name
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if not changed:
+        return name
+    noun = "item" if len(changed) == 1 else "items"
+    return f"{name} ({noun} {', '.join(changed)})"
 
 
 def _changed_code(previous: dict[str, str], current: dict[str, str], shown: int = 3) -> str:

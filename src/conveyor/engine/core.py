@@ -132,6 +132,7 @@ class Engine:
         engine: str | None = None,
     ) -> Execution:
         """A planned run for a driver: `engine` names who drives it in the run's record."""
+        pipeline = plan.pipeline  # with its maps expanded into item steps
         info = RunInfo(
             run_id=new_run_id(),
             pipeline=pipeline.name,
@@ -164,6 +165,7 @@ def drive_with_threads(execution: Execution, max_parallel: int) -> RunResult:
                 if len(running) >= max_parallel:
                     break
                 del pending[step.name]
+                state.begin(step)
                 running[pool.submit(execution.steps.execute, step)] = step.name
             if not running:
                 break

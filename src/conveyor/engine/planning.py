@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from conveyor._runtime.hashing import to_jsonable
+from conveyor._runtime.hashing import sha256_json, to_jsonable
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.dsl.host import BUILTIN_KINDS
 from conveyor.dsl.pipeline import Pipeline, Step
@@ -70,7 +70,7 @@ class CachePolicy:
     force_steps: frozenset[str] = frozenset()
 
     def bypass_reason(self, step: Step) -> str | None:
-        if step.name in self.force_steps:
+        if step.name in self.force_steps or (step.group and step.group[0] in self.force_steps):
             return "forced (--force-step)"
         if not self.enabled:
             return "cache disabled (--no-cache)"
@@ -91,20 +91,38 @@ def partition_label(pipeline: Pipeline, params: Mapping[str, Any]) -> str:
 
 def input_values(
     step: Step, params: Mapping[str, Any], upstream: Mapping[str, Mapping[str, ArtifactRef]]
-) -> tuple[dict[str, Any], dict[str, ArtifactRef]]:
-    """Split a step's bindings into (JSON values, artifact references)."""
+) -> tuple[dict[str, Any], dict[str, ArtifactRef | list[ArtifactRef]]]:
+    """Split a step's bindings into (JSON values, artifact references).
+
+    A collecting binding gives the list of its items' references, in item order; an item
+    missing from `upstream` (failed, where the step allows failures) is left out.
+    """
     values: dict[str, Any] = {}
-    refs: dict[str, ArtifactRef] = {}
+    refs: dict[str, ArtifactRef | list[ArtifactRef]] = {}
     for name, binding in step.bindings:
         if binding.kind == "literal":
             values[name] = binding.value
         elif binding.kind == "param":
             assert binding.param is not None  # Binding.of_param sets it
             values[name] = params[binding.param]
+        elif binding.kind == "collect":
+            refs[name] = [
+                upstream[b.step][b.output]
+                for b in binding.items
+                if b.step is not None and b.output is not None and b.step in upstream
+            ]
         else:
             assert binding.step is not None and binding.output is not None  # Binding.of_output
             refs[name] = upstream[binding.step][binding.output]
     return values, refs
+
+
+def content_hashes(refs: Mapping[str, ArtifactRef | list[ArtifactRef]]) -> dict[str, str]:
+    """Each input's content hash; a collected list's is the hash of its items' hashes, in order."""
+    return {
+        name: (sha256_json([r.sha256 for r in ref]) if isinstance(ref, list) else ref.sha256)
+        for name, ref in refs.items()
+    }
 
 
 def file_inputs(
@@ -135,14 +153,26 @@ def cache_parts(
     values, refs = input_values(step, params, upstream)
     paths = file_inputs(step, values, files)
     outputs = {o.name: o.codec.describe() for o in step.spec.outputs}
+    collected = {
+        name: {
+            b.step or "?": ref.sha256
+            for b, ref in zip(
+                (b for b in dict(step.bindings)[name].items if b.step in upstream), items,
+                strict=True,
+            )
+        }
+        for name, items in refs.items()
+        if isinstance(items, list)
+    }  # fmt: skip
     return CacheKeyParts.build(
         code,
         environment,
         {k: to_jsonable(v) for k, v in values.items()},
-        {**{k: r.sha256 for k, r in refs.items()}, **{k: f.ref.sha256 for k, f in paths.items()}},
+        {**content_hashes(refs), **{k: f.ref.sha256 for k, f in paths.items()}},
         outputs,
         files={k: f.shown for k, f in paths.items()},
         code_parts=code_parts,
+        collected=collected,
     )
 
 
@@ -165,7 +195,9 @@ def make_plan(
     """
     started = time.perf_counter()
     bound = pipeline.bind(params)
-    unknown = sorted(policy.force_steps - set(pipeline.step_names))
+    maps = {s.name for s in pipeline.steps if s.map is not None}
+    pipeline = pipeline.expand(bound)  # a map's items are steps from here on
+    unknown = sorted(policy.force_steps - set(pipeline.step_names) - maps)
     if unknown:
         raise ParameterError(
             f"--force-step {', '.join(unknown)}: pipeline {pipeline.name!r} has no such step; "

@@ -99,6 +99,8 @@ class RunResult:
     def _load(self, binding: Any) -> Any:
         if binding is None:
             return None
+        if isinstance(binding, Binding) and binding.kind == "collect":
+            return [self._load(item) for item in binding.items]
         if isinstance(binding, Binding):
             assert binding.step is not None  # a pipeline returns step outputs only
             step = self.steps[binding.step]

@@ -43,6 +43,9 @@ class RunState:
         self.partition = partition_label(pipeline, plan.params)
         self.results: dict[str, StepResult] = {}
         self.outputs: dict[str, dict[str, ArtifactRef]] = {}
+        self._running: dict[str, int] = {}  # map -> its items running now (max_parallel)
+        self._begun: set[str] = set()
+        self._groups = {s.name: s.group for s in pipeline.steps if s.group is not None}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -54,8 +57,32 @@ class RunState:
         return result.status if result else None
 
     def ready(self, pending: dict[str, Step]) -> list[Step]:
-        """Pending steps whose upstream steps all succeeded or were cached."""
-        return [s for s in pending.values() if all(self.status(u) in DONE for u in s.upstream)]
+        """Pending steps whose upstream steps all succeeded or were cached (or, for items a
+        step collects while allowing failures, finished either way), within their map's
+        `max_parallel`. A driver calls `begin` for each step it starts."""
+        found = []
+        starting: dict[str, int] = {}
+        for step in pending.values():
+            tolerant = step.tolerant
+            if not all(
+                self.status(u) in DONE or (u in tolerant and self.status(u) in (FAILED, SKIPPED))
+                for u in step.upstream
+            ):
+                continue
+            if step.group is not None and step.group[1] is not None:
+                group, limit = step.group[0], step.group[1]
+                if self._running.get(group, 0) + starting.get(group, 0) >= limit:
+                    continue
+                starting[group] = starting.get(group, 0) + 1
+            found.append(step)
+        return found
+
+    def begin(self, step: Step) -> None:
+        """A driver starts `step` (counted against its map's `max_parallel`)."""
+        if step.group is not None:
+            with self._lock:
+                self._begun.add(step.name)
+                self._running[step.group[0]] = self._running.get(step.group[0], 0) + 1
 
     def skip_blocked(self, pending: dict[str, Step]) -> None:
         """Settle (and remove from `pending`) every step downstream of a failed or skipped one."""
@@ -63,7 +90,10 @@ class RunState:
         while changed:
             changed = False
             for name, step in list(pending.items()):
-                blocked = [u for u in step.upstream if self.status(u) in (FAILED, SKIPPED)]
+                blocked = [
+                    u for u in step.upstream
+                    if self.status(u) in (FAILED, SKIPPED) and u not in step.tolerant
+                ]  # fmt: skip
                 if blocked:
                     del pending[name]
                     reason = f"upstream {blocked[0]} did not succeed"
@@ -79,7 +109,11 @@ class RunState:
 
     def finish(self, result: StepResult) -> None:
         """Record a step's result and tell the hooks."""
+        group = self._groups.get(result.name)
         with self._lock:
+            if group is not None and result.name in self._begun:
+                self._begun.discard(result.name)
+                self._running[group[0]] -= 1
             self.results[result.name] = result
             if result.status in DONE:
                 self.outputs[result.name] = result.artifacts

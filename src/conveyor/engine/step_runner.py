@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from conveyor.engine.planning import cache_parts, file_inputs, input_values
 from conveyor.engine.results import CACHED, FAILED, SUCCEEDED, StepResult
 from conveyor.engine.run_state import RunState
 from conveyor.engine.services import EngineServices
+from conveyor.engine.store import ArtifactStore
 from conveyor.engine.tasks import Task
 from conveyor.errors import ConveyorError, HostStepError, HostStepFailed, StepFailed
 from conveyor.version import EXECUTOR_PROTOCOL
@@ -84,12 +85,13 @@ class StepRunner:
         values, refs = input_values(step, state.plan.params, upstream)
         paths = file_inputs(step, values, services.files)
         reason = services.policy.bypass_reason(step)
+        without = sorted(u for u in step.tolerant if u not in upstream)
         base: dict[str, Any] = {
             "environment": env.key,
             "cache_key": key,
             "inputs": {
                 **to_jsonable(values),
-                **{k: r.sha256 for k, r in refs.items()},
+                **_shas(refs),
                 **{k: f.ref.sha256 for k, f in paths.items()},
             },
         }
@@ -107,6 +109,8 @@ class StepRunner:
             )
         services.index.remember(pipeline, step.name, parts, state.partition, "running")
 
+        if without:  # a collector allowed to run without the items that failed
+            reason = f"{reason}; without failed item(s) {', '.join(without)}"
         # path arguments travel like values: their content, through the store
         refs = {**refs, **{n: publish_path(services.store, f) for n, f in paths.items()}}
         attempts = component.retries + 1
@@ -165,7 +169,7 @@ class StepRunner:
         step: Step,
         workdir: Path,
         values: dict[str, Any],
-        refs: dict[str, ArtifactRef],
+        refs: Mapping[str, ArtifactRef | list[ArtifactRef]],
         bundle: str | None = None,
     ) -> dict[str, Any]:
         assert step.component is not None and step.component.spec is not None
@@ -185,11 +189,11 @@ class StepRunner:
             "qualname": component.qualname,
             "packages": list(component.packages),
             "inputs": {
-                name: {
-                    "path": str(store.local_path(ref)),  # a remote store's value is fetched
-                    "sha256": ref.sha256,
-                    **ref.codec.to_dict(),
-                }
+                name: (
+                    {"items": [_input(store, r) for r in ref]}
+                    if isinstance(ref, list)
+                    else _input(store, ref)
+                )
                 for name, ref in refs.items()
             },
             "parameters": parameters,
@@ -226,7 +230,11 @@ class StepRunner:
         values, refs = input_values(step, state.plan.params, state.upstream())
         kwargs = dict(values)
         for name, ref in refs.items():
-            kwargs[name] = ref if name in host.spec.by_ref else services.store.load(ref)
+            if isinstance(ref, list):
+                by_ref = name in host.spec.by_ref
+                kwargs[name] = [r if by_ref else services.store.load(r) for r in ref]
+            else:
+                kwargs[name] = ref if name in host.spec.by_ref else services.store.load(ref)
         plan = state.plan
         context = HostContext(
             run=state.info,
@@ -275,8 +283,18 @@ class StepRunner:
         return StepResult(
             step.name, "host", SUCCEEDED, "host steps always run", attempts=1,
             artifacts=artifacts, environment="host",
-            inputs={**to_jsonable(values), **{k: r.sha256 for k, r in refs.items()}},
+            inputs={**to_jsonable(values), **_shas(refs)},
         )  # fmt: skip
+
+
+def _input(store: ArtifactStore, ref: ArtifactRef) -> dict[str, Any]:
+    """One input as the task spec names it (a remote store's value is fetched first)."""
+    return {"path": str(store.local_path(ref)), "sha256": ref.sha256, **ref.codec.to_dict()}
+
+
+def _shas(refs: Mapping[str, ArtifactRef | list[ArtifactRef]]) -> dict[str, Any]:
+    """What a step's record shows of its inputs: a hash, or a collected list's hashes."""
+    return {k: [r.sha256 for r in v] if isinstance(v, list) else v.sha256 for k, v in refs.items()}
 
 
 def _user_traceback(exc: BaseException) -> str:

@@ -89,7 +89,8 @@ def open_to_step(task: Task) -> None:
             os.chown(path, uid, gid)
         elif os.geteuid() != uid:  # we cannot chown: open it instead
             path.chmod(0o777 if path.is_dir() else 0o644)
-    for item in task.spec["inputs"].values():
+    items = [one for item in task.spec["inputs"].values() for one in item.get("items", [item])]
+    for item in items:
         path = Path(item["path"])
         if not readable_by_step(path):  # written under a strict umask
             try:

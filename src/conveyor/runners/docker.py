@@ -176,7 +176,11 @@ class DockerRunner:
             (task.workdir.resolve(), WORK, "rw"),
         ]
         for name, item in task.spec["inputs"].items():
-            entries.append((Path(item["path"]).resolve(), f"{INPUTS}/{name}", "ro"))
+            if "items" in item:  # a collected list: one file per item
+                for i, one in enumerate(item["items"]):
+                    entries.append((Path(one["path"]).resolve(), f"{INPUTS}/{name}/{i}", "ro"))
+            else:
+                entries.append((Path(item["path"]).resolve(), f"{INPUTS}/{name}", "ro"))
         return Mounts(tuple(entries), shown_as=((CODE, Path(task.project_root)),))
 
     def container_config(self, task: Task, mounts: Mounts) -> dict[str, Any]:
@@ -202,7 +206,11 @@ class DockerRunner:
         command.append(mounts.inside(task.spec_path))
         for flag, section in (("--input", "inputs"), ("--output", "outputs")):
             for name, item in task.spec[section].items():
-                command += [flag, f"{name}={mounts.inside(item['path'])}"]
+                if "items" in item:
+                    for i, one in enumerate(item["items"]):
+                        command += [flag, f"{name}[{i}]={mounts.inside(one['path'])}"]
+                else:
+                    command += [flag, f"{name}={mounts.inside(item['path'])}"]
         command += ["--result", mounts.inside(task.result_path)]
         workdir = task.workdir.resolve()
         run_id = workdir.parent.parent.name  # <runs>/<run id>/<step>/attempt-N
