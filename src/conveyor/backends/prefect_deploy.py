@@ -8,6 +8,7 @@ schedule model, the deployment object, `serve` and `apply`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from conveyor.backends.prefect_flow import build_flow
@@ -30,12 +31,23 @@ def cron_problem(cron: str, timezone: str) -> str | None:
     return None
 
 
+def next_fire_times(
+    cron: str, timezone: str, count: int = 3, after: datetime | None = None
+) -> list[datetime]:
+    """The next `count` times Prefect's scheduler will fire this cron, in its time zone."""
+    import asyncio
+
+    from prefect.server.schemas.schedules import CronSchedule
+
+    schedule = CronSchedule(cron=cron, timezone=timezone)
+    dates = asyncio.run(schedule.get_dates(n=count, start=after))
+    return [datetime.fromisoformat(d.isoformat()) for d in dates]
+
+
 def scheduled_flow(
     engine: Engine, pipeline: Pipeline, resolve: Callable[[dict[str, Any], Any], dict[str, Any]]
 ) -> Any:
     """The flow a deployment runs: `resolve(params, scheduled_time)` fills in its partition."""
-    from datetime import datetime
-
     from prefect.runtime import flow_run
 
     def resolve_params(params: dict[str, Any]) -> dict[str, Any]:

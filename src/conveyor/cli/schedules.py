@@ -139,16 +139,47 @@ def serve(
 
 @app.command()
 def deploy(
-    work_pool: str = typer.Option(..., "--work-pool", help="Prefect work pool for the workers."),
+    work_pool: str = typer.Option(
+        None, "--work-pool", help="Prefect work pool for the workers (not needed with --check)."
+    ),
+    check: bool = typer.Option(
+        False, "--check", help="Validate deployments/*.toml and print each entry's next 3 runs."
+    ),
 ) -> None:
     """Register the schedules in deployments/*.toml for Prefect workers of a work pool."""
+    config = settings()
+    if check:
+        _check_deployments(config)
+        return
+    if work_pool is None:
+        fail("give --work-pool POOL to register, or --check to validate without registering")
     from conveyor.backends.prefect_flow import configure
     from conveyor.ops.schedules import deploy as deploy_entries
 
-    config = settings()
     configure(config)
     for deployment_id in deploy_entries(config, work_pool):
         console.print(f"registered deployment {deployment_id}")
+
+
+def _check_deployments(config: Settings) -> None:
+    from conveyor.ops.schedule_check import check_entries
+
+    checks = check_entries(config)
+    if not checks:
+        fail(f"no deployment entries in {config.project_root / 'deployments'}/*.toml")
+    for check in checks:
+        entry = check.entry
+        console.print(
+            Text.assemble(
+                ("ok ", "green"), (entry.name, "bold"),
+                f" ({entry.file}): {entry.pipeline} on '{entry.cron}' ({entry.timezone})",
+            ),
+            soft_wrap=True,
+        )  # fmt: skip
+        for fire in check.fires:
+            partition = f"  -> partition {fire.partition}" if fire.partition else ""
+            console.print(f"    next {fire.at:%Y-%m-%d %H:%M %Z} ({fire.at:%a}){partition}")
+    console.print(f"{len(checks)} deployment entries valid")
 
 
 @app.command()
