@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from conveyor._runtime.tables import table_name
 from conveyor.db import reads, registry, writes
 from conveyor.db.database import Database, shared_database
 from conveyor.dsl.artifacts import ArtifactRef, Codec
@@ -77,27 +78,29 @@ class HostSteps:
         self,
         ctx: HostContext,
         df: Any,
-        table: str,
+        table: str | dict[str, Any],
         partition_start: date | None = None,
         partition_end: date | None = None,
         partition_col: str | None = None,
         min_rows: int | None = None,
     ) -> int:
-        """Replace one partition of `table` with `df`; the rows written."""
+        """Replace one partition of `table` (a name, or a declaration's JSON) with `df`; the
+        rows written."""
+        name = table_name(table)
         if partition_start is None and ctx.partition is not None:
             raise HostStepError(
-                f"step {ctx.step!r}: write_table({table!r}) has no partition in a partitioned "
+                f"step {ctx.step!r}: write_table({name!r}) has no partition in a partitioned "
                 f"pipeline, so it would replace the whole table on every run. Pass "
                 f"partition=<the partition parameter> (or a (start, end) pair)."
             )
         if min_rows is not None:
-            check_rows_per_date(ctx, df, table, partition_start, partition_end, partition_col,
+            check_rows_per_date(ctx, df, name, partition_start, partition_end, partition_col,
                                 min_rows)  # fmt: skip
         rows = writes.write_table(
             self.database, df, table, partition_start, partition_end, partition_col,
             run_id=ctx.run_id,
         )  # fmt: skip
-        ctx.log.info("write_table %s: %d rows", table, rows)
+        ctx.log.info("write_table %s: %d rows", name, rows)
         return rows
 
     def register_model(

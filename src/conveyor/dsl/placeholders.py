@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor._runtime.tables import is_declaration, table_name
 from conveyor.dsl.artifacts import Codec
 from conveyor.errors import PipelineDefinitionError
 
@@ -43,6 +44,8 @@ class Binding:
         if self.kind == "output":
             assert self.step is not None  # of_output sets it
             return self.step if self.output == "output" else f"{self.step}.{self.output}"
+        if is_declaration(self.value):  # a declared table: its name, not its columns
+            return f"Table({table_name(self.value)!r})"
         return repr(self.value)
 
 
