@@ -19,7 +19,7 @@ from conveyor._runtime.tables import table_name
 from conveyor.db import reads, registry, writes
 from conveyor.db.database import Database, shared_database
 from conveyor.dsl.artifacts import ArtifactRef, Codec
-from conveyor.dsl.host import HostContext
+from conveyor.dsl.host import HostContext, metrics_problem
 from conveyor.engine.settings import Settings
 from conveyor.errors import HostStepError, RegistryError
 
@@ -114,6 +114,14 @@ class HostSteps:
         """Record `model` (a reference; never loaded) with its lineage; its version number."""
         if not isinstance(model, ArtifactRef):
             raise HostStepError(f"step {ctx.step!r}: register_model needs the model's reference")
+        problem = metrics_problem(metrics) if metrics is not None else None
+        if problem:
+            source = ctx.upstream.get("metrics")
+            shown = f" (the output of step {source})" if source else ""
+            raise HostStepError(
+                f"step {ctx.step!r}: register_model({name!r}): {problem}{shown}. Nothing was "
+                f"registered."
+            )
         producer = ctx.upstream.get("model")
         environment = ctx.environments.get(producer) if producer else None
         reads_ = tables_read(ctx)

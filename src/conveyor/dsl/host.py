@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 from conveyor._runtime.tables import Table
 from conveyor.dsl.artifacts import ArtifactRef, Codec, Metrics
 from conveyor.dsl.component import TRACER, InputSpec, OutputSpec, codec_for
+from conveyor.dsl.placeholders import Placeholder, find_placeholders
 from conveyor.errors import ComponentDefinitionError, HostStepError
 
 if TYPE_CHECKING:  # the engine builds contexts; the DSL only declares what they hold
@@ -183,6 +185,40 @@ def _table_name(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def metrics_problem(metrics: Any) -> str | None:
+    """Why `metrics` cannot be a registered version's metrics (None: it can): they are a
+    mapping of names to finite numbers, stored as JSON and compared by the promotion gate."""
+    if not isinstance(metrics, Mapping):
+        return (
+            f"metrics must be a step's Metrics output or a dict of numbers, got "
+            f"{type(metrics).__name__} {metrics!r}"
+        )
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            return f"metrics key {key!r} is not a string"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number:
+            return (
+                f"metrics[{key!r}] is {value!r} ({type(value).__name__}), not a number; metrics "
+                f"are numbers (pass other facts in params=)"
+            )
+        if not math.isfinite(value):
+            return f"metrics[{key!r}] is {value!r}, not a finite number"
+    return None
+
+
+def _check_literal_metrics(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Literal metrics are checked when the pipeline is traced, not when the run gets there."""
+    metrics = kwargs.get("metrics")
+    literal = metrics is not None and not (
+        isinstance(metrics, Placeholder) or find_placeholders(metrics)
+    )
+    problem = metrics_problem(metrics) if literal else None
+    if problem:
+        raise TypeError(problem)
+    return kwargs
+
+
 def _prepare_write(kwargs: dict[str, Any]) -> dict[str, Any]:
     return _split_partition(_declared_table(kwargs))
 
@@ -248,7 +284,11 @@ def _register_model_signature(  # type: ignore[empty-body]
     params: dict[str, Any] | None = None,
 ) -> int:
     """Record a version of model `name` with its metrics, params, training range, code
-    version and the environment lock that produced it; returns the version number."""
+    version and the environment lock that produced it; returns the version number.
+
+    `metrics` is a step's `Metrics` output (or a dict of literal numbers): names to finite
+    numbers. To register metrics of several steps, return them from one step as Metrics.
+    """
 
 
 def _load_model_signature(
@@ -305,6 +345,7 @@ register_model = _builtin(
     ],
     JSON,
     by_ref=frozenset({"model"}),
+    prepare=_check_literal_metrics,
 )
 load_model = _builtin(
     _load_model_signature,
