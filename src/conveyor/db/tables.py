@@ -101,12 +101,11 @@ def create_table(
     )
 
 
-def column_ddl(dialect: str, column: Column, quoted: str | None = None) -> str:
-    """A column's definition in CREATE TABLE (and ALTER TABLE ... ADD COLUMN)."""
+def column_ddl(dialect: str, column: Column) -> str:
+    """A column's definition in CREATE TABLE, for SQLAlchemy's `text()`."""
     spelled = DDL[dialect]
     kind = spelled[column.kind if column.kind in spelled else "text"]
-    name = quoted if quoted is not None else text_quote(column.name)
-    return f"{name} {kind}{'' if column.nullable else ' NOT NULL'}"
+    return f"{text_quote(column.name)} {kind}{'' if column.nullable else ' NOT NULL'}"
 
 
 def create_index(conn: Connection, table: TableName, column: str) -> None:
