@@ -5,7 +5,8 @@ first date; its environment's pins are the predicting step's environment. Every 
 latest training run predicts too, written with `shadow = true`. Drift is the population
 stability index of each feature and of the predictions over a trailing window of fixed length,
 per date, against the reference profile registered with the model; dates over the threshold are
-flagged in the `drift` table and in the run's metrics.
+flagged in the `drift` table and in the run's metrics. The tables are declared in
+`flows/tables.py`.
 """
 
 from datetime import date
@@ -23,6 +24,7 @@ from conveyor import (
     pipeline,
     write_table,
 )
+from flows.tables import DRIFT, FEATURES, PREDICTIONS
 
 MODEL = "nyse-volume"
 
@@ -61,7 +63,7 @@ def batch_prediction(
 ):
     """Predict each date with the production model and every candidate; measure drift."""
     # the range plus `drift_days` before it: the trailing windows of the drift measure
-    features = load_table("features", start=start, end=end, days=drift_days)
+    features = load_table(FEATURES, start=start, end=end, days=drift_days)
     models = serving_models(start, end)
     served = predict(load_model(MODEL, stage="production", as_of=start), features)
     shadows = {
@@ -73,9 +75,9 @@ def batch_prediction(
     rows = prediction_rows(
         served, shadows["linear"], shadows["linear_dow"], shadows["xgboost"], models, start, end
     )
-    write_table(rows, "predictions", partition=(start, end), partition_col="date", min_rows=1)
+    write_table(rows, PREDICTIONS, partition=(start, end), partition_col="date", min_rows=1)
     reference = production_profile(start)
     drifted = drift(features, served, reference, start, end, window=drift_window,
                     threshold=psi_threshold, flag_on="prediction")  # fmt: skip
-    write_table(drifted, "drift", partition=(start, end), partition_col="date")
+    write_table(drifted, DRIFT, partition=(start, end), partition_col="date")
     return drift_summary(drifted)

@@ -7,6 +7,7 @@ not been written yet, `build_features` says so instead of computing short lags. 
 come from the exchange's calendar (`flows/data/NYSE-trading-days.txt`), not from the source: a
 source missing a day fails validation naming it, before anything is written, and no lag ever
 spans a gap. Partitions read the five before them (`depends_on_past`), so backfills run in order.
+Both tables are declared (`flows/tables.py`): every write is checked against its schema.
 """
 
 from datetime import date, timedelta
@@ -14,6 +15,7 @@ from datetime import date, timedelta
 from components.features import build_features
 from components.nyse import DEFAULT_SOURCE, ingest, trading_days, validate
 from conveyor import after, host_step, load_table, pipeline, write_table
+from flows.tables import FEATURES, RAW_NYSE
 
 LAGS = 5  # trading days of look-back: each date's lags are the five trading days before it
 
@@ -37,9 +39,9 @@ def features(start: date, end: date, source: str = DEFAULT_SOURCE, lookback_days
     """Ingest and validate the range's raw rows, store them, and compute its features."""
     raw = ingest(source, start, end, name=source)
     rows = validate(raw.rows, source, trading_range(start, end))
-    written = write_table(rows, "raw_nyse", partition=(start, end), partition_col="date",
+    written = write_table(rows, RAW_NYSE, partition=(start, end), partition_col="date",
                           min_rows=1)  # fmt: skip
     with after(written):
-        history = load_table("raw_nyse", start=start, end=end, days=lookback_days)
+        history = load_table(RAW_NYSE, start=start, end=end, days=lookback_days)
     lags = build_features(history, start, end, trading_lookback(start))
-    write_table(lags, "features", partition=(start, end), partition_col="date")
+    write_table(lags, FEATURES, partition=(start, end), partition_col="date")

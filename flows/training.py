@@ -5,7 +5,8 @@ XGBoost (xgboost-cpu, no scikit-learn) — each in its own environment. Each is 
 training window minus its last `validation_days`, scored there, refitted on the whole window and
 registered as a candidate of its own name (`nyse-volume-<kind>`) with the environment lock that
 produced it. The gate promotes the best candidate to `nyse-volume` only if it passes `floor` and
-beats the production model on the same validation window.
+beats the production model on the same validation window. Registration waits for every fit and
+score: a run that fails anywhere registers nothing (no partial set of candidates).
 """
 
 from datetime import UTC, date, datetime, time
@@ -22,6 +23,7 @@ from components.train_xgboost import train_xgboost
 from conveyor import (
     HostContext,
     Metrics,
+    after,
     host_step,
     load_model,
     load_table,
@@ -30,6 +32,7 @@ from conveyor import (
 )
 
 MODEL = "nyse-volume"
+KINDS = ("linear", "linear_dow", "xgboost")
 SKLEARN = ["scikit-learn>=1.5,<2"]
 XGBOOST = ["xgboost-cpu>=2,<4"]
 XGB_SETTINGS = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.05, "subsample": 0.8,
@@ -88,8 +91,8 @@ def training(as_of: date, window_days: int = 36500, validation_days: int = 730, 
         "xgboost": train_xgboost(window, **XGB_SETTINGS),
     }
     packages = {"linear": SKLEARN, "linear_dow": SKLEARN, "xgboost": XGBOOST}
-    scores, versions = {}, {}
-    for kind in ("linear", "linear_dow", "xgboost"):
+    scores, params = {}, {}
+    for kind in KINDS:
         held_out = predict.with_options(name=f"validate_{kind}", packages=packages[kind])(
             fitted[kind], split.validation
         )
@@ -97,15 +100,22 @@ def training(as_of: date, window_days: int = 36500, validation_days: int = 730, 
         in_sample = predict.with_options(name=f"profile_{kind}", packages=packages[kind])(
             final[kind], window
         )
-        params = describe_model(kind, profile(window, in_sample),
-                                XGB_SETTINGS if kind == "xgboost" else {})  # fmt: skip
-        versions[kind] = register_model(f"{MODEL}-{kind}", final[kind], metrics=scores[kind],
-                                        params=params)  # fmt: skip
+        params[kind] = describe_model(kind, profile(window, in_sample),
+                                      XGB_SETTINGS if kind == "xgboost" else {})  # fmt: skip
     production = load_model(MODEL, stage="production", as_of=as_of, required=False)
     production_score = evaluate.with_options(name="score_production")(
         predict.with_options(name="validate_production")(production, split.validation),
         split.validation,
     )
+    # All or nothing: a candidate is registered only once every candidate is fitted, scored and
+    # profiled and production is scored, so a failure anywhere registers no version at all.
+    with after(*scores.values(), *params.values(), production_score):
+        versions = {
+            kind: register_model(
+                f"{MODEL}-{kind}", final[kind], metrics=scores[kind], params=params[kind]
+            )
+            for kind in KINDS
+        }
     return promotion_gate(
         as_of, floor, scores["linear"], scores["linear_dow"], scores["xgboost"], production_score,
         versions["linear"], versions["linear_dow"], versions["xgboost"],

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "StepKilled": "conveyor.errors",
     "StepResult": "conveyor.engine.results",
     "StepTimeout": "conveyor.errors",
+    "Table": "conveyor._runtime.tables",
     "TableSchemaError": "conveyor.errors",
     "after": "conveyor.dsl.pipeline",
     "backfill": "conveyor.ops.backfill",
@@ -94,6 +95,7 @@ __all__ = [
     "StepKilled",
     "StepResult",
     "StepTimeout",
+    "Table",
     "TableSchemaError",
     "__version__",
     "after",
@@ -131,6 +133,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from conveyor._runtime.codecs import Metrics
+    from conveyor._runtime.tables import Table
     from conveyor.db.api import Registry, read_table
     from conveyor.db.registry import ModelRecord
     from conveyor.dsl.artifacts import ArtifactRef

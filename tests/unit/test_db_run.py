@@ -3,11 +3,20 @@ working when the database cannot be reached."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
 import conveyor
 from conveyor.db.host_steps import git_version
-from tests.conftest import Project
+from conveyor.errors import DatabaseError
+from tests.conftest import Project, need
 
 STEPS = """
 import pandas as pd
@@ -73,6 +82,75 @@ def test_a_run_without_a_reachable_database_fails_before_running(
     result = conveyor.run("plain", {}, runner="inprocess",
                           settings=settings.with_changes(database_url="none"))  # fmt: skip
     assert result.ok and result.output["n"].tolist() == [0, 1]
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """`path` unwritable for this process: its mode, or for root (whom modes do not stop) the
+    immutable attribute."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True, check=False)
+    need(done.returncode == 0, f"root cannot make {path} read-only: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+READ_ONLY = (
+    "is read-only (attempt to write a readonly database); conveyor writes run records and "
+    "tables to it on every run. Give this user write permission, or set CONVEYOR_DATABASE_URL "
+    "to a database it can write"
+)
+
+
+def test_a_read_only_sqlite_file_is_named_not_taken_for_a_server(tmp_path: Path) -> None:
+    from conveyor.db.database import Database
+    from conveyor.db.writes import write_table
+
+    fresh = tmp_path / "fresh.db"  # never opened by conveyor: switching it to WAL must write
+    sqlite3.connect(fresh).close()
+    used = tmp_path / "used.db"  # conveyor's own, in WAL mode, with a table
+    db = Database(f"sqlite:///{used}")
+    write_table(db, pd.DataFrame({"n": [1]}), "numbers")
+    db.close()
+    with read_only(fresh), read_only(used):
+        with pytest.raises(DatabaseError) as opened:
+            Database(f"sqlite:///{fresh}").ensure_schema()
+        message = str(opened.value)
+        assert message.startswith(f"cannot open sqlite:///{fresh}: the SQLite database file ")
+        assert f"{fresh} {READ_ONLY}" in message
+        assert "server" not in message
+        db = Database(f"sqlite:///{used}")
+        with pytest.raises(DatabaseError) as written:
+            write_table(db, pd.DataFrame({"n": [2]}), "numbers")
+        db.close()
+        assert str(written.value) == (
+            f"write_table('numbers'), partition the whole table: the SQLite database file "
+            f"{used} {READ_ONLY}"
+        )
+
+
+def test_a_run_on_a_read_only_database_names_the_file_and_runs_nothing(
+    project_with_flows: Project,
+) -> None:
+    conveyor.run("plain", {"n": 1}, runner="inprocess")  # creates .conveyor/conveyor.db
+    file = project_with_flows.root / ".conveyor" / "conveyor.db"
+    from conveyor.db.database import dispose_shared
+
+    dispose_shared()  # the next run opens the file anew
+    with read_only(file), pytest.raises(DatabaseError) as caught:
+        conveyor.run("plain", {"n": 2}, runner="inprocess")
+    message = " ".join(str(caught.value).split())
+    assert "cannot record run" in message and "Nothing ran." in message
+    assert f"the SQLite database file {file} is read-only" in message
+    assert "server is running" not in message
 
 
 def test_runs_are_recorded_in_the_embedded_database_by_default(

@@ -15,7 +15,7 @@ import pytest
 from conveyor.db.columns import NULL, database_kind, fits, frame_column
 from conveyor.db.database import MIGRATIONS, Database, default_url, normalize_url
 from conveyor.db.models import SCHEMA_REVISION, Base
-from conveyor.db.names import TableName, check_columns
+from conveyor.db.names import TableName, check_columns, quote, text_quote
 from conveyor.db.reads import resolve_range
 from conveyor.db.writes import Partition
 from conveyor.engine.settings import Settings
@@ -45,6 +45,11 @@ def test_table_and_column_names() -> None:
         check_columns([7], TableName("t"))
     with pytest.raises(TableSchemaError, match="column 'a' appears twice"):
         check_columns(["a", "b", "a"], TableName("t"))
+    # any text names a column; it reaches SQL quoted, and escaped for SQLAlchemy's text()
+    assert check_columns(["mean radius", "growth %"], TableName("t")) == ["mean radius", "growth %"]
+    assert quote('say "hi"') == '"say ""hi"""'
+    assert text_quote("a :b") == '"a \\:b"'
+    assert len(TableName("t").index_name("é" * 40).encode()) <= 63
 
 
 @pytest.mark.parametrize(

@@ -164,3 +164,112 @@ def test_image_records_round_trip_and_odd_ones_are_ignored(tmp_path):
     assert _repository(f"127.0.0.1:5000/a/conveyor-env@{digest}") == "127.0.0.1:5000/a/conveyor-env"
     assert _repository("127.0.0.1:5000/a/conveyor-env") == "127.0.0.1:5000/a/conveyor-env"
     assert _repository("conveyor-env:key") == "conveyor-env"
+
+
+# ----------------------------------------------------------------------------- builds and prune
+
+
+class _Images:
+    def __init__(self, stages=()):
+        self.stages = list(stages)
+        self.removed = []
+
+    def list(self, filters=None):
+        label = (filters or {}).get("label", "")
+        return [s for s in self.stages if label.split("=")[0] in s.labels]
+
+    def remove(self, image_id, force=False):
+        self.removed.append(image_id)
+
+
+class _Api:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def build(self, **options):
+        yield from self.chunks
+
+
+class _Client:
+    def __init__(self, chunks=(), stages=()):
+        self.api = _Api(list(chunks))
+        self.images = _Images(stages)
+
+
+def _build_with(tmp_path, chunks):
+    from conveyor.engine.environments import EnvironmentSpec
+    from conveyor.engine.settings import Settings
+    from conveyor.runners.images import BaseImage, ImageBuilder
+    from conveyor.runners.locks import Lock
+
+    settings = Settings(project_root=tmp_path, home=tmp_path, env_dir=tmp_path / "envs")
+    builder = ImageBuilder(settings, _Client(chunks))  # type: ignore[arg-type]
+    builder._uv_fits = False  # no host uv to copy: nothing here asks the engine
+    spec = EnvironmentSpec(("pandas==2.2.3", "scikit-learn==1.5.2"), "3.11")
+    lock = Lock(spec, tmp_path / "lock.txt", "pandas==2.2.3\nscikit-learn==1.5.2\n")
+    base = BaseImage("python:3.11-slim", "sha256:" + "ab" * 32, "3.11.2")
+    builder._build("k" * 24, "conveyor-env:" + "k" * 24, spec, base, lock, "step 'train'")
+
+
+def test_an_engine_failure_is_not_blamed_on_the_requirements(tmp_path):
+    from conveyor.errors import EnvironmentBuildError
+
+    missing = "No such image: sha256:" + "cd" * 32
+    chunks = [{"stream": "Step 1/12 : ARG BASE_IMAGE\n"}, {"stream": " ---> Running in 1\n"},
+              {"error": missing}]  # fmt: skip
+    with pytest.raises(EnvironmentBuildError) as caught:
+        _build_with(tmp_path, chunks)
+    message = str(caught.value)
+    assert message.startswith(
+        f"could not build the image for step 'train': the docker engine failed: {missing}. "
+        f"The requirements were not at fault (the install step did not fail). An image the "
+        f"build used was removed while it ran"
+    )
+    assert "installer rejected" not in message and "Fix the requirement" not in message
+
+
+def test_a_failed_install_step_still_names_the_requirement(tmp_path):
+    from conveyor.errors import EnvironmentBuildError
+
+    chunks = [
+        {"stream": "  × No solution found when resolving dependencies:\n"},
+        {"stream": "  ╰─▶ Because scikit-learn==1.5.2 has no wheels for this platform...\n"},
+        {"error": "The command '/bin/sh -c set -eu; uv pip sync ...' returned a non-zero code: 1"},
+    ]
+    with pytest.raises(EnvironmentBuildError) as caught:
+        _build_with(tmp_path, chunks)
+    message = str(caught.value)
+    assert "the installer rejected scikit-learn==1.5.2" in message
+    assert "the install step returned a non-zero code: 1" in message
+    assert "docker engine failed" not in message
+
+
+class _Stage:
+    def __init__(self, image_id, key, minutes_old):
+        from datetime import UTC, datetime, timedelta
+
+        created = datetime.now(UTC) - timedelta(minutes=minutes_old)
+        self.id = image_id
+        self.labels = {"conveyor.build-stage": key}
+        self.attrs = {"Created": created.strftime("%Y-%m-%dT%H:%M:%S.%f123Z")}
+
+
+def test_prune_leaves_install_stages_a_build_may_still_use(tmp_path):
+    from filelock import FileLock
+
+    from conveyor.runners.images import prune_images
+
+    stages = [
+        _Stage("sha256:fresh", "a" * 24, minutes_old=5),  # another project's build, running
+        _Stage("sha256:locked", "b" * 24, minutes_old=120),  # this project's long build
+        _Stage("sha256:stale", "c" * 24, minutes_old=120),  # a build killed long ago
+    ]
+    client = _Client(stages=stages)
+    client.images.list = lambda filters=None: stages if "build-stage" in str(filters) else []
+    with FileLock(str(tmp_path / f".docker-{'b' * 24}.lock")):
+        found = dict(prune_images(client, keep=set(), lock_dir=tmp_path))
+    assert client.images.removed == ["sha256:stale"]
+    kept = {what.split()[2]: why for what, why in found.items() if why}
+    assert kept["a" * 24].startswith("5 minutes old, so a build on this engine (of any project)")
+    assert kept["b" * 24] == "a build of this project holds its lock: it is in progress"
+    assert found[f"build stage {'c' * 24} (an interrupted build's leftover)"] is None

@@ -172,6 +172,7 @@ def test_wrong_placeholder_use():
     assert "expects int (json) but receives the output of step source" in _trace_error(wrong_type)
     assert "a literal DataFrame cannot be passed" in _trace_error(literal_frame)
     assert "holding placeholders" in _trace_error(nested)
+    assert "Give the component a parameter per value" in _trace_error(nested)
     assert "has no output 'validation'; its outputs are train, test" in _trace_error(unknown_field)
 
 
@@ -308,3 +309,35 @@ def test_after_outside_a_pipeline_is_an_error():
 
     with pytest.raises(PipelineDefinitionError, match="inside a @pipeline body only"), after():
         pass
+
+
+def test_register_model_metrics_are_one_metrics_output_or_literal_numbers():
+    """A dict of step outputs cannot be bound (each argument is one output, parameter or
+    literal): the error says to return them from one step as Metrics. Literal metrics that
+    are not numbers fail when the pipeline is traced, not when the run reaches them."""
+    from conveyor import register_model
+
+    def of_outputs(n: int):
+        parts = split(source(n))
+        register_model("m", parts.train, metrics={"train": score(parts.train, parts.test)})
+
+    def of_text(n: int):
+        register_model("m", source(n), metrics={"kind": "linear"})
+
+    def of_a_number(n: int):
+        register_model("m", source(n), metrics=0.5)
+
+    def of_a_metrics_output(n: int):
+        parts = split(source(n))
+        register_model("m", parts.train, metrics=score(parts.train, parts.test))
+        register_model("m2", parts.train, metrics={"rmse": 0.5, "rows": 10})
+
+    outputs, text, number = (_trace_error(f) for f in (of_outputs, of_text, of_a_number))
+    assert "register_model', argument 'metrics': a list, tuple or dict holding " in outputs
+    assert "Return the metrics from one step as conveyor.Metrics" in outputs
+    assert "metrics['kind'] is 'linear' (str), not a number; metrics are numbers" in text
+    assert "(pass other facts in params=)" in text
+    assert "metrics must be a step's Metrics output or a dict of numbers, got float 0.5" in number
+    traced = pipeline(of_a_metrics_output)
+    assert traced.step("register_model").inputs["metrics"].step == "score"
+    assert traced.step("register_model_2").inputs["metrics"].value == {"rmse": 0.5, "rows": 10}

@@ -77,7 +77,7 @@ def test_flows_and_components_use_only_the_public_api(folder):
 
 def test_builtin_host_steps_show_their_real_signatures():
     assert str(inspect.signature(conveyor.load_table)) == (
-        "(table: 'str', start: 'date | None' = None, end: 'date | None' = None, "
+        "(table: 'str | Table', start: 'date | None' = None, end: 'date | None' = None, "
         "days: 'int | None' = None, columns: 'list[str] | None' = None) -> 'Any'"
     )
     assert list(inspect.signature(conveyor.write_table).parameters) == [

@@ -1,5 +1,5 @@
-"""`conveyor db upgrade | current`, `conveyor models list | show | promote | rollback`,
-`conveyor runs list | show`.
+"""`conveyor db upgrade | current | tables | drop-table`, `conveyor models list | show | promote |
+rollback`, `conveyor runs list | show`.
 
 The database layer is imported inside each command, so the CLI still starts (and these commands
 explain what to install) where SQLAlchemy is missing.
@@ -95,6 +95,81 @@ def db_current() -> None:
     console.print(f"database: {database.display_url}")
     console.print(f"revision: {stored or '(none: no conveyor tables yet)'} ({state})")
     console.print(f"this conveyor expects: {SCHEMA_REVISION}")
+
+
+@db_app.command("tables")
+def db_tables(
+    name: str = typer.Argument(None, help="Show this table only."),
+) -> None:
+    """User tables and their schemas as the database holds them: column types (as a
+    conveyor.Table declares them), NOT NULL, primary key, partition column."""
+    _need_db()
+    from conveyor.db.database import Database
+    from conveyor.db.tables import describe_tables
+
+    database = Database.from_settings(settings())
+    try:
+        found = describe_tables(database, name)
+    finally:
+        database.close()
+    if not found:
+        console.print(f"{database.display_url}: no tables yet (write_table creates them)")
+        return
+    for info in found:
+        origin = (
+            f"created {_when(info.created_at)} UTC"
+            + (f" by run {info.created_by_run}" if info.created_by_run else "")
+            if info.created_by_conveyor
+            else "not created by conveyor"
+        )
+        console.print(
+            Text.assemble(
+                (info.name, "bold"),
+                f" · partition column {info.partition_col or '-'} · key "
+                f"{', '.join(info.key) or '-'} · {origin}",
+            ),
+            soft_wrap=True,
+        )
+        table = Table()
+        for heading in ("column", "type", "missing values", "key"):
+            table.add_column(heading)
+        for column in info.columns:
+            table.add_row(
+                column.name,
+                column.kind or f"{column.origin} (conveyor cannot read it)",
+                "allowed" if column.nullable else "NOT NULL",
+                str(column.key) if column.key else "",
+            )
+        console.print(table)
+
+
+@db_app.command("drop-table")
+def db_drop_table(
+    name: str = typer.Argument(..., help="The table to drop."),
+    yes: bool = typer.Option(False, "--yes", help="Really drop it, with every row."),
+) -> None:
+    """Drop a user table and every row in it (to re-create it from a changed declaration).
+
+    Without --yes nothing is dropped: the command says what would go. Partitions recorded as
+    written stay recorded: write them again with `conveyor backfill ... --reprocess all`.
+    """
+    _need_db()
+    from conveyor.db.database import Database
+    from conveyor.db.tables import describe_tables, drop_user_table
+
+    database = Database.from_settings(settings())
+    try:
+        if not yes:
+            info = describe_tables(database, name)[0]
+            fail(
+                f"drop-table deletes table {info.name!r} ({len(info.columns)} columns) and every "
+                f"row in it from {database.display_url}; nothing was dropped. Run again with "
+                f"--yes to drop it."
+            )
+        rows = drop_user_table(database, name)
+    finally:
+        database.close()
+    console.print(f"dropped table {name} ({rows} rows) from {database.display_url}")
 
 
 # ----------------------------------------------------------------------------------- models

@@ -156,7 +156,9 @@ def prune(
     all_images: bool = typer.Option(False, "--all", help="Also remove this project's images."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would go."),
 ) -> None:
-    """Remove step images this project's pipelines no longer use (and stopped leftovers)."""
+    """Remove step images this project's pipelines no longer use, and install stages left by
+    interrupted builds (only those over an hour old whose build lock is free: younger ones may
+    belong to a build in progress, of this project or another on the same engine)."""
     from conveyor.runners.docker import DockerRunner
     from conveyor.runners.images import prune_images
 
@@ -165,7 +167,8 @@ def prune(
     client = runner.builder.client  # first use removes containers of dead orchestrators
     used = set() if all_images else project_image_keys(config, runner)
     removed = 0
-    for what, refused in prune_images(client, keep=used, dry_run=dry_run):
+    found = prune_images(client, keep=used, dry_run=dry_run, lock_dir=config.env_dir)
+    for what, refused in found:
         if refused:
             console.print(f"kept {what}: {refused}")
             continue

@@ -11,6 +11,7 @@ from dataclasses import fields
 from datetime import date, datetime
 from typing import Any
 
+from conveyor._runtime.tables import Table
 from conveyor.db import reads, registry
 from conveyor.db.database import Database, using
 from conveyor.db.registry import ModelRecord, ModelSummary, NewModel, StageSpan
@@ -83,7 +84,7 @@ class Registry:
 
 
 def read_table(
-    table: str,
+    table: str | Table,
     start: date | None = None,
     end: date | None = None,
     days: int | None = None,

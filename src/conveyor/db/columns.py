@@ -25,9 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor._runtime.tables import TYPES
 from conveyor.errors import TableSchemaError
 
-TYPES = ("boolean", "bigint", "double", "text", "date", "timestamp", "timestamptz", "bytes")
+__all__ = ["DDL", "LABEL", "NULL", "TYPES", "WIDENS", "Column", "database_kind", "fits",
+           "frame_column", "label"]  # fmt: skip
 NULL = "null"  # a column of nothing but missing values: fits any type
 
 # How each type is spelled in DDL, per dialect.
@@ -84,6 +86,8 @@ class Column:
     name: str
     kind: str | None  # one of TYPES, NULL, or None for a database type conveyor cannot map
     origin: str  # the pandas dtype, or the database's own type name
+    nullable: bool = True  # False: NOT NULL in the table (or declared so)
+    key: int = 0  # its position in the table's primary key, from 1 (0: not in the key)
 
 
 def fits(frame_kind: str, table_kind: str | None) -> bool:

@@ -144,10 +144,43 @@ class Database:
         try:
             return self.engine.connect()
         except sa.exc.OperationalError as exc:
+            if self.dialect == "sqlite":  # a file, not a server: say what is wrong with it
+                raise DatabaseError(f"cannot open {self.display_url}: {self.explain(exc)}") from exc
             raise DatabaseError(
                 f"cannot connect to {self.display_url}: {exc.orig}. Check CONVEYOR_DATABASE_URL "
                 f"and that the server is running."
             ) from exc
+
+    @property
+    def driver_errors(self) -> tuple[type[BaseException], ...]:
+        """What a statement can raise: SQLAlchemy's wrapper, and the driver's own errors (bulk
+        inserts and COPY talk to the driver directly)."""
+        return (sa.exc.DBAPIError, self.engine.dialect.loaded_dbapi.Error)
+
+    def explain(self, exc: BaseException) -> str:
+        """The driver's message for `exc`, or, for an SQLite file this process may not write,
+        which file or folder that is and what to do."""
+        message = str(getattr(exc, "orig", None) or exc)
+        if self.dialect != "sqlite":
+            return message
+        path = make_url(self.url).database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return message
+        file = Path(path).resolve()
+        fix = (
+            "conveyor writes run records and tables to it on every run. Give this user write "
+            "permission, or set CONVEYOR_DATABASE_URL to a database it can write"
+        )
+        if file.exists() and not os.access(file, os.W_OK):
+            return f"the SQLite database file {file} is read-only ({message}); {fix}"
+        if file.parent.exists() and not os.access(file.parent, os.W_OK | os.X_OK):
+            return (
+                f"the folder of the SQLite database, {file.parent}, is read-only ({message}): "
+                f"SQLite creates {file.name}-wal and {file.name}-shm beside the file; {fix}"
+            )
+        if "readonly" in message or "read-only" in message:
+            return f"the SQLite database file {file} is read-only ({message}); {fix}"
+        return message
 
     def close(self) -> None:
         self.engine.dispose()
@@ -168,7 +201,7 @@ class Database:
         try:
             current = self._quick_revision()
         except sa.exc.OperationalError as exc:
-            raise DatabaseError(f"cannot use {self.display_url}: {exc.orig}") from exc
+            raise DatabaseError(f"cannot use {self.display_url}: {self.explain(exc)}") from exc
         if current != SCHEMA_REVISION:
             if not self._upgrade:
                 raise DatabaseError(

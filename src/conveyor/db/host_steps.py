@@ -15,10 +15,11 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from conveyor._runtime.tables import table_name
 from conveyor.db import reads, registry, writes
 from conveyor.db.database import Database, shared_database
 from conveyor.dsl.artifacts import ArtifactRef, Codec
-from conveyor.dsl.host import HostContext
+from conveyor.dsl.host import HostContext, metrics_problem
 from conveyor.engine.settings import Settings
 from conveyor.errors import HostStepError, RegistryError
 
@@ -77,27 +78,29 @@ class HostSteps:
         self,
         ctx: HostContext,
         df: Any,
-        table: str,
+        table: str | dict[str, Any],
         partition_start: date | None = None,
         partition_end: date | None = None,
         partition_col: str | None = None,
         min_rows: int | None = None,
     ) -> int:
-        """Replace one partition of `table` with `df`; the rows written."""
+        """Replace one partition of `table` (a name, or a declaration's JSON) with `df`; the
+        rows written."""
+        name = table_name(table)
         if partition_start is None and ctx.partition is not None:
             raise HostStepError(
-                f"step {ctx.step!r}: write_table({table!r}) has no partition in a partitioned "
+                f"step {ctx.step!r}: write_table({name!r}) has no partition in a partitioned "
                 f"pipeline, so it would replace the whole table on every run. Pass "
                 f"partition=<the partition parameter> (or a (start, end) pair)."
             )
         if min_rows is not None:
-            check_rows_per_date(ctx, df, table, partition_start, partition_end, partition_col,
+            check_rows_per_date(ctx, df, name, partition_start, partition_end, partition_col,
                                 min_rows)  # fmt: skip
         rows = writes.write_table(
             self.database, df, table, partition_start, partition_end, partition_col,
             run_id=ctx.run_id,
         )  # fmt: skip
-        ctx.log.info("write_table %s: %d rows", table, rows)
+        ctx.log.info("write_table %s: %d rows", name, rows)
         return rows
 
     def register_model(
@@ -111,6 +114,14 @@ class HostSteps:
         """Record `model` (a reference; never loaded) with its lineage; its version number."""
         if not isinstance(model, ArtifactRef):
             raise HostStepError(f"step {ctx.step!r}: register_model needs the model's reference")
+        problem = metrics_problem(metrics) if metrics is not None else None
+        if problem:
+            source = ctx.upstream.get("metrics")
+            shown = f" (the output of step {source})" if source else ""
+            raise HostStepError(
+                f"step {ctx.step!r}: register_model({name!r}): {problem}{shown}. Nothing was "
+                f"registered."
+            )
         producer = ctx.upstream.get("model")
         environment = ctx.environments.get(producer) if producer else None
         reads_ = tables_read(ctx)

@@ -1,7 +1,10 @@
-"""Table and column names: validated as plain SQL identifiers, then always quoted.
+"""Table and column names: checked, then always quoted; values are always bound.
 
-Names are never formatted into SQL unchecked: a name is letters, digits and underscores, starts
-with a letter or underscore, and fits PostgreSQL's 63-byte limit. Values are always bound.
+A table name (and a schema name) is a plain identifier: letters, digits and underscores,
+starting with a letter or underscore. A column name may be any text that fits PostgreSQL's
+63-byte limit (`mean radius`, `growth %`, `sepal length (cm)`, as datasets name them): it goes
+into SQL only through `quote`, which doubles any `"` in it, or `text_quote` inside SQLAlchemy's
+`text()`, which also escapes `:` so it is never read as a bind parameter.
 """
 
 from __future__ import annotations
@@ -9,14 +12,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from conveyor._runtime.tables import MAX_NAME_BYTES, PARTITION_COLUMN, column_name_problem
 from conveyor.errors import TableSchemaError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_LENGTH = 63
+MAX_LENGTH = MAX_NAME_BYTES
 # conveyor's own tables and Alembic's version table share the database with user tables.
 RESERVED_PREFIXES = ("conveyor_", "alembic_")
-# The column conveyor adds to hold the partition date when write_table gets no partition_col.
-PARTITION_COLUMN = "conveyor_partition"
+__all__ = [
+    "IDENTIFIER", "MAX_LENGTH", "PARTITION_COLUMN", "RESERVED_PREFIXES", "TableName",
+    "check_column", "check_columns", "check_identifier", "quote", "text_quote",
+]  # fmt: skip
 
 
 def check_identifier(name: object, what: str) -> str:
@@ -33,9 +39,24 @@ def check_identifier(name: object, what: str) -> str:
     return name
 
 
+def check_column(name: object, what: str) -> str:
+    """Return `name` if it can name a column (any text up to 63 bytes), else raise saying why."""
+    problem = column_name_problem(name)
+    if problem:  # (a name that is not a string is shown in the problem itself)
+        shown = f" {name!r}" if isinstance(name, str) else ""
+        raise TableSchemaError(f"{what}{shown} {problem}")
+    assert isinstance(name, str)  # column_name_problem refuses anything else
+    return name
+
+
 def quote(name: str) -> str:
-    """Quote a checked identifier (quoting keeps its case and allows reserved words)."""
-    return f'"{name}"'
+    """A name as a quoted SQL identifier (keeps its case, allows spaces and reserved words)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def text_quote(name: str) -> str:
+    """`quote` for SQLAlchemy's `text()`, where `:word` would be read as a bind parameter."""
+    return quote(name).replace(":", "\\:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +99,26 @@ class TableName:
 
     def index_name(self, column: str) -> str:
         """A name for the index on `column`, within PostgreSQL's 63-byte limit."""
+        return self._derived(f"ix_{self.name}_{column}")
+
+    @property
+    def key_name(self) -> str:
+        """A name for the table's primary key constraint (PostgreSQL's own default spelling)."""
+        return self._derived(f"{self.name}_pkey")
+
+    def _derived(self, base: str) -> str:
         import hashlib
 
-        base = f"ix_{self.name}_{column}"
-        if len(base) <= MAX_LENGTH:
+        if len(base.encode()) <= MAX_LENGTH:
             return base
         digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-        return f"{base[: MAX_LENGTH - 9]}_{digest}"
+        head = base.encode()[: MAX_LENGTH - 9].decode(errors="ignore")  # whole characters
+        return f"{head}_{digest}"
 
 
 def check_columns(columns: list[object], table: TableName) -> list[str]:
-    """Validate a frame's column names: identifiers, unique regardless of case."""
-    names = [check_identifier(c, f"table {str(table)!r}: column name") for c in columns]
+    """Validate a frame's column names: text up to 63 bytes, unique regardless of case."""
+    names = [check_column(c, f"table {str(table)!r}: column name") for c in columns]
     seen: dict[str, str] = {}
     for name in names:
         other = seen.setdefault(name.lower(), name)

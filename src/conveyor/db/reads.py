@@ -25,12 +25,12 @@ from datetime import date, timedelta
 from operator import itemgetter
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from conveyor._runtime.tables import Table, table_name
 from conveyor.db.columns import Column
 from conveyor.db.database import Database
-from conveyor.db.names import PARTITION_COLUMN, TableName, check_identifier, quote
+from conveyor.db.names import PARTITION_COLUMN, TableName, check_column, quote
 from conveyor.db.tables import bounds, partition_column_of, table_columns
 from conveyor.db.values import storage_type, to_frame
 from conveyor.errors import DatabaseError
@@ -75,14 +75,14 @@ def resolve_range(
 
 def load_table(
     db: Database,
-    table: str,
+    table: str | Table,
     start: date | None = None,
     end: date | None = None,
     days: int | None = None,
     columns: Sequence[str] | None = None,
 ) -> Any:
     """Read `table` (optionally a date range and a subset of columns) as a DataFrame."""
-    name = TableName.parse(table, dialect=db.dialect)
+    name = TableName.parse(table_name(table), dialect=db.dialect)
     where = f"load_table({str(name)!r})"
     span = DateRange.build(start, end, days, where)
     try:
@@ -105,8 +105,8 @@ def load_table(
                 arrays = _copy_out(conn, query, params, chosen)
             else:
                 arrays = _fetch(conn, query, params, chosen)
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseError(f"{where}: {exc.orig}") from exc
+    except db.driver_errors as exc:
+        raise DatabaseError(f"{where}: {db.explain(exc)}") from exc
     # (_choose refused columns of no kind; `or "text"` as in _fetch and _csv_type)
     return to_frame(arrays, {c.name: c.kind or "text" for c in chosen})
 
@@ -120,7 +120,7 @@ def _choose(existing: list[Column], columns: Sequence[str] | None, where: str) -
             raise DatabaseError(f"{where}: columns must be a list of names, not one string")
         by_name = {c.name: c for c in existing}
         for column in columns:
-            check_identifier(column, f"{where}: column")
+            check_column(column, f"{where}: column")
         missing = [c for c in columns if c not in by_name]
         if missing:
             raise DatabaseError(
@@ -140,14 +140,21 @@ def _choose(existing: list[Column], columns: Sequence[str] | None, where: str) -
 def _select(
     dialect: str, name: TableName, chosen: list[Column], partition_col: str | None, span: DateRange
 ) -> tuple[str, dict[str, Any]]:
-    selected = ", ".join(_select_expr(dialect, c) for c in chosen)
+    """The query and its parameters, for the driver's own cursor (not SQLAlchemy's `text()`)."""
     clauses, params = [], {}
     if partition_col is not None and span.bounded:
         first = span.start or date.min
         last = span.end or date.max - timedelta(days=1)
         params = bounds(first, last, dialect)
-        column = quote(partition_col)
-        # psycopg binds COPY's values client-side (COPY takes no server-side parameters)
+    # psycopg binds COPY's values client-side (COPY takes no server-side parameters), reading
+    # every `%` as a placeholder: one in a column name is doubled when there are parameters
+    percent = "%%" if dialect == "postgresql" and params else "%"
+
+    def ident(column: str) -> str:
+        return quote(column).replace("%", percent)
+
+    if params:
+        column = ident(str(partition_col))
         lo, hi = (":lo", ":hi") if dialect == "sqlite" else ("%(lo)s", "%(hi)s")
         if span.start is not None:
             clauses.append(f"{column} >= {lo}")
@@ -157,12 +164,12 @@ def _select(
     by = [partition_col] if partition_col else []
     by += [c.name for c in chosen if c.name != partition_col]
     kinds = {c.name: c.kind for c in chosen}
-    order = ", ".join(_order_expr(dialect, n, kinds.get(n)) for n in by)
+    selected = ", ".join(_select_expr(dialect, c, ident(c.name)) for c in chosen)
+    order = ", ".join(_order_expr(dialect, ident(n), kinds.get(n)) for n in by)
     return f"SELECT {selected} FROM {name.sql}{where} ORDER BY {order}", params
 
 
-def _select_expr(dialect: str, column: Column) -> str:
-    name = quote(column.name)
+def _select_expr(dialect: str, column: Column, name: str) -> str:
     if dialect == "postgresql" and column.kind == "timestamptz":
         return f"({name} AT TIME ZONE 'UTC') AS {name}"  # naive UTC: CSV without zone suffixes
     if dialect == "postgresql" and column.kind == "bytes":
@@ -172,7 +179,7 @@ def _select_expr(dialect: str, column: Column) -> str:
 
 def _order_expr(dialect: str, name: str, kind: str | None) -> str:
     collate = ' COLLATE "C"' if dialect == "postgresql" and kind == "text" else ""
-    return f"{quote(name)}{collate} NULLS LAST"
+    return f"{name}{collate} NULLS LAST"
 
 
 def _fetch(

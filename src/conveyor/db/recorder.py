@@ -135,12 +135,15 @@ class Recorder(RunHooks):
             with db.write() as conn:
                 self._run_started(conn, run)
         except (ConveyorError, sa.exc.SQLAlchemyError) as exc:
-            shown = getattr(self._database, "display_url", None) or self.settings.database_url
+            database = self._database
+            shown = getattr(database, "display_url", None) or self.settings.database_url
+            explain = isinstance(exc, sa.exc.SQLAlchemyError) and database is not None
+            cause = database.explain(exc) if explain and database is not None else str(exc)
             with self._lock:
                 self._database = None  # connect again at the next run
             raise DatabaseError(
                 f"cannot record run {run.run_id} of {run.pipeline!r} in the database "
-                f"({shown or 'the embedded SQLite'}): {str(exc).rstrip('.')}. Nothing ran. Bring "
+                f"({shown or 'the embedded SQLite'}): {cause.rstrip('.')}. Nothing ran. Bring "
                 f"the database back and run again, or set CONVEYOR_DATABASE_URL=none to run "
                 f"without records"
             ) from exc

@@ -9,9 +9,12 @@ writer leaves the old partition in place: the transaction never committed.
 
 Rows are inserted in partition-date order (stable within a date), so a date's rows sit together
 on disk; a new table gets its partition-column index after the first rows are in (building an
-index once is cheaper than growing it row by row). A new table takes its column types from the
-frame; a column of nothing but missing values has no type, so an empty frame creates nothing
-and a non-empty one is refused until the column gets a dtype.
+index once is cheaper than growing it row by row). A declared table (`conveyor.Table`) is created
+from its declaration — types, NOT NULL, the key as primary key — and every write to it is
+checked against the declaration first (`conveyor.db.schemas`). An undeclared table takes its
+column types from the first frame; a column of nothing but missing values has no type, so an
+empty frame creates nothing and a non-empty one is refused until the column gets a dtype. A
+write by name to a table with NOT NULL columns or a primary key is checked against those too.
 
 Partition keys:
 
@@ -22,6 +25,10 @@ Partition keys:
   writing a range in one run gives exactly the rows of writing its dates one by one.
 - no partition at all (an unpartitioned pipeline): the whole table is replaced.
 
+Tables are dropped only by `conveyor db drop-table`, under the table's exclusive lock; a
+PostgreSQL write reads the table's columns again once it holds its lock, so a drop that went
+first is an error, never a write into a missing table.
+
 Locks: PostgreSQL takes transaction-scoped advisory locks — a shared lock on the table plus an
 exclusive lock per date of the partition, so writes of different dates run in parallel and
 overlapping ranges serialize; creating the table, a whole-table write, or a range longer than
@@ -31,6 +38,7 @@ all writers of the file, with a long busy timeout so they queue instead of faili
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -38,15 +46,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from conveyor._runtime.tables import Table
+from conveyor.db import schemas
 from conveyor.db.bulk import insert_columns
 from conveyor.db.columns import NULL, Column, fits, frame_column, label
 from conveyor.db.database import Database, lock_key
-from conveyor.db.names import PARTITION_COLUMN, TableName, check_columns, check_identifier
+from conveyor.db.names import PARTITION_COLUMN, TableName, check_column, check_columns, text_quote
 from conveyor.db.tables import (
     PARTITION_KINDS,
     bounds,
     create_index,
     create_table,
+    key_constraint,
+    lock_table,
+    primary_key,
+    qualified_name,
     recorded_partition_col,
     table_columns,
 )
@@ -91,7 +105,7 @@ class Partition:
                     f"partition_col='<date column>' (or write one date at a time)"
                 )
             return cls(start, end, PARTITION_COLUMN, True)
-        check_identifier(partition_col, f"{where}: partition_col")
+        check_column(partition_col, f"{where}: partition_col")
         return cls(start, end, partition_col, False)
 
     @property
@@ -125,7 +139,7 @@ def _as_date(value: Any, where: str) -> date | None:
 def write_table(
     db: Database,
     frame: Any,
-    table: str,
+    table: str | Table | Mapping[str, Any],
     partition_start: date | None = None,
     partition_end: date | None = None,
     partition_col: str | None = None,
@@ -134,62 +148,108 @@ def write_table(
 ) -> int:
     """Replace one partition of `table` with `frame`'s rows; return the number of rows written.
 
-    See the module docstring for partitions, locks and what is checked. Raises
-    TableSchemaError when names or types do not fit (nothing is written), DatabaseError when
-    the database refuses the write (nothing is written).
+    `table` is a name, or a declaration (`conveyor.Table`, or its JSON) the frame and the table
+    are checked against. See the module docstring for partitions, locks and what is checked.
+    Raises TableSchemaError when names, types, missing values or keys do not fit (nothing is
+    written), DatabaseError when the database refuses the write (nothing is written).
     """
     import pandas as pd
 
-    name = TableName.parse(table, dialect=db.dialect)
+    declared = schemas.declaration(table)
+    name = TableName.parse(declared.name if declared else table, dialect=db.dialect)
     where = f"write_table({str(name)!r})"
     if not isinstance(frame, pd.DataFrame):
         raise TableSchemaError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
     partition = Partition.build(name, partition_start, partition_end, partition_col)
-    frame_cols = _frame_columns(frame, name, partition)
+    rows = schemas.Rows(
+        frame,
+        None if partition.managed else partition.column,
+        partition.start if partition.managed else None,
+    )
+    frame_cols = _frame_columns(frame, name, partition, declared, rows)
     # Convert every column before the transaction: bad values fail here, and locks are held
     # only for the database work.
     arrays = {c.name: to_arrow(frame[c.name], c.kind or NULL, c.name) for c in frame_cols}
+    if declared is not None:
+        not_null = [c for c in declared.names if c not in declared.nullable]
+        schemas.check_values(arrays, not_null, declared.key, rows, where)
     if partition.managed and PARTITION_COLUMN not in frame.columns:
-        frame_cols.append(Column(PARTITION_COLUMN, "date", "conveyor's partition column"))
+        frame_cols.append(
+            Column(PARTITION_COLUMN, "date", "conveyor's partition column", nullable=False)
+        )
         assert partition.start is not None  # a managed partition is one date (Partition.build)
         arrays[PARTITION_COLUMN] = _repeat(partition.start, len(frame))
-    elif partition.column is not None and len(frame) > 1:
-        arrays = _clustered(arrays, partition.column)
     try:
         with db.write() as conn:
-            # Tables are never dropped here, so one that exists now still will under the lock.
             existing = table_columns(conn, db.dialect, name)
             if existing is None:
-                _lock_table(conn, db.dialect, name, exclusive=True)
+                lock_table(conn, db.dialect, name, exclusive=True)
                 existing = table_columns(conn, db.dialect, name)  # created while we waited?
             else:
                 _lock(conn, db.dialect, name, partition)
+                if db.dialect == "postgresql":  # dropped (`conveyor db drop-table`) meanwhile?
+                    existing = table_columns(conn, db.dialect, name)
+                    if existing is None:
+                        raise DatabaseError(
+                            f"{where}: the table was dropped while this write waited for it; "
+                            f"nothing was written. Run again to create it anew."
+                        )
             created = existing is None
+            key: tuple[str, ...] = ()
             if existing is None:
-                unknown = [c.name for c in frame_cols if c.kind == NULL]
-                if unknown and not len(frame):
-                    return 0  # nothing to write, and no types to create the table from
-                if unknown:
-                    raise TableSchemaError(
-                        f"{where}: column {unknown[0]!r} holds only missing values, so the new "
-                        f"table's column type is unknown; give it a dtype first, e.g. "
-                        f"df[{unknown[0]!r}] = df[{unknown[0]!r}].astype('float64') (or 'str')"
-                    )
-                create_table(conn, db.dialect, name, frame_cols, partition.column, run_id)
-                kinds = {c.name: c.kind or "text" for c in frame_cols}
+                if declared is not None:
+                    stored, key = schemas.stored_columns(declared, partition.managed)
+                    kinds = {c.name: c.kind or "text" for c in stored}
+                    create_table(conn, db.dialect, name, stored, partition.column, run_id, key)
+                else:
+                    unknown = [c.name for c in frame_cols if c.kind == NULL]
+                    if unknown and not len(frame):
+                        return 0  # nothing to write, and no types to create the table from
+                    if unknown:
+                        raise TableSchemaError(
+                            f"{where}: column {unknown[0]!r} holds only missing values, so the "
+                            f"new table's column type is unknown; give it a dtype first, e.g. "
+                            f"df[{unknown[0]!r}] = df[{unknown[0]!r}].astype('float64') (or "
+                            f"'str'), or declare the table (conveyor.Table)"
+                        )
+                    create_table(conn, db.dialect, name, frame_cols, partition.column, run_id)
+                    kinds = {c.name: c.kind or "text" for c in frame_cols}
             else:
-                kinds = _check_fit(conn, name, partition, frame_cols, existing)
+                _check_partition_col(conn, name, partition)
+                if declared is not None:
+                    _check_declared_table(conn, db.dialect, name, declared, partition, existing)
+                kinds = _check_fit(name, frame_cols, existing)
+                if declared is None:  # the table's own NOT NULL and key, checked as declared
+                    not_null = [c.name for c in existing if not c.nullable]
+                    schemas.check_values(arrays, not_null, primary_key(existing), rows, where)
                 _delete(conn, db.dialect, name, partition)
+            if partition.column is not None and len(frame) > 1:
+                arrays = _clustered(arrays, partition.column)
             names = list(kinds)
             insert_columns(
                 conn, db.dialect, name, names, [kinds[n] for n in names],
                 [cast(arrays[n], kinds[n]) for n in names],
             )  # fmt: skip
-            if created and partition.column is not None:
-                create_index(conn, name, partition.column)
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseError(f"{where}, partition {partition.describe()}: {exc.orig}") from exc
+            if created and partition.column is not None and key[:1] != (partition.column,):
+                create_index(conn, name, partition.column)  # (a key led by it is indexed)
+    except db.driver_errors as exc:
+        raise DatabaseError(
+            f"{where}, partition {partition.describe()}: {db.explain(exc)}{_hint(exc)}"
+        ) from exc
     return len(frame)
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about a constraint the database enforced that the frame checks could not see
+    (a key already used by a row of another partition)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if "unique" in text or "duplicate key" in text:
+        return (
+            ". Nothing was written: a row of another partition has the same key. A key must be "
+            "unique across the table; include the partition column in it if it is unique per "
+            "date only"
+        )
+    return ""
 
 
 def _clustered(arrays: dict[str, Any], column: str) -> dict[str, Any]:
@@ -215,12 +275,19 @@ def _repeat(day: date, n: int) -> Any:
     return pa.array(np.full(n, np.datetime64(day, "D")))
 
 
-def _frame_columns(frame: Any, name: TableName, partition: Partition) -> list[Column]:
+def _frame_columns(
+    frame: Any, name: TableName, partition: Partition, declared: Table | None, rows: schemas.Rows
+) -> list[Column]:
     names = check_columns(list(frame.columns), name)
     where = f"write_table({str(name)!r})"
     if len(frame.columns) == 0 and len(frame):
         raise TableSchemaError(f"{where}: the frame has rows but no columns")
-    columns = [frame_column(frame[n], n, str(name)) for n in names]
+    if declared is not None:
+        columns = schemas.frame_columns(frame, name, declared, rows)
+        if PARTITION_COLUMN in names:
+            columns.append(frame_column(frame[PARTITION_COLUMN], PARTITION_COLUMN, str(name)))
+    else:
+        columns = [frame_column(frame[n], n, str(name)) for n in names]
     if partition.whole_table:
         return columns
     assert partition.start is not None and partition.end is not None
@@ -266,14 +333,8 @@ def _check_dates(frame: Any, column: str, partition: Partition, where: str, own:
         )
 
 
-def _check_fit(
-    conn: Connection,
-    name: TableName,
-    partition: Partition,
-    frame_cols: list[Column],
-    existing: list[Column],
-) -> dict[str, str]:
-    """The table's column types by name, or a TableSchemaError listing every mismatch."""
+def _check_partition_col(conn: Connection, name: TableName, partition: Partition) -> None:
+    """A write must name the partition column the table was created with."""
     where = f"write_table({str(name)!r})"
     known, recorded = recorded_partition_col(conn, name)
     if known and not partition.whole_table and recorded != partition.column:
@@ -289,6 +350,29 @@ def _check_fit(
             f"{where}: the table was created with {had}; this write uses {wanted}. Write it "
             f"the way it was created, or use a new table."
         )
+
+
+def _check_declared_table(
+    conn: Connection,
+    dialect: str,
+    name: TableName,
+    declared: Table,
+    partition: Partition,
+    existing: list[Column],
+) -> None:
+    """The table must be what its declaration says, or the error names the migration."""
+    key = primary_key(existing)
+    problems = schemas.differences(
+        dialect, name, declared, partition.managed, existing, key,
+        key_constraint(conn, dialect, name) if key else None,
+    )  # fmt: skip
+    if problems:
+        raise schemas.migration_error(dialect, name, problems)
+
+
+def _check_fit(name: TableName, frame_cols: list[Column], existing: list[Column]) -> dict[str, str]:
+    """The table's column types by name, or a TableSchemaError listing every mismatch."""
+    where = f"write_table({str(name)!r})"
     table = {c.name: c for c in existing}
     frame = {c.name: c for c in frame_cols}
     problems = []
@@ -322,12 +406,12 @@ def _check_fit(
 def _lock(conn: Connection, dialect: str, name: TableName, partition: Partition) -> None:
     if dialect != "postgresql":
         return  # BEGIN IMMEDIATE already holds SQLite's single write lock
-    qualified = _qualified(conn, name)
+    qualified = qualified_name(conn, name)
     days = partition.dates()
     if partition.whole_table or len(days) > MAX_DATE_LOCKS:
-        _lock_table(conn, dialect, name, exclusive=True, qualified=qualified)
+        lock_table(conn, dialect, name, exclusive=True, qualified=qualified)
         return
-    _lock_table(conn, dialect, name, exclusive=False, qualified=qualified)
+    lock_table(conn, dialect, name, exclusive=False, qualified=qualified)
     # One round trip; unnest yields the keys in array order, which is date order for every
     # writer, so two overlapping ranges cannot deadlock.
     conn.execute(
@@ -336,29 +420,12 @@ def _lock(conn: Connection, dialect: str, name: TableName, partition: Partition)
     )
 
 
-def _lock_table(
-    conn: Connection, dialect: str, name: TableName, *, exclusive: bool, qualified: str = ""
-) -> None:
-    if dialect != "postgresql":
-        return
-    qualified = qualified or _qualified(conn, name)
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": lock_key("table", qualified)})
-
-
-def _qualified(conn: Connection, name: TableName) -> str:
-    if name.schema:
-        return f"{name.schema}.{name.name}"
-    schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
-    return f"{schema}.{name.name}"
-
-
 def _delete(conn: Connection, dialect: str, name: TableName, partition: Partition) -> None:
     if partition.whole_table:
         conn.execute(sa.text(f"DELETE FROM {name.sql}"))
         return
     assert partition.start is not None and partition.end is not None and partition.column
-    column = f'"{partition.column}"'
+    column = text_quote(partition.column)
     conn.execute(
         sa.text(f"DELETE FROM {name.sql} WHERE {column} >= :lo AND {column} < :hi"),
         bounds(partition.start, partition.end, dialect),

@@ -512,6 +512,8 @@ def _signature_specs(
     returned = hints.get("return", signature.return_annotation)
     if returned is None or returned is type(None):
         return tuple(inputs), (), "none"
+    if isinstance(returned, str):
+        _check_not_defined_below(fn, returned.strip(), where)
     if isinstance(returned, type) and issubclass(returned, tuple) and hasattr(returned, "_fields"):
         fields = getattr(returned, "__annotations__", {})
         missing = [f for f in returned._fields if f not in fields]
@@ -536,7 +538,12 @@ def _signature_specs(
 
 
 def _resolved_hints(obj: Any) -> dict[str, Any]:
-    """Type hints of a function or NamedTuple; unresolvable string hints stay strings."""
+    """Type hints of a function or NamedTuple; unresolvable string hints stay strings.
+
+    A NamedTuple keeps a string field hint as a `ForwardRef`; it is resolved (or kept as its
+    string) like a function's, so `fit: "pd.DataFrame"` with pandas imported only for type
+    checking still reads as a DataFrame.
+    """
     try:
         return typing.get_type_hints(obj)
     except Exception:  # a forward reference the orchestrator cannot import; resolve one by one
@@ -547,6 +554,8 @@ def _resolved_hints(obj: Any) -> dict[str, Any]:
             namespace = vars(sys.modules.get(obj.__module__, object))
         hints: dict[str, Any] = {}
         for key, value in getattr(obj, "__annotations__", {}).items():
+            if isinstance(value, typing.ForwardRef):
+                value = value.__forward_arg__
             if isinstance(value, str):
                 try:
                     value = eval(value, dict(namespace))
@@ -554,6 +563,41 @@ def _resolved_hints(obj: Any) -> dict[str, Any]:
                     pass
             hints[key] = value
         return hints
+
+
+def _check_not_defined_below(fn: Callable[..., Any], name: str, where: str) -> None:
+    """An unresolved return hint naming a NamedTuple the module defines below the component.
+
+    Outputs are read from the hint when @component runs, while the module is still being
+    imported: a NamedTuple defined further down does not exist yet, and the step would
+    silently become one pickled output. Any other unresolved name (a model class imported
+    only for type checking) is stored with joblib, as before.
+    """
+    import ast
+
+    if not name.isidentifier():
+        return
+    try:
+        tree = ast.parse(inspect.getsource(inspect.getmodule(fn) or fn))
+    except (OSError, TypeError, SyntaxError):
+        return
+    for node in tree.body:
+        named = (
+            isinstance(node, ast.ClassDef)
+            and node.name == name
+            and any(
+                (isinstance(b, ast.Name) and b.id == "NamedTuple")
+                or (isinstance(b, ast.Attribute) and b.attr == "NamedTuple")
+                for b in node.bases
+            )
+        )
+        if named:
+            raise ComponentDefinitionError(
+                f"{where}: NamedTuple {name} is defined below the component (line "
+                f"{node.lineno}), so its fields are unknown when @component runs and the step "
+                f"would return one pickled value instead of its outputs. Define {name} above "
+                f"the component."
+            )
 
 
 def _hint_text(hint: Any) -> str:
@@ -584,6 +628,8 @@ def codec_for(hint: Any, where: str) -> Codec:
             f"class (saved with joblib)"
         )
 
+    if isinstance(hint, typing.ForwardRef):
+        hint = hint.__forward_arg__
     if isinstance(hint, str):
         return _BY_NAME.get(hint.strip(), Codec("joblib"))
     if hint is Any:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from conveyor._runtime.tables import Table
 from conveyor.dsl.artifacts import ArtifactRef, Codec, Metrics
 from conveyor.dsl.component import TRACER, InputSpec, OutputSpec, codec_for
+from conveyor.dsl.placeholders import Placeholder, find_placeholders
 from conveyor.errors import ComponentDefinitionError, HostStepError
 
 if TYPE_CHECKING:  # the engine builds contexts; the DSL only declares what they hold
@@ -168,6 +171,58 @@ def _builtin(
     return step
 
 
+def _declared_table(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A Table travels through the DAG as JSON (its name alone where only the name matters)."""
+    table = kwargs.get("table")
+    if isinstance(table, Table):
+        kwargs["table"] = table.to_json()
+    return kwargs
+
+
+def _table_name(kwargs: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(kwargs.get("table"), Table):
+        kwargs["table"] = kwargs["table"].name
+    return kwargs
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """Why `metrics` cannot be a registered version's metrics (None: it can): they are a
+    mapping of names to finite numbers, stored as JSON and compared by the promotion gate."""
+    if not isinstance(metrics, Mapping):
+        return (
+            f"metrics must be a step's Metrics output or a dict of numbers, got "
+            f"{type(metrics).__name__} {metrics!r}"
+        )
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            return f"metrics key {key!r} is not a string"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number:
+            return (
+                f"metrics[{key!r}] is {value!r} ({type(value).__name__}), not a number; metrics "
+                f"are numbers (pass other facts in params=)"
+            )
+        if not math.isfinite(value):
+            return f"metrics[{key!r}] is {value!r}, not a finite number"
+    return None
+
+
+def _check_literal_metrics(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Literal metrics are checked when the pipeline is traced, not when the run gets there."""
+    metrics = kwargs.get("metrics")
+    literal = metrics is not None and not (
+        isinstance(metrics, Placeholder) or find_placeholders(metrics)
+    )
+    problem = metrics_problem(metrics) if literal else None
+    if problem:
+        raise TypeError(problem)
+    return kwargs
+
+
+def _prepare_write(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return _split_partition(_declared_table(kwargs))
+
+
 def _split_partition(kwargs: dict[str, Any]) -> dict[str, Any]:
     partition = kwargs.pop("partition", None)
     if isinstance(partition, tuple | list):
@@ -189,13 +244,14 @@ DATE = Codec("json", "date")
 
 
 def _load_table_signature(
-    table: str,
+    table: str | Table,
     start: date | None = None,
     end: date | None = None,
     days: int | None = None,
     columns: list[str] | None = None,
 ) -> Any:
-    """Rows of `table` as a DataFrame: the dates `start`..`end`, or `days` before them.
+    """Rows of `table` (a name or a `Table`) as a DataFrame: the dates `start`..`end`, or `days`
+    before them.
 
     Always runs (never cached); the content hash of what it read drives the cache downstream.
     """
@@ -203,7 +259,7 @@ def _load_table_signature(
 
 def _write_table_signature(  # type: ignore[empty-body]
     df: Any,
-    table: str,
+    table: str | Table,
     partition: date | tuple[date, date] | None = None,
     partition_col: str | None = None,
     min_rows: int | None = None,
@@ -211,7 +267,11 @@ def _write_table_signature(  # type: ignore[empty-body]
     """Replace exactly `partition` (a date or a (start, end) range) of `table` with `df`.
 
     One transaction, serialized per (table, partition); the table is created on first write.
-    Without `partition_col` the partition key is kept in a column of its own. With `min_rows`,
+    `table` is a name, or a `conveyor.Table` declaration: then `df` must have the declared
+    columns, types, no missing values where not nullable and no key twice, the first write
+    creates the table as declared, and a table that differs from its declaration is an error
+    naming the migration. Without `partition_col` the partition key is kept in a column of its
+    own. With `min_rows`,
     every calendar date of the partition must have at least that many rows, or nothing is
     written and the step fails naming the dates. Returns the rows written.
     """
@@ -224,7 +284,11 @@ def _register_model_signature(  # type: ignore[empty-body]
     params: dict[str, Any] | None = None,
 ) -> int:
     """Record a version of model `name` with its metrics, params, training range, code
-    version and the environment lock that produced it; returns the version number."""
+    version and the environment lock that produced it; returns the version number.
+
+    `metrics` is a step's `Metrics` output (or a dict of literal numbers): names to finite
+    numbers. To register metrics of several steps, return them from one step as Metrics.
+    """
 
 
 def _load_model_signature(
@@ -256,6 +320,7 @@ load_table = _builtin(
         ("columns", JSON, True, None),
     ],
     Codec("parquet"),
+    prepare=_table_name,
 )
 write_table = _builtin(
     _write_table_signature,
@@ -268,7 +333,7 @@ write_table = _builtin(
         ("min_rows", JSON, True, None),
     ],
     JSON,
-    prepare=_split_partition,
+    prepare=_prepare_write,
 )
 register_model = _builtin(
     _register_model_signature,
@@ -280,6 +345,7 @@ register_model = _builtin(
     ],
     JSON,
     by_ref=frozenset({"model"}),
+    prepare=_check_literal_metrics,
 )
 load_model = _builtin(
     _load_model_signature,

@@ -294,10 +294,7 @@ class _Trace:
             return value._binding
         nested = find_placeholders(value)
         if nested:
-            raise self._fail(
-                f"{where}: a list, tuple or dict holding placeholders ({nested[0]._label}) "
-                f"cannot be passed; pass each placeholder as its own argument"
-            )
+            raise self._fail(f"{where}: {_nested_advice(what, spec.name, nested[0]._label)}")
         if spec.codec.format == "file" and isinstance(value, str | PurePath):
             return Binding.literal(str(value))  # a path: its content is read at run time
         if spec.codec.format != "json":
@@ -496,6 +493,31 @@ class _Trace:
         name = self._step_name(host.spec.name, explicit=False)
         self.steps.append(Step(name, bindings, host=host, after=self.ordering()))
         return self._outputs(name, host.spec)
+
+
+def _nested_advice(what: str, argument: str, label: str) -> str:
+    """Why a container of placeholders cannot be an argument, and what works instead.
+
+    Each argument of a step is bound to one thing (a step output, a parameter or a literal),
+    which is what the cache keys, the records and the compilers to other back ends rest on;
+    values computed from several outputs come from a step of their own.
+    """
+    problem = (
+        f"a list, tuple or dict holding placeholders ({label}) cannot be passed: each argument "
+        f"is bound to one step output, parameter or literal"
+    )
+    if what == "host step 'register_model'" and argument == "metrics":
+        return (
+            f"{problem}. Return the metrics from one step as conveyor.Metrics (e.g. a @component "
+            f"that takes those outputs and returns Metrics({{...}})) and pass that step's output "
+            f"as metrics=; a dict of literal numbers works too"
+        )
+    if what.startswith("component "):
+        return f"{problem}. Give the component a parameter per value and pass each on its own"
+    return (
+        f"{problem}. Pass each placeholder as its own argument (a @host_step of your own can "
+        f"take several)"
+    )
 
 
 @contextmanager

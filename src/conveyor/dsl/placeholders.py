@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor._runtime.tables import is_declaration, table_name
 from conveyor.dsl.artifacts import Codec
 from conveyor.errors import PipelineDefinitionError
 
@@ -67,6 +68,8 @@ class Binding:
             if self.items:
                 return "[" + ", ".join(b.describe() for b in self.items) + "]"
             return f"{self.step}[*]"
+        if is_declaration(self.value):  # a declared table: its name, not its columns
+            return f"Table({table_name(self.value)!r})"
         return repr(self.value)
 
 

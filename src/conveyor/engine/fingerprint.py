@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor._runtime.hashing import sha256_json, sha256_text
+from conveyor._runtime.tables import Table
 
 _CONSTANT_TYPES = (int, float, str, bool, bytes, type(None))
 PARSE_LOCK = threading.Lock()  # one parser at a time in this process (see the docstring)
@@ -118,10 +119,10 @@ class Fingerprinter:
         if isinstance(inner, types.FunctionType | type):
             if self.is_local_module(getattr(inner, "__module__", None)):
                 self._collect(inner, closure)
-        elif isinstance(value, _CONSTANT_TYPES) or (
+        elif isinstance(value, (*_CONSTANT_TYPES, Table)) or (
             isinstance(value, tuple | frozenset)
             and all(isinstance(v, _CONSTANT_TYPES) for v in value)
-        ):
+        ):  # (a declared table's repr spells out its columns, types and key)
             closure[f"const:{ref_name}"] = repr(value)
 
     def _normalized_source(self, obj: Any, methods: bool = True) -> str:

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,12 @@ BUILD_LOCK_TIMEOUT = 1800
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # the legacy builder's bookkeeping lines: not what a user needs to see when an install fails
 _BUILDER_NOISE = re.compile(r"^( ---> |Step \d+/\d+ : |Removing intermediate container )")
+# How the legacy builder reports a RUN step that exited non-zero: in the template the only RUN
+# is the install (uv, then the import check). Any other build error is the engine's own.
+_RUN_FAILED = re.compile(r"^The command .* returned a non-zero code", re.S)
+# Install stages younger than this may belong to a build still running, of this project or of
+# another project or process on the same engine (a finished build removes its own stages).
+STAGE_MIN_AGE = 3600.0
 # Host variables a build may need to reach the package index (uv reads the UV_* ones; the proxy
 # ones are docker's predefined build arguments).
 BUILD_PASSTHROUGH = (
@@ -574,6 +580,9 @@ class ImageBuilder:
     def _build(
         self, key: str, tag: str, spec: EnvironmentSpec, base: BaseImage, lock: Lock, who: str
     ) -> None:
+        import docker
+        import requests
+
         labels = {
             LABEL_KEY: key,
             "conveyor.requirements": json.dumps(list(spec.requirements)),
@@ -615,11 +624,13 @@ class ImageBuilder:
                             tail.append(_ANSI.sub("", partial))
                         error = _ANSI.sub("", str(chunk.get("error", ""))).strip()
                         break
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                error = str(exc).strip() or type(exc).__name__  # the engine refused the build
             finally:
                 self._remove_stage_images(key)
         if error is not None and any(IMPORT_CHECK_MARKER in line for line in tail):
             raise import_check_error("\n".join(tail), lock.pins, who, lock.path)
-        if error is not None:
+        if error is not None and _RUN_FAILED.match(error):
             # the builder echoes the whole RUN command; the installer's own words come before it
             output = (
                 "\n".join(tail)
@@ -629,6 +640,8 @@ class ImageBuilder:
                 )
             )
             raise installer_error("build the image", spec.requirements, output, who)
+        if error is not None:
+            raise engine_error("build the image", error, tail, who)
 
     def _remove_stage_images(self, key: str) -> None:
         """Drop the install stage's image: the legacy builder keeps it, nothing reuses it."""
@@ -639,6 +652,26 @@ class ImageBuilder:
                 self.client.images.remove(_id_of(image), force=True)
             except docker.errors.APIError as exc:
                 log.debug("could not remove build stage %s: %s", image.id, exc)
+
+
+def engine_error(action: str, error: str, tail: Iterable[str], who: str) -> EnvironmentBuildError:
+    """A build the docker engine failed (not the installer): what it said and what to do."""
+    lowered = error.lower()
+    if "no such image" in lowered:
+        fix = (
+            "An image the build used was removed while it ran: a `docker image prune`, `docker "
+            "rmi` or another project's prune on the same engine. Run again"
+        )
+    elif "no space left" in lowered:
+        fix = "The engine ran out of disk space: free some (docker system df), then run again"
+    else:
+        fix = "Check the docker engine (docker info), then run again"
+    shown = "\n".join(list(tail)[-25:])
+    where = f" for {who}" if who else ""
+    return EnvironmentBuildError(
+        f"could not {action}{where}: the docker engine failed: {error}. The requirements were "
+        f"not at fault (the install step did not fail). {fix}.\n--- build output ---\n{shown}"
+    )
 
 
 def _repository(name: str) -> str:
@@ -681,21 +714,69 @@ def list_images(client: Any) -> list[dict[str, Any]]:
 
 
 def prune_images(
-    client: Any, *, keep: set[str], dry_run: bool = False
+    client: Any, *, keep: set[str], dry_run: bool = False, lock_dir: Path | None = None
 ) -> Iterator[tuple[str, str | None]]:
     """Remove step images whose key is not in `keep`: yields (image, why it was kept or None).
 
-    Install stages left by interrupted builds go first; an image a container still uses is kept.
+    Install stages left by interrupted builds go first, but only those no build may still be
+    using: older than `STAGE_MIN_AGE` (a build of any project or process on the engine removes
+    its own stages when it ends, so a younger one may be in progress), and whose key's build
+    lock in `lock_dir` (this project's environments folder) is free. An image a container
+    still uses is kept.
     """
+    import docker
+
     for stage in client.images.list(filters={"label": LABEL_STAGE}):
+        key = (stage.labels or {}).get(LABEL_STAGE, "")
+        what = f"build stage {key[:24] or stage.id} (an interrupted build's leftover)"
+        busy = _stage_in_use(stage, key, lock_dir)
+        if busy:
+            yield what, busy
+            continue
         if not dry_run:
-            client.images.remove(stage.id, force=True)
+            try:
+                client.images.remove(stage.id, force=True)
+            except docker.errors.APIError as exc:
+                yield what, str(exc.explanation or exc)
+                continue
+        yield what, None
     for image in list_images(client):
         if image["key"] in keep:
             continue
         what = f"{image['key']} ({', '.join(image['requirements']) or 'no packages'})"
         refused = None if dry_run else remove_image(client, image)
         yield what, refused
+
+
+def _stage_in_use(stage: Any, key: str, lock_dir: Path | None) -> str | None:
+    """Why an install stage may belong to a build in progress (None: it cannot)."""
+    age = _age_seconds(str(stage.attrs.get("Created", "")))
+    if age is None or age < STAGE_MIN_AGE:
+        shown = "of unknown age" if age is None else f"{age / 60:.0f} minutes old"
+        return (
+            f"{shown}, so a build on this engine (of any project) may still be using it; "
+            f"stages older than {STAGE_MIN_AGE / 3600:.0f} hour(s) are removed"
+        )
+    if lock_dir is not None and key:
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(str(lock_dir / f".docker-{key}.lock"), timeout=0):
+                pass
+        except Timeout:
+            return "a build of this project holds its lock: it is in progress"
+    return None
+
+
+def _age_seconds(created: str) -> float | None:
+    """Seconds since an engine timestamp (`2024-03-01T12:00:00.123456789Z`), or None."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", created)
+    if match is None:
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    fraction = (match.group(2) or ".0")[:7]  # microseconds at most: Python parses no more
+    moment = datetime.fromisoformat(match.group(1) + fraction + zone)
+    return (datetime.now(UTC) - moment).total_seconds()
 
 
 def remove_image(client: Any, image: dict[str, Any]) -> str | None:
