@@ -120,21 +120,30 @@ def push(
         help="HOST[:PORT]/prefix to push to (default: CONVEYOR_REGISTRY or [tool.conveyor] "
         "registry).",
     ),
+    param: list[str] = typer.Option(
+        None,
+        "--param",
+        "-p",
+        help="Pipeline parameter NAME=VALUE: which models load_model steps resolve to, as "
+        "`conveyor compile` resolves them.",
+    ),
 ) -> None:
     """Build if needed, push each step image to a registry, record its digest in the store.
 
     Another machine sharing the artifact store then pulls the image by digest instead of
-    building it.
+    building it, and `conveyor compile` names it in a Kubeflow spec: so the images pushed are
+    those of a compiled run, including the host image (conveyor's dependencies with its db
+    extra) of pipelines with host steps, and steps fed a model get its environment's pins.
     """
+    from conveyor.cli.common import parse_params
+    from conveyor.ops.compile import remote_environments
     from conveyor.runners.docker import DockerRunner
     from conveyor.runners.images import resolve_registry
 
     config = settings()
     target = resolve_registry(registry, config)  # before any build: a missing one fails fast
     runner = DockerRunner(config)
-    needs: dict[Any, list[str]] = {}
-    for step, component in _components(_pipelines(config, names)):
-        needs.setdefault(runner.environment_spec(component), []).append(step)
+    needs = remote_environments(config, runner, _pipelines(config, names), parse_params(param))
     uploaded = 0
     for spec, env in runner.prepare(needs).items():
         pushed = runner.builder.push(env.key, target)
