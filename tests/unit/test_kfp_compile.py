@@ -457,3 +457,29 @@ def test_steps_that_become_one_kfp_task_name_fail_at_compile_time(project, monke
 def test_an_unknown_target_is_refused(repository):
     with pytest.raises(CompileError, match="unknown target 'argo'"):
         compile_pipeline("example", target="argo", settings=repository, images=FakeImages())
+
+
+def test_the_host_image_holds_conveyors_database_dependencies(tmp_path):
+    from packaging.requirements import Requirement
+
+    from conveyor.ops.compile import host_requirements
+
+    local = {Requirement(r).name: Requirement(r) for r in host_requirements(str(tmp_path))}
+    assert {"sqlalchemy", "alembic", "psycopg", "pandas", "pyarrow", "fsspec"} <= set(local)
+    assert "uv" not in local and "prefect" not in local and "kfp" not in local
+    assert all(r.marker is None for r in local.values())  # an extra's marker would drop it
+    remote = {Requirement(r).name for r in host_requirements("s3://bucket/store")}
+    assert "s3fs" in remote
+
+
+def test_a_step_that_cannot_reach_a_remote_store_fails_at_compile_time(
+    options_project, monkeypatch, tmp_path
+):
+    # on Kubeflow a step fetches its code from the store itself: s3fs must be in its image
+    monkeypatch.setenv("CONVEYOR_ARTIFACTS", "s3://bucket/conveyor")
+    expected = (
+        r"step 'heavy': on Kubeflow a step reads the artifact store s3://bucket/conveyor "
+        r"itself, so its environment needs fsspec, s3fs.*add 's3fs'"
+    )
+    with pytest.raises(CompileError, match=expected):
+        _compiled(options_project.settings, "options", tmp_path, env_secret="e")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from conveyor.backends.kfp.build import FileContent, KfpBuild, KfpOptions, StepImage
 from conveyor.dsl.component import ComponentSpec
 from conveyor.dsl.pipeline import Pipeline, Step, coerce_param
+from conveyor.dsl.placeholders import Binding
 from conveyor.engine.bundles import Bundle, Bundler, bundle_key
 from conveyor.engine.environments import EnvironmentSpec, merge_requirements
 from conveyor.engine.settings import Settings
@@ -86,6 +87,7 @@ def host_requirements(store: str) -> tuple[str, ...]:
             continue
         marker = requirement.marker
         if marker is None or marker.evaluate({"extra": "postgres"}):
+            requirement.marker = None  # the extra is chosen here; uv would drop it otherwise
             found.append(str(requirement))
     scheme = store.split("://", 1)[0] if is_remote(store) else ""
     return merge_requirements(found, _STORE_PACKAGES.get(scheme, ()))
@@ -266,6 +268,25 @@ def step_pins(
 # compiling
 
 
+def _check_store_packages(pipeline: Pipeline, step: Step, image: StepImage, store: str) -> None:
+    """A step reaches a remote store itself on Kubeflow: its image needs the store's filesystem."""
+    if not is_remote(store):
+        return
+    from conveyor.engine.environments import requirement_name
+
+    scheme = store.split("://", 1)[0]
+    needed = {"fsspec", *(requirement_name(r) for r in _STORE_PACKAGES.get(scheme, ()))}
+    missing = sorted(needed - {requirement_name(pin) for pin in image.pins})
+    if missing:
+        package = next(iter(_STORE_PACKAGES.get(scheme, ("fsspec",)))).split(">")[0]
+        raise CompileError(
+            f"pipeline {pipeline.name!r}, step {step.name!r}: on Kubeflow a step reads the "
+            f"artifact store {store} itself, so its environment needs {', '.join(missing)}, "
+            f"which it lacks; add {package!r} to its @component(packages=[...]) (it brings "
+            f"fsspec), then push its image and compile again"
+        )
+
+
 def _publish_bundle(store: ArtifactStore, bundle: Bundle) -> str:
     staged = store.root / ".staging" / f"bundle-{bundle.sha256}.tar"
     staged.parent.mkdir(parents=True, exist_ok=True)
@@ -356,6 +377,11 @@ def compile(
     store = ArtifactStore(settings.artifact_store, cache_dir=settings.artifact_cache)
     resolver = images or RegistryImages(settings, pipeline.name, registry)
     models, notes = model_pins(pipeline, values, settings)
+    if pipeline.outputs is not None and not isinstance(pipeline.outputs, Binding):
+        notes.append(
+            "the pipeline returns several outputs; KFP declares a single returned output as the "
+            "pipeline's, so these stay outputs of their steps"
+        )
     if not store.remote:
         notes.append(
             f"the artifact store is the folder {store.url}: every task must see it at that path "
@@ -367,6 +393,13 @@ def compile(
 
     bundler = Bundler(settings.project_root)
     fingerprints = Fingerprinter(settings.project_root)
+    published: dict[str, str] = {}  # module -> its bundle (steps of one module share it)
+
+    def bundle_of(module: str) -> str:
+        if module not in published:
+            published[module] = _publish_bundle(store, bundler.build(module))
+        return published[module]
+
     step_images: dict[str, StepImage] = {}
     bundles: dict[str, str] = {}
     code: dict[str, str] = {}
@@ -380,10 +413,11 @@ def compile(
             step_images[step.name] = resolver.component(
                 step.name, component, step_pins(pipeline, step, models)
             )
-            bundles[step.name] = _publish_bundle(store, bundler.build(component.module))
+            _check_store_packages(pipeline, step, step_images[step.name], store.url)
+            bundles[step.name] = bundle_of(component.module)
             files[step.name] = _file_inputs(pipeline, step, values, settings, store)
         elif step.host is not None and step.host.fn is not None:  # a @host_step: its module
-            bundles[step.name] = _publish_bundle(store, bundler.build(step.host.spec.module))
+            bundles[step.name] = bundle_of(step.host.spec.module)
     hosts = any(step.host is not None for step in pipeline.steps)
     build = KfpBuild(
         store=store.url,

@@ -19,7 +19,8 @@ def documents(text: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The PipelineSpec and the PlatformSpec (None if absent) of a compiled YAML file."""
     import yaml
 
-    found = [d for d in yaml.safe_load_all(text) if d is not None]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML has it
+    found = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     if not found or not isinstance(found[0], dict):
         raise CompileError("the compiled YAML holds no PipelineSpec")
     platform = found[1] if len(found) > 1 and isinstance(found[1], dict) else None
