@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.backends.kfp.check import documents
 from conveyor.engine.settings import Settings
 from tests.conftest import need
 from tests.integration.test_docker_runner import _engine
@@ -167,16 +168,20 @@ class _Env:
             database.dispose_shared()
 
 
-def _push(settings: Settings, registry: str, *names: str, params: tuple[str, ...] = ()) -> None:
-    args = [str(ROOT / ".venv" / "bin" / "conveyor")]
-    if not Path(args[0]).exists():
-        args = ["conveyor"]
-    flags = [f"--param={p}" for p in params]
+def _conveyor(*args: str) -> str:
+    """Run the `conveyor` command in the repository (with this process's variables)."""
+    import sys
+
     proc = subprocess.run(
-        [*args, "images", "push", *names, "--registry", registry, *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=3600, env={**os.environ},
+        [sys.executable, "-m", "conveyor.cli", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=3600, env={**os.environ, "COLUMNS": "250"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _push(registry: str, *names: str, params: tuple[str, ...] = ()) -> None:
+    _conveyor("images", "push", *names, "--registry", registry, *(f"--param={p}" for p in params))
 
 
 def _run_kfp(path: Path, root: Path, params: dict[str, Any], database: str | None = None) -> Any:
@@ -200,12 +205,15 @@ def test_the_compiled_example_runs_under_kfp_local_and_returns_what_a_local_run_
     with _Env(_environment(home, kfp_root, "none")) as settings:
         local = conveyor.run("example", {"rows": 500, "seed": 3}, runner="docker",
                              engine="local", settings=settings, raise_on_failure=True)  # fmt: skip
-        _push(settings, registry, "example")
-        compiled = conveyor.compile("example", output=tmp_path / "example.yaml",
-                                    registry=registry, settings=settings)  # fmt: skip
-    for reference in set(compiled.images.values()):
-        assert reference.startswith(f"{registry}/conveyor-env@sha256:")
-    task = _run_kfp(compiled.path, kfp_root, {"rows": 500, "seed": 3})
+        _push(registry, "example")
+        out = tmp_path / "example.yaml"
+        wrote = _conveyor("compile", "example", "--target", "kfp", "-o", str(out),
+                          "--registry", registry)  # fmt: skip
+    assert f"wrote {out} (5 tasks, 4 images)" in wrote
+    spec, _ = documents(out.read_text())
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["image"].startswith(f"{registry}/conveyor-env@sha256:")
+    task = _run_kfp(out, kfp_root, {"rows": 500, "seed": 3})
     assert task.output == local.output  # the report: both six pins, the same fit
     assert task.output["six_old"] == "1.16.0" and task.output["six_new"] == "1.17.0"
     # every value a step produced is also in the store under its hash (as a local run's)
@@ -296,7 +304,7 @@ def test_the_compiled_reference_flows_write_the_rows_the_local_engine_writes(
         expected, expected_models = _tables(settings), _models(settings)
 
     with _Env(_environment(home, kfp_root, kfp_db)) as settings:  # compiled, under kfp.local
-        _push(settings, registry, "features", "training")
+        _push(registry, "features", "training")
         seconds = {}
         for name in ("features", "training"):
             result = conveyor.compile(name, output=tmp_path / f"{name}.yaml", settings=settings)
@@ -306,7 +314,7 @@ def test_the_compiled_reference_flows_write_the_rows_the_local_engine_writes(
         assert gate.output["promoted"]  # a production model to predict with
         # the predicting steps run in the promoted model's environment: resolved now, as a
         # local plan resolves it, so they are pushed and compiled after training
-        _push(settings, registry, "batch_prediction", params=(f"start={predicted['start']}",))
+        _push(registry, "batch_prediction", params=(f"start={predicted['start']}",))
         result = conveyor.compile(
             "batch_prediction", output=tmp_path / "batch_prediction.yaml",
             params={"start": predicted["start"]}, settings=settings,

@@ -108,3 +108,13 @@ def test_cli_errors_exit_nonzero_with_the_message(flows):
     )  # fmt: skip
     assert bad_param.returncode == 1
     assert "parameter 'n' expects int, got 'lots'" in bad_param.stderr + bad_param.stdout
+
+
+def test_cli_compile_refuses_an_unknown_target_before_touching_anything(flows):
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "compile", "small", "--target", "argo"],
+        capture_output=True, text=True, cwd=flows.root, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "error: unknown target 'argo'; choose one of kfp" in proc.stderr + proc.stdout
+    assert not (flows.root / "deployments").exists()

@@ -44,7 +44,8 @@ def parse(text: str) -> dict[str, Any]:
     return document
 
 
-def _cast(value: Any, kfp_type: str | None) -> Any:
+def cast(value: Any, kfp_type: str | None) -> Any:
+    """A parameter value as its KFP type says (protobuf carries every number as a float)."""
     if kfp_type == INTEGER and isinstance(value, float) and value.is_integer():
         return int(value)  # protobuf's Value has one number type
     return value
@@ -64,14 +65,14 @@ def apply_inputs(spec: dict[str, Any], executor_input: dict[str, Any]) -> None:
     step = spec.get("step")
     for name, item in spec["parameters"].items():
         if "kfp_parameter" in item and name in values:
-            item["value"] = _cast(values[name], item["kfp_parameter"])
+            item["value"] = cast(values[name], item["kfp_parameter"])
     for name, item in list(spec["inputs"].items()):
         if item.get("kfp_parameter"):  # a JSON value an upstream step handed over as a parameter
             if name not in values:
                 raise ExecutorProtocolError(
                     f"step {step!r}: KFP passed no value for input parameter {name!r}"
                 )
-            value = _cast(values[name], item.get("kfp_parameter"))
+            value = cast(values[name], item.get("kfp_parameter"))
             spec["parameters"][name] = {"value": value, **_typed(item)}
             del spec["inputs"][name]
             continue

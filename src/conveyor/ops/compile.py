@@ -405,7 +405,9 @@ def compile(
     code: dict[str, str] = {}
     files: dict[str, dict[str, FileContent]] = {}
     for step in pipeline.steps:
-        fn = step.component.fn if step.component is not None else step.host and step.host.fn
+        fn = step.component.fn if step.component is not None else None
+        if step.host is not None:
+            fn = step.host.fn  # a @host_step's function (a builtin has none: conveyor's code)
         if fn is not None:
             code[step.name] = fingerprints.fingerprint(fn)
         if step.component is not None and step.component.spec is not None:

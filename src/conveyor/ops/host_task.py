@@ -32,6 +32,7 @@ from conveyor._runtime import kfp_io
 from conveyor._runtime.codecs import decode_json_value, write_file
 from conveyor._runtime.executor import apply_overrides, from_store, load_spec
 from conveyor._runtime.hashing import sha256_path
+from conveyor.backends.kfp.build import RUN_PARAMETER
 from conveyor.dsl.artifacts import ArtifactRef, Codec, read_value
 from conveyor.engine.store import ArtifactStore
 from conveyor.errors import ConveyorError, ExecutorProtocolError, HostStepError
@@ -39,7 +40,6 @@ from conveyor.errors import ConveyorError, ExecutorProtocolError, HostStepError
 log = logging.getLogger("conveyor.host_task")
 
 EXIT_OK, EXIT_FAILED, EXIT_PROTOCOL = 0, 1, 2
-RUN_PARAMETER = "pipeline_"  # as conveyor.backends.kfp.compiler names the run's parameters
 
 
 def _parse(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -66,19 +66,14 @@ def _parse(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
     return spec, executor_input, run_id or "kfp"
 
 
-def _cast(value: Any, kfp_type: str | None) -> Any:
-    if kfp_type == "NUMBER_INTEGER" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def run_parameters(spec: dict[str, Any], executor_input: dict[str, Any]) -> dict[str, Any]:
     """The pipeline run's parameters, as the host task received them (typed)."""
     given = (executor_input.get("inputs") or {}).get("parameterValues") or {}
     found = {}
     for name, item in spec["run_parameters"].items():
         value = given.get(f"{RUN_PARAMETER}{name}", item.get("value"))
-        found[name] = decode_json_value(_cast(value, item.get("kfp_parameter")), item.get("type"))
+        value = kfp_io.cast(value, item.get("kfp_parameter"))
+        found[name] = decode_json_value(value, item.get("type"))
     return found
 
 

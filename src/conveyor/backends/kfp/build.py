@@ -15,6 +15,9 @@ from types import MappingProxyType
 from typing import Any
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+# host tasks receive every pipeline parameter as an input named with this prefix (their run's
+# parameters: its partition, `ctx.params`); the compiler and `conveyor.ops.host_task` agree on it
+RUN_PARAMETER = "pipeline_"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from typing import Any
 
 from conveyor._runtime.bootstrap import EXECUTOR, program
 from conveyor._runtime.hashing import sha256_json, to_jsonable
-from conveyor.backends.kfp.build import KfpBuild, KfpOptions
+from conveyor.backends.kfp.build import RUN_PARAMETER, KfpBuild, KfpOptions
 from conveyor.dsl.artifacts import Codec
 from conveyor.dsl.host import BUILTIN_KINDS
 from conveyor.dsl.pipeline import Pipeline, PipelineParam, Step
@@ -45,7 +45,6 @@ from conveyor.version import EXECUTOR_PROTOCOL
 HOST_ENTRY = "conveyor.ops.host_task"  # what a host task's bootstrap hands over to
 EXECUTOR_INPUT = "{{$}}"  # dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER
 RUN_ID = "{{$.pipeline_job_uuid}}"  # dsl.PIPELINE_JOB_ID_PLACEHOLDER
-RUN_PARAMETER = "pipeline_"  # host tasks receive every pipeline parameter under this prefix
 DATABASE_VARIABLE = "CONVEYOR_DATABASE_URL"
 GPU_RESOURCE = "nvidia.com/gpu"
 
