@@ -36,10 +36,16 @@ def _components(pipelines: list[Any]) -> list[tuple[str, Any]]:
 
 
 def project_image_keys(config: Settings, runner: Any) -> set[str]:
-    """Keys of the images this project's pipelines use, from their existing locks."""
+    """Keys of the images this project's pipelines use, from their existing locks (with the
+    host image compiled Kubeflow pipelines run their host steps in)."""
+    pipelines = _pipelines(config, None)
+    specs = [runner.environment_spec(component) for _, component in _components(pipelines)]
+    if any(step.host is not None for pipeline in pipelines for step in pipeline.steps):
+        from conveyor.ops.compile import host_environment
+
+        specs.append(host_environment(runner, config.artifact_store))
     keys = set()
-    for _, component in _components(_pipelines(config, None)):
-        spec = runner.environment_spec(component)
+    for spec in specs:
         lock = runner.locker.existing(spec)
         if lock is not None:
             keys.add(runner.builder.key(runner.builder.base(spec.image), lock))
