@@ -483,3 +483,24 @@ def test_a_step_that_cannot_reach_a_remote_store_fails_at_compile_time(
     )
     with pytest.raises(CompileError, match=expected):
         _compiled(options_project.settings, "options", tmp_path, env_secret="e")
+
+
+PATH_FLOW = """
+from conveyor import pipeline
+from steps.ops import read
+
+@pipeline
+def reads(path: str = "data/in.txt"):
+    return read(path)
+"""
+
+
+def test_a_path_named_by_a_parameter_never_gets_a_compile_time_cache_key(options_project,
+                                                                         tmp_path):  # fmt: skip
+    # a cache hit would skip the check that the run names the compiled file
+    options_project.write("flows/reads.py", PATH_FLOW)
+    spec, _ = _documents(_compiled(options_project.settings, "reads", tmp_path))
+    assert "cacheKey" not in spec["root"]["dag"]["tasks"]["read"]["cachingOptions"]
+    inline = _task_spec(spec, "read")
+    assert inline["inputs"]["path"]["compiled_from"] == {"parameter": "path",
+                                                         "value": "data/in.txt"}  # fmt: skip

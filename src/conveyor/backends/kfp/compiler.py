@@ -236,6 +236,8 @@ class _Planner:
                                              "value": content.value}  # fmt: skip
                     inputs[name] = Carrier(Codec("json"), parameter=str)
                     arguments[name] = Binding.of_param(content.parameter)
+                    # a run naming another file must reach the check, not a cached result
+                    runtime = True
                 spec["inputs"][name] = item
                 continue
             if binding.kind == "literal":
