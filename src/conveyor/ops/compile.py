@@ -33,7 +33,7 @@ from conveyor.engine.bundles import Bundle, Bundler, bundle_key
 from conveyor.engine.environments import EnvironmentSpec, merge_requirements
 from conveyor.engine.settings import Settings
 from conveyor.engine.store import ArtifactStore, is_remote
-from conveyor.errors import CompileError, ConveyorError, ParameterError, RegistryError
+from conveyor.errors import CompileError, ConveyorError, ParameterError
 from conveyor.ops.discovery import resolve_pipeline
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def model_pins(
                      for k, v in arguments.items()}  # fmt: skip
         try:
             pin = resolver(**arguments)  # None: not required, and there is none
-        except (RegistryError, ConveyorError) as exc:
+        except ConveyorError as exc:  # no such model (yet), or a database that refused
             notes.append(f"step {step.name!r}: {exc}; the steps it feeds hold only what they "
                          f"declare, so compile again once the model is registered")  # fmt: skip
             continue
