@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "ArtifactIntegrityError": "conveyor.errors",
     "ArtifactRef": "conveyor.dsl.artifacts",
     "BackfillResult": "conveyor.ops.backfill",
+    "CompileError": "conveyor.errors",
     "Component": "conveyor.dsl.component",
     "ComponentDefinitionError": "conveyor.errors",
     "ConveyorError": "conveyor.errors",
@@ -51,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "TableSchemaError": "conveyor.errors",
     "after": "conveyor.dsl.pipeline",
     "backfill": "conveyor.ops.backfill",
+    "compile": "conveyor.ops.compile",
     "component": "conveyor.dsl.component",
     "host_step": "conveyor.dsl.host",
     "load_model": "conveyor.dsl.host",
@@ -67,6 +69,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "ArtifactRef",
     "BackfillResult",
+    "CompileError",
     "Component",
     "ComponentDefinitionError",
     "ConveyorError",
@@ -100,6 +103,7 @@ __all__ = [
     "__version__",
     "after",
     "backfill",
+    "compile",
     "component",
     "host_step",
     "load_model",
@@ -153,6 +157,7 @@ if TYPE_CHECKING:
     from conveyor.errors import (
         ArtifactError,
         ArtifactIntegrityError,
+        CompileError,
         ComponentDefinitionError,
         ConveyorError,
         DatabaseError,
@@ -173,4 +178,5 @@ if TYPE_CHECKING:
         TableSchemaError,
     )
     from conveyor.ops.backfill import BackfillResult, backfill
+    from conveyor.ops.compile import compile
     from conveyor.ops.run import run

@@ -18,6 +18,7 @@ Messages say what went wrong, where (component, step, parameter, file) and how t
     │   └── HostStepFailed         a host step's own code raised (its traceback kept)
     ├── HostStepError              a host step (load_table, write_table, ...) cannot run
     ├── ScheduleError              a deployments/*.toml entry is invalid, or an upstream never ran
+    ├── CompileError               a pipeline cannot be compiled for another engine (Kubeflow)
     ├── DatabaseError              conveyor's database refused a read or write
     │   ├── TableSchemaError       a frame does not fit its table, or a name is not an identifier
     │   └── RegistryError          an unknown model or version, or nothing to promote or roll back
@@ -78,6 +79,11 @@ class HostStepError(ConveyorError):
 
 class ScheduleError(ConveyorError):
     """A deployments/*.toml entry is invalid, or a scheduled run's upstream never succeeded."""
+
+
+class CompileError(ConveyorError):
+    """A pipeline cannot be compiled for another engine: an unsupported construct, an image
+    that was never pushed, a spec that fails its checks."""
 
 
 class DatabaseError(ConveyorError):

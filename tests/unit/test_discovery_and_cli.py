@@ -118,3 +118,13 @@ def test_backfill_dates_that_look_right_but_are_not_say_why(project):
     )
     shape = _cli("backfill", "anything", "--start", "yesterday", "--end", "2011-03-01")
     assert "--start 'yesterday' is not a date; write it as YYYY-MM-DD" in shape.output
+
+
+def test_cli_compile_refuses_an_unknown_target_before_touching_anything(flows):
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "compile", "small", "--target", "argo"],
+        capture_output=True, text=True, cwd=flows.root, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "error: unknown target 'argo'; choose one of kfp" in proc.stderr + proc.stdout
+    assert not (flows.root / "deployments").exists()

@@ -2,6 +2,7 @@
 
     python -m conveyor._runtime.executor SPEC [--input NAME=PATH]... [--output NAME=PATH]...
                                               [--result PATH] [--store URL] [--bundle SHA256]
+                                              [--executor-input JSON]
 
 SPEC is a JSON task spec, as a file path, a URL (s3://..., file://...) or inline (`{...}`):
 
@@ -24,6 +25,10 @@ put on the path, inputs named only by their sha256 are fetched from the store, o
 published to it under their hash, and the result may be written to a URL. Local paths and
 `file://` use the standard library; other URLs need fsspec (and e.g. s3fs) in the step's own
 environment, and the store's credentials in its variables.
+
+With `--executor-input` (KFP's `{{$}}`), the step runs as a Kubeflow Pipelines task: run-time
+parameter values come from that document, and the executor writes `executor_output.json` where
+it says, listing the output parameters and artifacts (see `conveyor._runtime.kfp_io`).
 """
 
 from __future__ import annotations
@@ -201,7 +206,7 @@ def write_result(path: str | PathLike[str], result: dict[str, Any]) -> None:
         json.dump(result, f, indent=1)
 
 
-def _from_store(spec: dict[str, Any]) -> None:
+def from_store(spec: dict[str, Any]) -> None:
     """Fetch what a step needs from the store: its code bundle and inputs known by hash only."""
     import os
 
@@ -231,7 +236,7 @@ def _from_store(spec: dict[str, Any]) -> None:
         item.setdefault("path", os.path.join(work, name))
 
 
-def _to_store(spec: dict[str, Any], result: dict[str, Any]) -> None:
+def to_store(spec: dict[str, Any], result: dict[str, Any]) -> None:
     """Publish a succeeded step's outputs to the store under their hash."""
     from conveyor._runtime import remote
 
@@ -240,7 +245,8 @@ def _to_store(spec: dict[str, Any], result: dict[str, Any]) -> None:
         remote.publish(spec["outputs"][name]["path"], url)
 
 
-def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
+def apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
+    """Apply the executor's flags (paths, result, store, bundle, executor input) to a spec."""
     args = iter(argv)
     for flag in args:
         try:
@@ -249,6 +255,11 @@ def _apply_overrides(spec: dict[str, Any], argv: list[str]) -> None:
             raise ExecutorProtocolError(f"{flag} needs a value") from None
         if flag in ("--result", "--store", "--bundle"):
             spec[flag.removeprefix("--")] = value
+            continue
+        if flag == "--executor-input":
+            from conveyor._runtime import kfp_io
+
+            spec["executor_input"] = kfp_io.parse(value)
             continue
         name, sep, path = value.partition("=")
         section = {"--input": "inputs", "--output": "outputs"}.get(flag)
@@ -276,13 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     IN_STEP.set(True)
     try:
         spec = load_spec(argv[0])
-        _apply_overrides(spec, argv[1:])
+        apply_overrides(spec, argv[1:])
+        executor_input = spec.pop("executor_input", None)
+        if executor_input is not None:
+            from conveyor._runtime import kfp_io
+
+            kfp_io.apply_inputs(spec, executor_input)
     except ExecutorProtocolError as exc:
         print(f"conveyor executor: {exc}", file=sys.stderr)
         return EXIT_PROTOCOL
     if spec.get("store"):
         try:
-            _from_store(spec)
+            from_store(spec)
         except (OSError, ArtifactError, ValueError) as err:
             print(f"conveyor executor: {err}", file=sys.stderr)
             return EXIT_PROTOCOL
@@ -291,10 +307,15 @@ def main(argv: list[str] | None = None) -> int:
         print(result["error"]["traceback"], file=sys.stderr, end="")
     try:
         if spec.get("store") and failure is None:
-            _to_store(spec, result)
+            to_store(spec, result)
+        if executor_input is not None and failure is None:
+            from conveyor._runtime import kfp_io
+
+            document = kfp_io.output_document(spec, result["outputs"], executor_input)
+            kfp_io.write_output(executor_input, document)
         if spec.get("result"):
             write_result(spec["result"], result)
-    except (OSError, ArtifactError) as err:
+    except (OSError, ArtifactError, ExecutorProtocolError) as err:
         print(f"conveyor executor: cannot write result: {err}", file=sys.stderr)
         return EXIT_PROTOCOL
     if isinstance(failure, ArtifactError):

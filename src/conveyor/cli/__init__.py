@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 # Verb modules register their commands on `app` when imported.
-_COMMAND_MODULES = ("project", "pipelines", "envs", "images", "database", "schedules")
+_COMMAND_MODULES = ("project", "pipelines", "envs", "images", "database", "schedules", "compile")
 
 
 def _register() -> None:

@@ -36,10 +36,16 @@ def _components(pipelines: list[Any]) -> list[tuple[str, Any]]:
 
 
 def project_image_keys(config: Settings, runner: Any) -> set[str]:
-    """Keys of the images this project's pipelines use, from their existing locks."""
+    """Keys of the images this project's pipelines use, from their existing locks (with the
+    host image compiled Kubeflow pipelines run their host steps in)."""
+    pipelines = _pipelines(config, None)
+    specs = [runner.environment_spec(component) for _, component in _components(pipelines)]
+    if any(step.host is not None for pipeline in pipelines for step in pipeline.steps):
+        from conveyor.ops.compile import host_environment
+
+        specs.append(host_environment(runner, config.artifact_store))
     keys = set()
-    for _, component in _components(_pipelines(config, None)):
-        spec = runner.environment_spec(component)
+    for spec in specs:
         lock = runner.locker.existing(spec)
         if lock is not None:
             keys.add(runner.builder.key(runner.builder.base(spec.image), lock))
@@ -120,21 +126,30 @@ def push(
         help="HOST[:PORT]/prefix to push to (default: CONVEYOR_REGISTRY or [tool.conveyor] "
         "registry).",
     ),
+    param: list[str] = typer.Option(
+        None,
+        "--param",
+        "-p",
+        help="Pipeline parameter NAME=VALUE: which models load_model steps resolve to, as "
+        "`conveyor compile` resolves them.",
+    ),
 ) -> None:
     """Build if needed, push each step image to a registry, record its digest in the store.
 
     Another machine sharing the artifact store then pulls the image by digest instead of
-    building it.
+    building it, and `conveyor compile` names it in a Kubeflow spec: so the images pushed are
+    those of a compiled run, including the host image (conveyor's dependencies with its db
+    extra) of pipelines with host steps, and steps fed a model get its environment's pins.
     """
+    from conveyor.cli.common import parse_params
+    from conveyor.ops.compile import remote_environments
     from conveyor.runners.docker import DockerRunner
     from conveyor.runners.images import resolve_registry
 
     config = settings()
     target = resolve_registry(registry, config)  # before any build: a missing one fails fast
     runner = DockerRunner(config)
-    needs: dict[Any, list[str]] = {}
-    for step, component in _components(_pipelines(config, names)):
-        needs.setdefault(runner.environment_spec(component), []).append(step)
+    needs = remote_environments(config, runner, _pipelines(config, names), parse_params(param))
     uploaded = 0
     for spec, env in runner.prepare(needs).items():
         pushed = runner.builder.push(env.key, target)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from conveyor._runtime import bootstrap as bootstrap_module
 from conveyor.engine.bundles import pack
 from conveyor.engine.store import ArtifactStore, is_remote
 from conveyor.runners.runtime import package_dir, runtime_files
@@ -25,8 +26,32 @@ def runtime_key(sha256: str) -> str:
 
 def publish_runtime(store: ArtifactStore) -> str:
     """Put conveyor's step runtime in the store (once per content); returns its sha256."""
+    return _publish(store, runtime_files())
+
+
+def package_files() -> list[str]:
+    """Every file of the conveyor package (relative to it): what a host task runs on."""
     source = package_dir()
-    bundle = pack((f"conveyor/{name}", source / name) for name in runtime_files())
+    return sorted(
+        str(path.relative_to(source))
+        for path in source.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".mako")
+    )
+
+
+def publish_package(store: ArtifactStore) -> str:
+    """Put the whole conveyor package in the store (once per content); returns its sha256.
+
+    A KFP host task (database reads and writes, the registry) runs conveyor itself, not only the
+    step runtime: its image holds conveyor's dependencies, its code comes from here by hash, the
+    same way a step's runtime does.
+    """
+    return _publish(store, package_files())
+
+
+def _publish(store: ArtifactStore, files: list[str]) -> str:
+    source = package_dir()
+    bundle = pack((f"conveyor/{name}", source / name) for name in files)
     staged = store.root / ".staging" / f"runtime-{bundle.sha256}.tar"
     staged.parent.mkdir(parents=True, exist_ok=True)
     staged.write_bytes(bundle.data)
@@ -37,39 +62,11 @@ def publish_runtime(store: ArtifactStore) -> str:
     return bundle.sha256
 
 
-# argv: STORE RUNTIME_SHA256 SPEC [executor flags...]. Regular files only, names inside the
-# folder: the same rules as conveyor._runtime.bundles.unpack, which is not on the path yet.
-BOOTSTRAP = """\
-import hashlib, io, os, sys, tarfile, tempfile
-store, sha = sys.argv[1].rstrip("/"), sys.argv[2]
-url = f"{store}/runtime/{sha}.tar"
-home = os.environ.get("CONVEYOR_CACHE") or os.path.join(tempfile.gettempdir(), "conveyor")
-folder = os.path.join(home, "runtime", sha)
-if not os.path.isdir(folder):
-    if "://" in url and not url.startswith("file://"):
-        import fsspec
-        with fsspec.open(url, "rb") as f:
-            data = f.read()
-    else:
-        with open(url.removeprefix("file://"), "rb") as f:
-            data = f.read()
-    if hashlib.sha256(data).hexdigest() != sha:
-        sys.exit(f"conveyor bootstrap: {url} does not match its hash")
-    staging = f"{folder}.{os.getpid()}"
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for m in tar.getmembers():
-            if not m.isfile() or m.name.startswith("/") or ".." in m.name.split("/"):
-                sys.exit(f"conveyor bootstrap: refusing {m.name!r} in {url}")
-        tar.extractall(staging, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    try:
-        os.rename(staging, folder)
-    except OSError:
-        pass
-sys.path.insert(0, folder)
-from conveyor._runtime.executor import main
-sys.exit(main(sys.argv[3:] + ["--store", store]))
-"""
+# The program lives with the step runtime (a string, never imported by a step): the KFP
+# compiler, which may not import this runners module, builds the same command from it.
+EXECUTOR = bootstrap_module.EXECUTOR
+bootstrap = bootstrap_module.program
+BOOTSTRAP = bootstrap()
 
 
 def executor_command(
@@ -80,9 +77,10 @@ def executor_command(
     bundle: str | None = None,
     python: str = "python3",
     flags: Sequence[str] = (),
+    entry: str = EXECUTOR,
 ) -> list[str]:
     """The command that runs one step from the store alone (spec: a URL or inline JSON)."""
-    command = [python, "-c", BOOTSTRAP, store, runtime, spec]
+    command = [python, "-c", bootstrap(entry), store, runtime, spec]
     if bundle:
         command += ["--bundle", bundle]
     return [*command, *flags]
