@@ -6,8 +6,6 @@ imported at the top: the NamedTuple's field hints are resolved at decoration tim
 
 from __future__ import annotations
 
-import bisect
-import functools
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -16,14 +14,11 @@ from typing import NamedTuple
 import pandas as pd
 
 from components.design import DAYS, as_dates
+from components.nyse_calendar import CLOSED, FIRST, LAST
 from conveyor import component
 
 DEFAULT_SOURCE = "flows/data/NYSE.csv"  # relative: resolved against the step's cwd (project root)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# The exchange's trading days, 1962-12-03..1986-12-31: the dates of the vendored NYSE.csv, kept
-# apart from it so that a source missing a day is caught (no calendar library covers the period:
-# exchange_calendars' XNYS counts 61 of its holidays as sessions, 1962-12-25 among them).
-CALENDAR = PROJECT_ROOT / "flows" / "data" / "NYSE-trading-days.txt"
 COLUMNS = ("date", "day_of_week", "DJ_return", "log_volume", "log_volatility", "train")
 # Allowed ranges, with wide margins over the data (DJ_return -0.047..0.050, log_volume
 # -1.32..1.04, log_volatility -13.1..-7.5); ±0.3 still admits the 1987 crash (-0.23).
@@ -141,27 +136,17 @@ def validate(raw: pd.DataFrame, source: str, calendar: list | None = None) -> pd
     return _canonical(frame.sort_values("date", kind="stable"))
 
 
-def trading_days(start: date, end: date, calendar: str | Path = CALENDAR) -> list[date]:
-    """The partition calendar: the exchange's trading days in [start, end] (the committed
-    calendar file), and weekdays after its last date."""
+def trading_days(start: date, end: date) -> list[date]:
+    """The partition calendar: the exchange's trading days in [start, end] (nyse_calendar's
+    weekdays without its closures), and weekdays after its last date."""
     start, end = _day(start), _day(end)
-    path = Path(calendar)
-    stat = path.stat()
-    known = _calendar_dates(str(path), stat.st_mtime_ns, stat.st_size)
-    days = list(known[bisect.bisect_left(known, start) : bisect.bisect_right(known, end)])
-    day = max(start, known[-1] + timedelta(days=1)) if known else start
+    days = []
+    day = max(start, FIRST)
     while day <= end:
-        if day.weekday() < 5:
+        if day.weekday() < 5 and (day > LAST or day not in CLOSED):
             days.append(day)
         day += timedelta(days=1)
     return days
-
-
-@functools.lru_cache(maxsize=8)
-def _calendar_dates(path: str, mtime_ns: int, size: int) -> tuple[date, ...]:
-    # mtime and size are part of the key so an edited file is read again
-    lines = Path(path).read_text().split()
-    return tuple(sorted({date.fromisoformat(line) for line in lines}))
 
 
 def _read_raw(source: Path | str, shown: str) -> pd.DataFrame:

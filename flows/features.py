@@ -4,7 +4,7 @@ Ranged: one run processes a range of trading days; a scheduled run is the one-da
 backfill groups many. The lags of a date need the raw rows of the five trading days before it,
 which the run reads back from `raw_nyse` after writing its own range; when an earlier range has
 not been written yet, `build_features` says so instead of computing short lags. The trading days
-come from the exchange's calendar (`flows/data/NYSE-trading-days.txt`), not from the source: a
+come from the exchange's calendar (`components/nyse_calendar.py`), not from the source: a
 source missing a day fails validation naming it, before anything is written, and no lag ever
 spans a gap. Partitions read the five before them (`depends_on_past`), so backfills run in order.
 Both tables are declared (`flows/tables.py`): every write is checked against its schema.

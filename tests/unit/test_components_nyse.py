@@ -67,6 +67,13 @@ def test_the_calendar_is_the_trading_days_then_weekdays() -> None:
     assert trading_days(date(1970, 1, 3), date(1970, 1, 4)) == []
 
 
+def test_the_calendar_is_exactly_the_dates_of_the_vendored_csv() -> None:
+    dates = pd.read_csv(resolve_source(DEFAULT_SOURCE), usecols=["date"])["date"]
+    assert trading_days(date(1962, 12, 3), date(1986, 12, 31)) == [
+        date.fromisoformat(d) for d in dates
+    ]
+
+
 def test_relative_and_absolute_sources_resolve_to_the_same_file() -> None:
     path = resolve_source(DEFAULT_SOURCE)
     assert path.is_file() and path.name == "NYSE.csv"

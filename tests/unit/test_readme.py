@@ -31,3 +31,23 @@ def test_readme_example_pipeline_runs(project):
     assert abs(result.output["x1"] - 3) < 1e-9 and abs(result.output["x2"] + 2) < 1e-9
     again = conveyor.run("example", {"rows": 200}, runner="inprocess", hooks=[])
     assert [s.status for s in again.steps.values()] == ["cached", "cached"]
+
+
+def test_runs_show_prints_the_readme_example_output_value(project):
+    from typer.testing import CliRunner
+
+    from conveyor.cli import _register, app
+
+    (example,) = _blocks("python")
+    project.write("flows/example.py", example)
+    _register()
+    ran = CliRunner().invoke(app, ["run", "example", "-p", "rows=200", "--runner", "inprocess"])
+    assert ran.exit_code == 0, ran.output
+    result = conveyor.run("example", {"rows": 200}, runner="inprocess", hooks=[])
+    x1 = result.output["x1"]
+    shown = CliRunner().invoke(app, ["runs", "show"], terminal_width=240)
+    assert shown.exit_code == 0, shown.output
+    # the value itself, at full precision, in the outputs column and in the metrics line
+    assert f"metrics of fit: x1={x1!r}, x2={result.output['x2']!r}" in shown.output
+    assert f"x1={x1!r}" in shown.output.split("metrics of fit")[0]
+    assert f"returned fit: x1={x1!r}" in ran.output

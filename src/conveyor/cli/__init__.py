@@ -30,7 +30,16 @@ app = typer.Typer(
 )
 
 # Verb modules register their commands on `app` when imported.
-_COMMAND_MODULES = ("project", "pipelines", "envs", "images", "database", "schedules", "compile")
+_COMMAND_MODULES = (
+    "project",
+    "pipelines",
+    "envs",
+    "images",
+    "database",
+    "schedules",
+    "compile",
+    "artifacts",
+)
 
 
 def _register() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -14,8 +15,24 @@ from conveyor.engine.settings import Settings
 # Nearly everything printed holds user text (errors, tracebacks, step, metric and entry names),
 # where markup would eat `[price]` or `values[idx]` and emoji codes would turn `a:b:c` into
 # `a🅱c`; so these consoles print strings literally, and style comes from `style=` and `Text`.
-console = Console(stderr=False, highlight=False, markup=False, emoji=False)
-err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+#
+# Piped output (a file, `less`, CI logs) has no terminal width; rich would assume 80 columns and
+# cut tables such as `runs list` there, so it gets a wide page unless COLUMNS says otherwise.
+PIPED_WIDTH = 200
+
+
+def _width(stream: TextIO) -> int | None:
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None  # rich reads COLUMNS or the terminal itself
+    return PIPED_WIDTH
+
+
+console = Console(
+    stderr=False, highlight=False, markup=False, emoji=False, width=_width(sys.stdout)
+)
+err_console = Console(
+    stderr=True, highlight=False, markup=False, emoji=False, width=_width(sys.stderr)
+)
 
 
 def styled(text: str, style: str) -> Text:

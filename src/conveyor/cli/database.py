@@ -17,6 +17,7 @@ from rich.text import Text
 
 from conveyor.cli import app
 from conveyor.cli.common import STATUS_STYLE, console, fail, settings, styled
+from conveyor.errors import ConveyorError
 
 db_app = typer.Typer(help="conveyor's database (SQLite by default).", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
@@ -202,6 +203,7 @@ def models_show(
 ) -> None:
     """A model's versions and stage history, or one version's full lineage."""
     _need_db()
+    from conveyor.cli.values import metrics_text
     from conveyor.db import registry
 
     config = settings()
@@ -217,7 +219,7 @@ def models_show(
             f"v{record.version}",
             _styled(record.stage, STAGE_STYLE),
             _when(record.created_at),
-            ", ".join(f"{k}={v:.4g}" for k, v in record.metrics.items()),
+            metrics_text(record.metrics),
             f"{record.train_start or ''} .. {record.train_end or ''}",
             _code(record),
             record.run_id or "",
@@ -335,12 +337,26 @@ def _partition(run: Any) -> str:
 
 
 @runs_app.command("show")
-def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix).")) -> None:
-    """A run's lineage: steps, inputs and outputs, and the models it used or registered."""
+def runs_show(
+    run_id: str = typer.Argument(None, help="Run id or a unique prefix (default: the latest)."),
+    head: int = typer.Option(3, "--head", help="Rows of each DataFrame output to print (0: none)."),
+) -> None:
+    """A run's lineage: steps, inputs and outputs (small values inline), the models it used or
+    registered."""
     _need_db()
+    from conveyor.cli.values import frame_head, metrics_text, summary
     from conveyor.db import lineage
+    from conveyor.dsl.artifacts import ArtifactRef
+    from conveyor.engine.store import ArtifactStore
 
-    found = lineage.run_lineage(settings(), run_id)
+    config = settings()
+    if run_id is None:
+        latest = lineage.list_runs(config, limit=1)
+        if not latest:
+            fail("no run is recorded yet; `conveyor run NAME` runs a pipeline")
+        run_id = latest[0].run_id
+    found = lineage.run_lineage(config, run_id)
+    store = ArtifactStore(config.artifact_store, cache_dir=config.artifact_cache)
     run = found.run
     console.print(
         Text.assemble(
@@ -360,19 +376,34 @@ def runs_show(run_id: str = typer.Argument(..., help="Run id (or a unique prefix
     table = Table(title="steps", title_justify="left")
     for column in ("step", "status", "why", "time", "inputs", "outputs"):
         table.add_column(column, justify="right" if column == "time" else "left")
+    frames = []
     for step in found.steps:
+        shown = []
+        for name, recorded in step.outputs.items():
+            ref = ArtifactRef.from_dict(recorded)
+            shown.append(f"{name} {ref.sha256[:12]}: {summary(ref, store)}")
+            if ref.codec.format == "parquet" and head > 0:
+                frames.append((f"{step.step}.{name}" if name != "output" else step.step, ref))
         table.add_row(
             step.step,
             _styled(step.status, STATUS_STYLE),
             step.reason,
             _seconds(step.duration),
             "\n".join(f"{k}={_input(v)}" for k, v in step.inputs.items() if v is not None),
-            "\n".join(
-                f"{k}: {v['sha256'][:12]} ({v['format']}, {v['size']} B)"
-                for k, v in step.outputs.items()
-            ),
+            "\n".join(shown),
         )
     console.print(table)
+    for step in found.steps:
+        if step.metrics:
+            console.print(f"metrics of {step.step}: {metrics_text(step.metrics)}")
+    for label, ref in frames:
+        try:
+            shape, rows = frame_head(store.local_path(ref), head)
+        except (ConveyorError, OSError) as exc:
+            console.print(f"{label}: cannot read it ({exc})", style="yellow")
+            continue
+        console.print(f"{label}: {shape}", soft_wrap=True)
+        console.print(rows)
     for step in found.steps:
         if step.error and step.status in ("failed", "crashed"):
             first = step.error.strip().splitlines()[0]

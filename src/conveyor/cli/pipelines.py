@@ -37,11 +37,15 @@ def run(
         max_parallel=max_parallel,
         settings=settings(),
     )
+    from conveyor.cli.values import metrics_text, returned_summaries
+
     console.print(step_table(result))
     for step in result.steps.values():
         if step.metrics:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in step.metrics.items())
-            console.print(f"metrics of {step.name}: {shown}")
+            console.print(f"metrics of {step.name}: {metrics_text(step.metrics)}")
+    if result.ok:
+        for label, shown in returned_summaries(result):
+            console.print(f"returned {label}: {shown}", soft_wrap=True)
     if not result.ok:
         fail(result.error or f"run {result.run_id} failed")
     console.print(result.summary(), style="green")

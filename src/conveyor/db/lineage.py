@@ -196,3 +196,51 @@ class _Row:
 
 def _without(row: Any, *names: str) -> _Row:
     return _Row({k: v for k, v in row._mapping.items() if k not in names})
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutput:
+    """A step output as recorded: where it came from and its artifact reference (a dict)."""
+
+    run_id: str
+    step: str
+    output: str
+    ref: dict[str, Any]
+
+
+def find_outputs(
+    target: Settings | Database, sha256_prefix: str, limit: int = 20
+) -> list[RecordedOutput]:
+    """Recorded step outputs whose content hash starts with `sha256_prefix`, newest first."""
+    prefix = sha256_prefix.lower()
+    query = (
+        sa.select(STEPS.c.run_id, STEPS.c.step, STEPS.c.outputs)
+        .where(sa.cast(STEPS.c.outputs, sa.Text).contains(prefix, autoescape=True))
+        .order_by(STEPS.c.id.desc())
+        .limit(200)
+    )
+    found: list[RecordedOutput] = []
+    with using(target) as db, db.read() as conn:
+        for run_id, step, outputs in conn.execute(query):
+            for name, ref in (outputs or {}).items():
+                if str(ref.get("sha256", "")).startswith(prefix):
+                    found.append(RecordedOutput(run_id, step, name, ref))
+    return found[:limit]
+
+
+def step_output(target: Settings | Database, run_id: str, step: str, output: str) -> RecordedOutput:
+    """One step output of a run (`run_id` may be a unique prefix), or a DatabaseError naming
+    what the run has."""
+    lineage = run_lineage(target, run_id)
+    steps = {s.step: s for s in lineage.steps}
+    if step not in steps:
+        raise DatabaseError(
+            f"run {lineage.run.run_id} has no step {step!r}; its steps: {sorted(steps)}"
+        )
+    outputs = steps[step].outputs
+    if output not in outputs:
+        held = sorted(outputs) or "none (it failed, was skipped, or returns nothing)"
+        raise DatabaseError(
+            f"step {step!r} of run {lineage.run.run_id} has no output {output!r}; outputs: {held}"
+        )
+    return RecordedOutput(lineage.run.run_id, step, output, outputs[output])
