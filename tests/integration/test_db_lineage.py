@@ -187,9 +187,12 @@ def test_lineage_from_prediction_to_model_to_training_run(settings: Settings) ->
     assert model.environment_key == trained.steps["train"].environment
     assert model.code_hash and len(model.code_hash) >= 16
     assert model.metrics == trained.steps["evaluate"].output and model.params == {"window": 30}
-    assert (model.train_start, model.train_end) == (today - timedelta(29), today)
+    # the rows' dates, not the 30-day window asked for (the data starts two days ago)
+    assert (model.train_start, model.train_end) == (first, today)
     [read] = model.training_data
     assert read["table"] == "features" and read["step"] == "load_table"
+    assert (read["start"], read["end"]) == (str(first), str(today))
+    assert (read["asked_start"], read["asked_end"]) == (str(today - timedelta(29)), str(today))
     assert read["sha256"] == trained.steps["load_table"].artifacts["output"].sha256
     assert model.git_sha is None  # the temporary project is not a git repository
     assert lineage.run_lineage(settings, trained.run_id).models_registered[0].version == 1
@@ -211,7 +214,7 @@ def test_lineage_from_prediction_to_model_to_training_run(settings: Settings) ->
 
     shown = _cli(settings, "runs", "show", scored.run_id)
     assert "model mean v1" in shown and f"trained by run {trained.run_id}" in shown
-    assert f"read features {today - timedelta(29)} .. {today}" in shown
+    assert f"read features {first} .. {today} (asked {today - timedelta(29)} .. {today})" in shown
     listed = _cli(settings, "runs", "list", "--pipeline", "scoring")
     assert scored.run_id in listed
     assert "mean" in _cli(settings, "models", "list")
@@ -294,7 +297,7 @@ def test_rerunning_a_partition_rewrites_it_and_records_a_new_run(settings: Setti
     assert [r.run_id for r in runs] == [second.run_id, first.run_id]
     steps = lineage.run_lineage(settings, second.run_id).steps
     [step] = [s for s in steps if s.kind == "component"]
-    assert step.status == "cached" and step.reason == "cached"
+    assert step.status == "cached" and step.reason == "same code, inputs and environment"
 
 
 def test_attempts_and_failed_partitions_are_recorded(

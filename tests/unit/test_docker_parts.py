@@ -273,3 +273,30 @@ def test_prune_leaves_install_stages_a_build_may_still_use(tmp_path):
     assert kept["a" * 24].startswith("5 minutes old, so a build on this engine (of any project)")
     assert kept["b" * 24] == "a build of this project holds its lock: it is in progress"
     assert found[f"build stage {'c' * 24} (an interrupted build's leftover)"] is None
+
+
+class _Image:
+    def __init__(self, image_id, key, tags, minutes_old):
+        from datetime import UTC, datetime, timedelta
+
+        created = datetime.now(UTC) - timedelta(minutes=minutes_old)
+        self.id = image_id
+        self.tags = tags
+        self.labels = {"conveyor.env-key": key, "conveyor.requirements": "[]"}
+        self.attrs = {"Created": created.isoformat(), "Size": 1, "RepoDigests": []}
+
+
+def test_images_list_shows_each_key_once_preferring_its_tag():
+    from conveyor.runners.images import list_images
+
+    key = "a" * 24
+    images = [
+        _Image("sha256:rebuilt", key, [f"conveyor-env:{key}"], minutes_old=120),
+        _Image("sha256:newer-pull", key, [], minutes_old=5),  # pulled by digest, untagged
+        _Image("sha256:other", "b" * 24, [f"conveyor-env:{'b' * 24}"], minutes_old=60),
+    ]
+    client = _Client(stages=images)
+    listed = list_images(client)
+    assert [(i["id"], i["copies"]) for i in listed] == [
+        ("sha256:other", 0), ("sha256:rebuilt", 1),
+    ]  # fmt: skip

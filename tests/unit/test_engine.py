@@ -113,12 +113,13 @@ def test_changed_parameter_reruns_exactly_that_step_and_its_descendants(flows):
     _run("chain")
     result = _run("chain", {"offset": 10})
     statuses = {n: (s.status, s.reason) for n, s in result.steps.items()}
+    hit = ("cached", "same code, inputs and environment")
     assert statuses == {
-        "load": ("cached", "cached"),
-        "double": ("cached", "cached"),
+        "load": hit,
+        "double": hit,
         "total": ("succeeded", "parameter offset changed"),
-        "other": ("cached", "cached"),
-        "scores": ("cached", "cached"),
+        "other": hit,
+        "scores": hit,
     }
     result = _run("chain", {"n": 5, "offset": 10})
     reasons = {n: s.reason for n, s in result.steps.items()}
@@ -366,3 +367,35 @@ def test_the_reason_after_a_failed_run_says_it_failed(flows):
     assert first.steps["boom"].status == "failed"
     again = _run("failing")
     assert again.steps["boom"].reason == "its previous run failed"
+
+
+def test_cached_steps_say_what_matched_not_cached_again(flows):
+    _run("chain")
+    again = _run("chain")
+    assert {s.reason for s in again.steps.values()} == {"same code, inputs and environment"}
+
+
+def test_a_step_that_failed_outside_its_function_is_remembered_as_failed(flows):
+    """An error of conveyor's own after a step began (here: the runner cannot store an output)
+    must make the next run say the step failed, never that it did not finish."""
+    from conveyor.engine.core import Engine
+    from conveyor.errors import ArtifactError
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.runners.inprocess import InProcessRunner
+
+    class StoreFullOnce(InProcessRunner):
+        broken = True
+
+        def run(self, task):
+            if task.step == "double" and StoreFullOnce.broken:
+                StoreFullOnce.broken = False
+                raise ArtifactError("no space left in the store")
+            return super().run(task)
+
+    settings = flows.settings
+    first = Engine(settings, StoreFullOnce()).run(resolve_pipeline("chain", settings), {})
+    assert first.steps["double"].status == "failed"
+    assert "no space left in the store" in (first.steps["double"].error or "")
+    again = _run("chain")
+    assert again.steps["double"].status == "succeeded"
+    assert again.steps["double"].reason == "its previous run failed"

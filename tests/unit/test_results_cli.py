@@ -125,3 +125,18 @@ def test_artifacts_show_names_what_is_wrong(weather: str, tmp_path) -> None:
     assert "no recorded step output has a content hash starting 'abcdef123'" in unknown.output
     neither = _cli("artifacts", "show", "latest")
     assert "RUN:STEP[.OUTPUT]" in neither.output
+
+
+def test_piped_runs_list_is_not_cut_at_80_columns(weather: str, project: Project) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "runs", "list"],
+        cwd=project.root, env=env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    [row] = [line for line in proc.stdout.splitlines() if weather in line]
+    assert "weather" in row and "succeeded" in row and "…" not in row
+    assert max(len(line) for line in proc.stdout.splitlines()) > 80

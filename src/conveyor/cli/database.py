@@ -268,8 +268,7 @@ def _print_version(record: Any) -> None:
     for key, value in rows:
         table.add_row(key, value)
     for read in record.training_data:
-        span = f"{read['start'] or '…'} .. {read['end'] or '…'}"
-        table.add_row("read", f"{read['table']} {span} ({read['step']})")
+        table.add_row("read", f"{_read_span(read)} ({read['step']})")
     console.print(table)
     if record.pins:
         console.print("pins: " + " ".join(record.pins))
@@ -326,6 +325,14 @@ def runs_list(
             _short((run.error or "").splitlines()[0] if run.error else "", 50),
         )
     console.print(table)
+
+
+def _read_span(read: dict[str, Any]) -> str:
+    """`features 1962-12-10 .. 1979-12-31 (asked from 1880-01-25)`: the rows' dates first."""
+    span = f"{read['table']} {read['start'] or '…'} .. {read['end'] or '…'}"
+    if read.get("asked_start") or read.get("asked_end"):
+        span += f" (asked {read.get('asked_start') or '…'} .. {read.get('asked_end') or '…'})"
+    return span
 
 
 def _partition(run: Any) -> str:
@@ -426,7 +433,7 @@ def runs_show(
                 f"{_partition(trained) or '-'}, {trained.status}), step {model.producing_step}"
             )
         for read in model.training_data:
-            console.print(f"  read {read['table']} {read['start']} .. {read['end']}")
+            console.print(f"  read {_read_span(read)}")
         console.print(f"  code {_code(model) or '-'}; environment {model.environment_key or '-'}")
     for model in found.models_registered:
         console.print(

@@ -74,8 +74,9 @@ def list_images_command() -> None:
     for column in ("key", "python", "base", "requirements", "size", "built", "this project"):
         table.add_column(column)
     for image in list_images(runner.builder.client):
+        copies = image["copies"]
         table.add_row(
-            image["key"],
+            image["key"] + (f" (+{copies} untagged)" if copies else ""),
             image["python"],
             image["base"],
             ", ".join(image["requirements"]) or "(none)",

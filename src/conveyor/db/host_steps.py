@@ -124,7 +124,7 @@ class HostSteps:
             )
         producer = ctx.upstream.get("model")
         environment = ctx.environments.get(producer) if producer else None
-        reads_ = tables_read(ctx)
+        reads_ = tables_read(ctx, self.database)
         starts = [r["start"] for r in reads_ if r["start"]]
         ends = [r["end"] for r in reads_ if r["end"]]
         partition = ctx.partition or (None, None)
@@ -226,8 +226,9 @@ class HostSteps:
         return record.artifact
 
 
-def tables_read(ctx: HostContext) -> list[dict[str, Any]]:
-    """What the run's load_table steps read so far: table, resolved date range, content hash."""
+def tables_read(ctx: HostContext, database: Database) -> list[dict[str, Any]]:
+    """What the run's load_table steps read so far: table, the dates of the rows it got (and the
+    range it asked for, when wider), content hash."""
     found = []
     for step, result in sorted(ctx.results.items()):
         if not LOAD_TABLE_STEP.fullmatch(step) or result.status not in ("succeeded", "cached"):
@@ -237,17 +238,29 @@ def tables_read(ctx: HostContext) -> list[dict[str, Any]]:
             _date(inputs.get("start")), _date(inputs.get("end")), inputs.get("days")
         )
         output = result.artifacts.get("output")
+        table = inputs.get("table")
+        # `days=9000` before 1990 asks from 1965 on; the rows may start in 1972: say that
+        got = reads.data_span(database, table, start, end) if table else None
+        asked = {}
+        if got is not None and (got[0], got[1]) != (start, end):
+            asked = {"asked_start": _iso(start), "asked_end": _iso(end)}
+            start, end = got
         found.append(
             {
                 "step": step,
-                "table": inputs.get("table"),
-                "start": start.isoformat() if start else None,
-                "end": end.isoformat() if end else None,
+                "table": table_name(table) if table else None,
+                "start": _iso(start),
+                "end": _iso(end),
+                **asked,
                 "columns": inputs.get("columns"),
                 "sha256": output.sha256 if output else None,
             }
         )
     return found
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
 
 
 def training_cutoff(partition: tuple[date, date] | None) -> datetime | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -253,3 +253,39 @@ def _csv_type(kind: str | None) -> Any:
     if kind == "bytes":
         return pa.string()
     return arrow_type(kind or "text")
+
+
+def data_span(
+    db: Database, table: str, start: date | None, end: date | None
+) -> tuple[date, date] | None:
+    """The first and last partition dates `table` holds in [start, end]: what a read of that
+    range actually got (None: no rows, or no partition column)."""
+    import sqlalchemy as sa
+
+    name = TableName.parse(table_name(table), dialect=db.dialect)
+    try:
+        with db.read() as conn:
+            existing = table_columns(conn, db.dialect, name)
+            column = partition_column_of(conn, name, existing) if existing else None
+            if column is None:
+                return None
+            where, params = [], bounds(start or date.min, end or date.max - timedelta(days=1),
+                                       db.dialect)  # fmt: skip
+            if start is not None:
+                where.append(f"{quote(column)} >= :lo")
+            if end is not None:
+                where.append(f"{quote(column)} < :hi")
+            clause = f" WHERE {' AND '.join(where)}" if where else ""
+            query = f"SELECT min({quote(column)}), max({quote(column)}) FROM {name.sql}{clause}"
+            first, last = conn.execute(sa.text(query), params).one()
+    except db.driver_errors as exc:
+        raise DatabaseError(f"reading the date span of {str(name)!r}: {db.explain(exc)}") from exc
+    if first is None or last is None:
+        return None
+    return _as_date(first), _as_date(last)
+
+
+def _as_date(value: date | datetime | str) -> date:
+    if isinstance(value, str):  # SQLite keeps dates and timestamps as ISO text
+        return date.fromisoformat(value[:10])
+    return value.date() if isinstance(value, datetime) else value

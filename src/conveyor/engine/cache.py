@@ -90,6 +90,10 @@ class CacheKeyParts:
         )  # fmt: skip
 
 
+# Why a cache hit did not run: what the key covers (not "cached", which only repeats the status)
+HIT_REASON = "same code, inputs and environment"
+
+
 def explain_miss(previous: CacheKeyParts | None, current: CacheKeyParts) -> str:
     """Why a step runs, compared with the most recent run of the same step."""
     if previous is None:

@@ -19,7 +19,7 @@ from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.dsl.host import BUILTIN_KINDS
 from conveyor.dsl.pipeline import Pipeline, Step
 from conveyor.engine.bundles import Bundler
-from conveyor.engine.cache import CacheIndex, CacheKeyParts, explain_miss
+from conveyor.engine.cache import HIT_REASON, CacheIndex, CacheKeyParts, explain_miss
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, merge_requirements
 from conveyor.engine.files import FileHasher, FileInput
 from conveyor.engine.fingerprint import Fingerprinter
@@ -331,7 +331,7 @@ def _predict_cache(
         parts = cache_parts(step, plan.code or "", env, params, known, files, plan.code_parts)
         entry, problem = index.check(parts.key)
         if entry is not None:
-            plan.state, plan.reason = "cached", "cached"
+            plan.state, plan.reason = "cached", HIT_REASON
             known[step.name] = entry.outputs
         else:
             plan.state = "run"

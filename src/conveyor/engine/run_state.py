@@ -118,7 +118,7 @@ class RunState:
             if result.status in DONE:
                 self.outputs[result.name] = result.artifacts
         level = logging.WARNING if result.status == FAILED else logging.INFO
-        detail = f" ({result.reason})" if result.reason else ""
+        detail = f" ({result.reason})" if result.reason not in ("", result.status) else ""
         log.log(
             level, "step %s: %s%s in %.2fs", result.name, result.status, detail, result.duration
         )

@@ -20,7 +20,7 @@ from conveyor._runtime.hashing import to_jsonable
 from conveyor.dsl.artifacts import ArtifactRef, Codec
 from conveyor.dsl.host import HostContext, call_user_host_step
 from conveyor.dsl.pipeline import Step
-from conveyor.engine.cache import explain_miss
+from conveyor.engine.cache import HIT_REASON, CacheKeyParts, explain_miss
 from conveyor.engine.files import publish as publish_path
 from conveyor.engine.planning import cache_parts, file_inputs, input_values
 from conveyor.engine.results import CACHED, FAILED, SUCCEEDED, StepResult
@@ -41,6 +41,8 @@ class StepRunner:
         self.services = services
         self.state = state
         self.run_dir = services.settings.run_dir / state.info.run_id
+        # steps begun and not yet recorded as finished: their cache-key parts
+        self._unfinished: dict[str, CacheKeyParts] = {}
 
     def execute(
         self, step: Step, attempt: int | None = None, log_sink: Callable[[str], None] | None = None
@@ -54,16 +56,28 @@ class StepRunner:
             else:
                 result = self._host_step(step)
         except ConveyorError as exc:
+            self._failed_outside_attempts(step)
             result = StepResult(step.name, step.kind, FAILED, "failed", error=str(exc))
         except Exception as exc:  # a bug in conveyor itself: never lose the message
             log.debug("step %s raised", step.name, exc_info=True)
+            self._failed_outside_attempts(step)
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc().rstrip()}"
             result = StepResult(step.name, step.kind, FAILED, "failed", error=error)
+        self._unfinished.pop(step.name, None)
         result.duration = time.perf_counter() - started
         result.started_at = started_at
         result.store = self.services.store
         result.returns = step.spec.returns
         return result
+
+    def _failed_outside_attempts(self, step: Step) -> None:
+        """An error of conveyor's own after the step began (an output it could not store, say):
+        the step did finish, and failed, so its next run must not say it never finished."""
+        parts = self._unfinished.pop(step.name, None)
+        if parts is not None:
+            self.services.index.remember(
+                self.state.pipeline.name, step.name, parts, self.state.partition, "failed"
+            )
 
     # ------------------------------------------------------------------------------ components
 
@@ -99,15 +113,21 @@ class StepRunner:
         if reason is None:
             entry, problem = services.index.check(key)
             if entry is not None:
+                log.debug(
+                    "step %s: cache key %s found in %s; outputs %s", step.name, key[:16],
+                    services.store.url, {k: r.sha256[:12] for k, r in entry.outputs.items()},
+                )  # fmt: skip
                 services.index.remember(pipeline, step.name, parts, state.partition)
                 return StepResult(
-                    step.name, "component", CACHED, "cached", artifacts=entry.outputs,
+                    step.name, "component", CACHED, HIT_REASON, artifacts=entry.outputs,
                     metrics=entry.metrics, **base,
                 )  # fmt: skip
             reason = problem or explain_miss(
                 services.index.latest(pipeline, step.name, state.partition), parts
             )
         services.index.remember(pipeline, step.name, parts, state.partition, "running")
+        self._unfinished[step.name] = parts
+        log.debug("step %s: cache key %s, environment %s", step.name, key[:16], env.key)
 
         if without:  # a collector allowed to run without the items that failed
             reason = f"{reason}; without failed item(s) {', '.join(without)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,11 @@ from conveyor.ops.discovery import resolve_pipeline
 from conveyor.runners import get_runner
 
 ENGINES = ("auto", "local", "prefect")
+log = logging.getLogger("conveyor.run")
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def resolve_engine(engine: str, settings: Settings) -> str:
@@ -121,6 +128,12 @@ def run(
     settings = settings or Settings.load()
     pipeline = resolve_pipeline(pipeline_or_name, settings)
     chosen = resolve_engine(engine, settings)
+    database = settings.database_url or f"sqlite (default) in {settings.home}"
+    log.debug(
+        "pipeline %s from %s; %s engine, %s runner; database %s; artifacts %s; environments %s",
+        pipeline.name, settings.project_root, chosen, runner, _without_password(database),
+        settings.artifact_store, settings.env_dir,
+    )  # fmt: skip
     local = build_engine(
         settings,
         runner=runner,

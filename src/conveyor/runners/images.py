@@ -688,8 +688,11 @@ def _id_of(image: Image) -> str:
     return image.id
 
 
-def list_images(client: Any) -> list[dict[str, Any]]:
-    """Every conveyor step image on the engine: key, tag, labels, size, creation time."""
+def list_images(client: Any, *, one_per_key: bool = True) -> list[dict[str, Any]]:
+    """Every conveyor step image on the engine, one per key: the one tagged `conveyor-env:<key>`
+    (else the newest), with `copies` = how many other images carry the same key (an image
+    rebuilt with --refresh leaves its predecessor untagged until a prune). `one_per_key=False`:
+    every image, copies included (what a prune removes)."""
     found = []
     for image in client.images.list(filters={"label": LABEL_KEY}):
         labels = image.labels or {}
@@ -710,7 +713,17 @@ def list_images(client: Any) -> list[dict[str, Any]]:
                 "created": image.attrs.get("Created", ""),
             }
         )
-    return sorted(found, key=lambda image: image["created"], reverse=True)
+    if not one_per_key:
+        return sorted(found, key=lambda image: image["created"], reverse=True)
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for image in sorted(found, key=lambda image: image["created"], reverse=True):
+        by_key.setdefault(image["key"], []).append(image)
+    listed = []
+    for key, images in by_key.items():
+        tagged = [i for i in images if f"{REPOSITORY}:{key}" in i["tags"]]
+        chosen = (tagged or images)[0]
+        listed.append({**chosen, "copies": len(images) - 1})
+    return sorted(listed, key=lambda image: image["created"], reverse=True)
 
 
 def prune_images(
@@ -740,7 +753,7 @@ def prune_images(
                 yield what, str(exc.explanation or exc)
                 continue
         yield what, None
-    for image in list_images(client):
+    for image in list_images(client, one_per_key=False):
         if image["key"] in keep:
             continue
         what = f"{image['key']} ({', '.join(image['requirements']) or 'no packages'})"
