@@ -45,23 +45,28 @@ def project_environment_keys(config: Settings) -> set[str]:
 
 @envs_app.command("list")
 def list_envs() -> None:
-    """Built environments, their packages, size and when they were last used."""
+    """Built environments, their packages, size, when they were last used and by which
+    projects."""
+    from conveyor.runners.env_users import env_users, needed_by
     from conveyor.runners.venv import list_environments
 
     config = settings()
     used = project_environment_keys(config)
     table = Table(title=f"environments in {config.env_dir}", title_justify="left")
-    for column in ("key", "python", "requirements", "size", "last used", "this project"):
+    for column in ("key", "python", "requirements", "size", "last used", "used by"):
         table.add_column(column)
     for env in list_environments(config.env_dir):
         age = time.time() - env["last_used"]
+        users = needed_by(env, env_users(Path(env["path"])))
+        if env["key"] in used and str(config.project_root) not in users:
+            users.insert(0, str(config.project_root))
         table.add_row(
             env["key"],
             env.get("python", "?"),
             ", ".join(env.get("requirements", [])) or "(none)",
             f"{_size(Path(env['path'])) / 1e6:.0f} MB",
             f"{age / 86400:.1f} days ago" if age > 86400 else f"{age / 3600:.1f} h ago",
-            "yes" if env["key"] in used else "",
+            "\n".join("this project" if u == str(config.project_root) else u for u in users),
         )
     console.print(table)
 
@@ -99,21 +104,30 @@ def prune(
     older_than: float = typer.Option(
         None, "--older-than", help="Remove only environments unused for this many days."
     ),
-    all_envs: bool = typer.Option(False, "--all", help="Also remove this project's environments."),
+    all_envs: bool = typer.Option(
+        False, "--all", help="Also remove environments existing projects still use."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would go."),
 ) -> None:
-    """Remove environments this project no longer uses (and leftovers of failed builds)."""
+    """Remove environments no existing project uses any more (and leftovers of failed builds).
+
+    Each environment records the projects that used it; one is kept while any of them still
+    exists and one of its locks resolves to it (this project's too, by its locks)."""
+    from conveyor.runners.env_users import env_users, needed_by
     from conveyor.runners.venv import list_environments
 
     config = settings()
-    used = set() if all_envs else project_environment_keys(config)
+    ours = set() if all_envs else project_environment_keys(config)
     removed = 0
     for leftover in config.env_dir.glob(".*.building"):
         if not dry_run:
             shutil.rmtree(leftover, ignore_errors=True)
         console.print(f"removed unfinished build {leftover.name}")
     for env in list_environments(config.env_dir):
-        if env["key"] in used:
+        users = needed_by(env, env_users(Path(env["path"]))) if not all_envs else []
+        if env["key"] in ours or users:
+            if dry_run:
+                console.print(f"keep {env['key']}: used by {', '.join(users) or 'this project'}")
             continue
         if older_than is not None and time.time() - env["last_used"] < older_than * 86400:
             continue

@@ -136,6 +136,12 @@ def import_check_error(
     )
 
 
+def pinned_text(text: str) -> str:
+    """A lock file's pins alone, without comments: what an environment key hashes."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
 @dataclass(frozen=True, slots=True)
 class Lock:
     """The pinned, fully resolved requirements of an EnvironmentSpec."""
@@ -151,8 +157,7 @@ class Lock:
     @property
     def pinned_text(self) -> str:
         """The pins alone, without comments (what the key hashes)."""
-        lines = (line.split("#", 1)[0].strip() for line in self.text.splitlines())
-        return "\n".join(line for line in lines if line) + "\n"
+        return pinned_text(self.text)
 
     @property
     def pins(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from conveyor.engine.settings import Settings
 from conveyor.engine.tasks import Task
 from conveyor.errors import EnvironmentBuildError
 from conveyor.runners.base import read_result, requirement_spec, step_variables, write_task_spec
+from conveyor.runners.env_users import record_use
 from conveyor.runners.locks import (
     IMPORT_CHECK,
     Locker,
@@ -75,6 +76,7 @@ class VenvRunner:
             key = environment_key("venv", platform.python_version(), lock.sha256)
             started = time.perf_counter()
             path, built = self._ensure_built(key, spec, lock.path, lock.pins, who)
+            record_use(path, self.settings)
             prepared[spec] = PreparedEnvironment(
                 key=key,
                 spec=spec,
