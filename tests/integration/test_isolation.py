@@ -190,10 +190,7 @@ def _probe(project, runner: str, monkeypatch) -> dict[str, dict[str, str] | str]
             Path(path).unlink(missing_ok=True)
         verdicts[name] = found
     escape = result.steps["escape"]
-    survivors = [
-        p for p in psutil.process_iter(["cmdline", "status"])
-        if p.info["cmdline"] and marker in p.info["cmdline"] and p.info["status"] != "zombie"
-    ]  # fmt: skip
+    survivors = _marked(marker)
     for p in survivors:
         p.kill()
     timed_out = escape.status == "failed" and "timed out after 2 s" in (escape.error or "")
@@ -268,6 +265,66 @@ def test_a_docker_step_reaches_nothing_it_was_not_given(project, monkeypatch):
     problem = _docker_ready()
     need(not problem, problem)
     _compare("docker", _probe(project, "docker", monkeypatch))
+
+
+QUIET = """
+import subprocess, time
+from conveyor import component, pipeline
+
+@component
+def quiet(marker: str) -> int:
+    subprocess.Popen(["setsid", "sleep", marker])
+    time.sleep(60)  # prints nothing: nothing would tell it the orchestrator is gone
+    return 0
+
+@pipeline
+def orphan(marker: str):
+    quiet(marker)
+"""
+
+
+def _marked(marker: str) -> list[psutil.Process]:
+    return [
+        p for p in psutil.process_iter(["cmdline", "status"])
+        if p.info["cmdline"] and marker in p.info["cmdline"] and p.info["status"] != "zombie"
+    ]  # fmt: skip
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.venv
+def test_a_sandboxed_step_dies_with_a_killed_orchestrator(project):
+    import signal
+    import subprocess
+    import sys
+
+    from conveyor.runners.sandbox import sandbox_problem
+
+    problem = sandbox_problem()
+    need(problem is None, f"the venv sandbox cannot run here: {problem}")
+    project.write("flows/orphan.py", QUIET)
+    marker = f"3600.{secrets.randbelow(10**6)}"
+    params = {"marker": marker}
+    script = f"import conveyor; conveyor.run('orphan', {params!r}, runner='venv', hooks=[])"
+    orchestrator = subprocess.Popen([sys.executable, "-c", script], cwd=project.root)
+    try:
+        assert _wait_for(lambda: bool(_marked(marker)), 120), "the step never started"
+    finally:
+        orchestrator.send_signal(signal.SIGKILL)
+        orchestrator.wait()
+    gone = _wait_for(lambda: not _marked(marker), 10)
+    for survivor in _marked(marker):
+        survivor.kill()
+    assert gone, "the step's process tree outlived its orchestrator"
 
 
 def test_the_readme_table_names_every_probe():
