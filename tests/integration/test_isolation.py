@@ -119,6 +119,13 @@ def escape(marker: str) -> int:
     return 0
 
 
+@component(memory="512Mi")
+def fits(rows: int) -> "pd.DataFrame":
+    import pandas as pd  # pyarrow saves it with threads: their reserved memory must not count
+
+    return pd.DataFrame({"x": range(rows)})
+
+
 @component(memory="200Mi")
 def hog() -> int:
     data = b"x" * (1 << 30)  # 1 GiB, every page touched
@@ -127,7 +134,11 @@ def hog() -> int:
 
 FLOW = """
 from conveyor import pipeline
-from steps.probe import escape, hog, probe, probe_net
+from steps.probe import escape, fits, hog, probe, probe_net
+
+@pipeline
+def within_limits(rows: int):
+    return fits(rows)
 
 @pipeline
 def isolation(target: dict, marker: str):
@@ -258,6 +269,9 @@ def test_a_sandboxed_venv_step_reaches_nothing_it_was_not_given(project, monkeyp
     need(problem is None, f"the venv sandbox cannot run here: {problem}")
     need(shutil.which("prlimit") is not None, "prlimit (util-linux) is missing")
     _compare("venv", _probe(project, "venv", monkeypatch))
+    fitting = conveyor.run("within_limits", {"rows": 100_000}, runner="venv", hooks=[])
+    assert fitting.ok, fitting.error  # a limit is not a reason to fail a step that fits it
+    assert len(fitting.output) == 100_000
 
 
 @pytest.mark.docker

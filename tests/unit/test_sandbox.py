@@ -49,12 +49,12 @@ def test_a_step_gets_only_its_mounts_and_the_network_it_asks_for(tmp_path):
         assert writable == [[str(task.workdir.resolve()), "/conveyor/work"]]
 
 
-def test_a_memory_limit_becomes_an_address_space_limit():
+def test_a_memory_limit_becomes_a_data_segment_limit():
     from conveyor.runners.sandbox import memory_limited
 
     command, applied = memory_limited(["python"], 200 * 2**20)
     assert applied and command[-1] == "python"
-    assert f"--as={200 * 2**20}:{200 * 2**20}" in command
+    assert f"--data={200 * 2**20}:{200 * 2**20}" in command
     assert memory_limited(["python"], None) == (["python"], True)
 
 

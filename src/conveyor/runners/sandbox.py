@@ -152,11 +152,17 @@ def bwrap_command(
 
 
 def memory_limited(command: list[str], limit: int | None) -> tuple[list[str], bool]:
-    """`command` under an address-space limit (RLIMIT_AS, through util-linux's prlimit), and
-    whether the limit could be applied."""
+    """`command` under a data-segment limit (RLIMIT_DATA, through util-linux's prlimit), and
+    whether the limit could be applied.
+
+    RLIMIT_DATA counts the memory a process can write to (heap, anonymous mappings, thread
+    stacks), not the address space it merely reserves: RLIMIT_AS, which counts that too, makes
+    a pandas step that needs 100 MB fail to start a thread under a 512Mi limit (pyarrow's and
+    glibc's allocators reserve hundreds of MB per process and thread).
+    """
     if not limit:
         return command, True
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         return command, False
-    return [prlimit, f"--as={limit}:{limit}", "--", *command], True
+    return [prlimit, f"--data={limit}:{limit}", "--", *command], True

@@ -62,6 +62,8 @@ from conveyor.runners.sandbox import (
 
 log = logging.getLogger("conveyor.venv")
 MARKER = "conveyor-env.json"
+# how running out of a data-segment limit shows in a step's error or last output
+OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "can't start new thread")
 
 
 class VenvRunner:
@@ -280,9 +282,9 @@ class VenvRunner:
 
 
 def _result(task: Task, returncode: int, stderr_tail: str, timed_out: bool) -> dict[str, Any]:
-    """The step's result; a step that ran out of its address-space limit is named as an OOM kill,
-    like the docker runner's (an allocation past RLIMIT_AS fails with MemoryError, or kills an
-    interpreter that cannot raise it)."""
+    """The step's result; a step that ran out of its memory limit is named as an OOM kill, like
+    the docker runner's (past RLIMIT_DATA an allocation fails with MemoryError, a thread cannot
+    start, or an interpreter that cannot raise either dies)."""
     try:
         return read_result(task, returncode, stderr_tail, timed_out=timed_out)
     except (StepKilled, StepTimeout):
@@ -290,7 +292,7 @@ def _result(task: Task, returncode: int, stderr_tail: str, timed_out: bool) -> d
     except StepFailed as exc:
         limit = task.component.memory_text
         text = f"{exc.error_type} {exc.detail} {stderr_tail}"
-        if limit and ("MemoryError" in text or "Cannot allocate memory" in text):
+        if limit and any(sign in text for sign in OUT_OF_MEMORY):
             raise StepKilled(task.step, f"killed: out of memory (limit {limit})") from exc
         raise
 
