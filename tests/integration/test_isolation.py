@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from pathlib import Path
 
 import psutil
@@ -319,7 +320,6 @@ def _wait_for(condition, seconds: float) -> bool:
 def test_a_sandboxed_step_dies_with_a_killed_orchestrator(project):
     import signal
     import subprocess
-    import sys
 
     from conveyor.runners.sandbox import sandbox_problem
 
@@ -350,3 +350,26 @@ def test_the_readme_table_names_every_probe():
     }
     assert all(set(row) == {"inprocess", "venv", "docker"} for row in table.values())
     assert not re.search(r"\| *(yes|no) *\|", "\n".join(str(r) for r in table.values()))
+
+
+def test_cpu_and_memory_limits_are_cgroups_of_the_step_where_writable():
+    import subprocess
+
+    from conveyor.runners.cgroups import step_groups
+
+    groups = step_groups(200 * 2**20, 0.5)
+    if groups is None:  # the runner falls back (RLIMIT_DATA) and its plan says cpu is not enforced
+        pytest.skip("no writable memory and cpu cgroups here")
+    try:
+        shown = subprocess.run(
+            groups.enter(["cat", "/proc/self/cgroup"]), capture_output=True, text=True, check=True
+        ).stdout
+        assert all(path.name in shown for path in groups.paths), shown
+        assert groups.memory is not None
+        limit = "memory.max" if groups.version == 2 else "memory.limit_in_bytes"
+        assert (groups.memory / limit).read_text().strip() == str(200 * 2**20)
+        eaten = subprocess.run(groups.enter([sys.executable, "-c", "b'x' * (1 << 30)"]))
+        assert eaten.returncode != 0 and groups.oom_killed()
+    finally:
+        groups.remove()
+    assert not any(path.exists() for path in groups.paths)

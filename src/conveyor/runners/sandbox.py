@@ -153,7 +153,7 @@ def bwrap_command(
 
 def memory_limited(command: list[str], limit: int | None) -> tuple[list[str], bool]:
     """`command` under a data-segment limit (RLIMIT_DATA, through util-linux's prlimit), and
-    whether the limit could be applied.
+    whether the limit could be applied: the fallback where no memory cgroup can be made.
 
     RLIMIT_DATA counts the memory a process can write to (heap, anonymous mappings, thread
     stacks), not the address space it merely reserves: RLIMIT_AS, which counts that too, makes

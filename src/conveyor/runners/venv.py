@@ -38,6 +38,7 @@ from conveyor.errors import (
     StepTimeout,
 )
 from conveyor.runners.base import read_result, requirement_spec, step_variables, write_task_spec
+from conveyor.runners.cgroups import step_groups
 from conveyor.runners.containers import CODE, RUNTIME, WORK
 from conveyor.runners.env_users import record_use
 from conveyor.runners.locks import (
@@ -49,7 +50,7 @@ from conveyor.runners.locks import (
     installer_error,
     uv_environment,
 )
-from conveyor.runners.process import ProcessGroup, run_process
+from conveyor.runners.process import KILL_GRACE_SECONDS, ProcessGroup, run_process
 from conveyor.runners.runtime import runtime_bundle
 from conveyor.runners.sandbox import (
     UNPROTECTED,
@@ -105,10 +106,14 @@ class VenvRunner:
         notes = []
         if self.sandbox_problem is not None:
             notes.append(f"not sandboxed: {self.sandbox_problem}")
-        if component.cpu:
-            notes.append("cpu limit is not enforced by the venv runner (use docker)")
-        if component.memory and memory_limited(["true"], component.memory)[1] is False:
-            notes.append("memory limit is not enforced: prlimit (util-linux) is missing")
+        if component.cpu or component.memory:
+            groups = step_groups(component.memory, component.cpu)  # can they be made here?
+            if groups is not None:
+                groups.remove()
+            elif component.cpu:
+                notes.append("cpu limit is not enforced: no writable cpu cgroup here (use docker)")
+            if groups is None and component.memory and not memory_limited([], 1)[1]:
+                notes.append("memory limit is not enforced: no writable memory cgroup, no prlimit")
         return notes
 
     # ------------------------------------------------------------------------------ environments
@@ -225,16 +230,7 @@ class VenvRunner:
             },
         )
         command = [str(python), "-s", "-m", "conveyor._runtime.executor", str(task.spec_path)]
-        command, _ = memory_limited(command, task.component.memory)
-        outcome = run_process(
-            command,
-            env=variables,
-            cwd=task.project_root,
-            timeout=task.component.timeout,
-            log=task.log,
-            group=self.processes,
-        )
-        return _result(task, outcome.returncode, outcome.stderr_tail, outcome.timed_out)
+        return self._execute(task, command, variables, cwd=task.project_root)
 
     def _run_sandboxed(self, task: Task, python: Path) -> dict[str, Any]:
         import shutil
@@ -246,7 +242,6 @@ class VenvRunner:
         environment = Path(task.environment.location)
         command = executor_command(str(python), task, mounts)
         command = bwrap_command(bwrap, task, environment, mounts, command)
-        command, _ = memory_limited(command, task.component.memory)
         variables = step_variables(
             task.component,
             {
@@ -258,17 +253,9 @@ class VenvRunner:
                 "PYTHONDONTWRITEBYTECODE": "1",  # the code is mounted read-only
             },
         )
-        outcome = run_process(
-            command,
-            env=variables,
-            cwd=task.workdir,
-            timeout=task.component.timeout,
-            log=task.log,
-            group=self.processes,
-            grace=0,  # killing bwrap ends its PID namespace: every process of the step, at once
-        )
         try:
-            return _result(task, outcome.returncode, outcome.stderr_tail, outcome.timed_out)
+            # grace 0: killing bwrap ends its PID namespace, every process of the step at once
+            return self._execute(task, command, variables, cwd=task.workdir, grace=0)
         except StepFailed as exc:  # show host paths, where the user can open the files
             raise type(exc)(
                 exc.step,
@@ -276,6 +263,41 @@ class VenvRunner:
                 error_type=exc.error_type,
                 remote_traceback=mounts.outside(exc.remote_traceback),
             ) from None
+
+    def _execute(
+        self,
+        task: Task,
+        command: list[str],
+        variables: dict[str, str],
+        *,
+        cwd: Path,
+        grace: float = KILL_GRACE_SECONDS,
+    ) -> dict[str, Any]:
+        """Run the step's command under its limits (cgroups where writable, else RLIMIT_DATA
+        for memory) and read its result."""
+        component = task.component
+        groups = step_groups(component.memory, component.cpu)
+        if groups is not None:
+            command = groups.enter(command)
+        else:
+            command, _ = memory_limited(command, component.memory)
+        try:
+            outcome = run_process(
+                command,
+                env=variables,
+                cwd=cwd,
+                timeout=component.timeout,
+                log=task.log,
+                group=self.processes,
+                grace=grace,
+            )
+            oom = groups is not None and groups.oom_killed()
+        finally:
+            if groups is not None:
+                groups.remove()
+        if oom and not outcome.timed_out:
+            return read_result(task, outcome.returncode, "", oom=True, limit=component.memory_text)
+        return _result(task, outcome.returncode, outcome.stderr_tail, outcome.timed_out)
 
     def close(self) -> None:
         self.processes.kill_all()
