@@ -1,6 +1,6 @@
 """What a step costs, measured against its floor in the same run.
 
-    python benchmarks/step_overhead.py [--quick] [--docker | --docker-only]
+    python benchmarks/step_overhead.py [--quick] [--docker | --docker-only] [--startup-only]
 
 1. A warm no-op step per runner (environment already built) vs a bare `python -c pass` of the
    same interpreter. Target (venv, sandboxed): ≤ 3×. The sandbox's own cost is shown apart:
@@ -152,7 +152,7 @@ def warm_step_seconds(runner_name: str, root: Path, repeat: int) -> tuple[float,
     return seconds, task.environment.location
 
 
-def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
+def warm_task(runner_name: str, root: Path, label: str | None = None) -> tuple[Any, Any]:
     """(runner, task) for the no-op step, its environment built and the step run once."""
     from conveyor.engine.core import Engine
     from conveyor.engine.settings import Settings
@@ -167,7 +167,7 @@ def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
     plan = engine.plan(pipeline, {})
     step = pipeline.steps[0]
     env = plan.steps[step.name].environment
-    workdir = root / ".bench" / runner_name
+    workdir = root / ".bench" / (label or runner_name)
     spec = {
         "protocol": 1, "step": "noop", "module": "steps.bench", "qualname": "noop",
         "packages": [], "inputs": {}, "parameters": {}, "outputs": {}, "returns": "none",
@@ -179,9 +179,8 @@ def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
     return runner, task
 
 
-def sandbox_seconds(root: Path, python: str, repeat: int) -> float | None:
-    """Median wall time of `python -c pass` inside the sandbox the no-op step gets (None when
-    the sandbox cannot run here)."""
+def sandbox_command(runner: Any, task: Any, python: str) -> list[str] | None:
+    """`python -c pass` inside the sandbox the no-op step gets (None when it cannot run here)."""
     import shutil
 
     from conveyor.runners.sandbox import bwrap_command, sandbox_problem, step_mounts
@@ -190,12 +189,26 @@ def sandbox_seconds(root: Path, python: str, repeat: int) -> float | None:
     if sandbox_problem() is not None or bwrap is None:
         print(f"   (no sandbox here: {sandbox_problem()})")
         return None
-    runner, task = warm_task("venv", root)
     mounts = step_mounts(task, runner.runtime())
-    environment = Path(task.environment.location)
-    command = bwrap_command(bwrap, task, environment, mounts, [python, "-c", "pass"])
-    runner.close()
-    return median_seconds(lambda: subprocess.run(command, check=True), repeat)
+    return bwrap_command(bwrap, task, Path(task.environment.location), mounts,
+                         [python, "-c", "pass"])  # fmt: skip
+
+
+def interleaved_costs(fns: dict[str, Any], repeat: int) -> tuple[dict[str, float], ...]:
+    """Median and minimum wall seconds of each callable, run in turn so that load on the machine
+    hits all alike (the minimum is the least disturbed run: on a busy shared machine it is the
+    better estimate of what each costs). Child cpu time cannot stand in: a sandbox's processes
+    are reaped inside its PID namespace and never counted here."""
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - started)
+    return (
+        {name: statistics.median(values) for name, values in wall.items()},
+        {name: min(values) for name, values in wall.items()},
+    )
 
 
 def interleaved_medians(fns: dict[str, Any], repeat: int) -> dict[str, float]:
@@ -223,6 +236,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 1M-row hand-off")
     parser.add_argument("--docker", action="store_true", help="also measure the docker runner")
     parser.add_argument("--docker-only", action="store_true", help="only the docker sections")
+    parser.add_argument("--startup-only", action="store_true", help="only section 1")
     args = parser.parse_args()
     repeat = 5 if args.quick else 21
     rows = 1_000_000 if args.quick else 10_000_000
@@ -234,40 +248,56 @@ def main() -> None:
     sys.path.insert(0, str(root))
     print(f"project: {root}   python {sys.version.split()[0]}   {os.cpu_count()} cores")
     if not args.docker_only:
-        venv_sections(root, repeat, rows)
+        venv_sections(root, repeat, rows, startup_only=args.startup_only)
     if args.docker or args.docker_only:
         docker_sections(root, repeat)
 
 
-def venv_sections(root: Path, repeat: int, rows: int) -> None:
+def venv_sections(root: Path, repeat: int, rows: int, startup_only: bool = False) -> None:
     import conveyor
 
-    print("\n1. warm no-op step vs bare interpreter start")
-    venv_step, env_path = warm_step_seconds("venv", root, repeat)
-    env_python = str(Path(env_path) / "bin" / "python")
-    bare = median_seconds(lambda: subprocess.run([env_python, "-c", "pass"], check=True), repeat)
-    inprocess_step, _ = warm_step_seconds("inprocess", root, repeat)
-    print(f"   bare `python -c pass` (same interpreter): {bare * 1000:8.1f} ms")
-    print(f"   venv runner, no-op step (sandboxed):      {venv_step * 1000:8.1f} ms"
-          f"   ratio {venv_step / bare:.2f}x  (target <= 3x)")  # fmt: skip
-    sandboxed_pass = sandbox_seconds(root, env_python, repeat)
-    if sandboxed_pass is not None:
-        print(f"   `python -c pass` in the step's sandbox:   {sandboxed_pass * 1000:8.1f} ms"
-              f"   the sandbox's own cost {(sandboxed_pass - bare) * 1000:.1f} ms")  # fmt: skip
+    print("\n1. warm no-op step vs bare interpreter start (interleaved, wall time)")
+    runner, task = warm_task("venv", root)
+    env_python = str(Path(task.environment.location) / "bin" / "python")
     os.environ["CONVEYOR_SANDBOX"] = "off"
     try:
-        plain_step, _ = warm_step_seconds("venv", root, repeat)
+        plain_runner, plain_task = warm_task("venv", root, label="venv-unsandboxed")
     finally:
         del os.environ["CONVEYOR_SANDBOX"]
-    print(f"   venv runner, sandbox off:                 {plain_step * 1000:8.1f} ms"
-          f"   ratio {plain_step / bare:.2f}x")  # fmt: skip
-    print(f"   inprocess runner, no-op step:             {inprocess_step * 1000:8.1f} ms"
-          f"   ratio {inprocess_step / bare:.2f}x")  # fmt: skip
+    inprocess_step, _ = warm_step_seconds("inprocess", root, repeat)
+    fns = {
+        "bare": lambda: subprocess.run([env_python, "-c", "pass"], check=True),
+        "step": lambda: runner.run(task),
+        "plain": lambda: plain_runner.run(plain_task),
+    }
+    sandboxed = sandbox_command(runner, task, env_python)
+    if sandboxed is not None:
+        fns["sandbox"] = lambda: subprocess.run(sandboxed, check=True)
+    wall, best = interleaved_costs(fns, repeat)
+    runner.close()
+    plain_runner.close()
+
+    def show(label: str, key: str, note: str = "") -> None:
+        median, least = wall[key], best[key]
+        print(f"   {label:42} median {median * 1000:6.1f} ms ({median / wall['bare']:.2f}x)"
+              f"  min {least * 1000:6.1f} ms ({least / best['bare']:.2f}x){note}")  # fmt: skip
+
+    show("bare `python -c pass` (same interpreter):", "bare")
+    show("venv runner, no-op step (sandboxed):", "step", "  (target <= 3x)")
+    if sandboxed is not None:
+        show("`python -c pass` in the step's sandbox:", "sandbox")
+        own = wall["sandbox"] - wall["bare"], best["sandbox"] - best["bare"]
+        print(f"   the sandbox's own cost: {own[0] * 1000:.1f} ms median, "
+              f"{own[1] * 1000:.1f} ms min")  # fmt: skip
+    show("venv runner, no-op step, sandbox off:", "plain")
+    print(f"   inprocess runner, no-op step:              {inprocess_step * 1000:7.1f} ms wall")
     slept = conveyor.run("sleepy", {}, runner="venv", hooks=[], cache=False)
     step = slept.steps["sleeper"]
     print(f"   a step with timeout=1 s that sleeps 30 s ended after {step.duration:.2f} s "
           f"({step.error})")  # fmt: skip
 
+    if startup_only:
+        return
     print("\n2. pandas step under the venv runner (warm; DataFrame in and out)")
     conveyor.run("pandas_flow", {"n": 1000}, runner="venv", hooks=[])  # builds the environment
     pandas_run = conveyor.run("pandas_flow", {"n": 1000}, runner="venv", hooks=[],
