@@ -67,9 +67,19 @@ def _table(settings: Settings, table: str, start: date | None = None, end: date 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory) -> Iterator[tuple[Settings, dict]]:
-    """The demo's three stages over the whole data: SQLite, venv runner."""
-    for settings in _settings(tmp_path_factory.mktemp("reference-sqlite")):
+    """The demo's three stages over the whole data: SQLite, venv runner, the committed locks."""
+    home = tmp_path_factory.mktemp("reference-sqlite")
+    shutil.copytree(ROOT / ".conveyor" / "locks", home / "locks")
+    for settings in _settings(home):
         yield settings, _run_flows(settings, "venv", (date(1980, 1, 2), date(1986, 12, 31)))
+
+
+def test_the_demo_needs_no_lock_beyond_the_committed_ones(full):
+    """A fresh clone's `conveyor demo` leaves its working tree clean: every environment the
+    three flows use, the model-pinned ones of batch prediction included, is locked in git."""
+    settings, _ = full
+    committed = {p.name for p in (ROOT / ".conveyor" / "locks").glob("*.txt")}
+    assert {p.name for p in settings.lock_dir.glob("*.txt")} == committed
 
 
 def test_features_have_every_lag_point_in_time(full):

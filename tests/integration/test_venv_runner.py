@@ -259,7 +259,7 @@ def test_cli_plan_envs_list_and_prune(project, tmp_path, monkeypatch):
     assert "six==1.16.0" in planned.output and "no previous run" in planned.output
     listed = cli.invoke(app, ["envs", "list"])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.count("yes") == 3  # all three used by this project
+    assert listed.output.count("this project") == 3  # all three used by this project
     # an environment no pipeline of the project uses any more is pruned; the others stay
     stray = tmp_path / "envs" / "0123456789abcdef01234567"
     stray.mkdir()

@@ -164,7 +164,7 @@ async def _step_task(
     upstream: list[Any],
     states: dict[str, Any],
 ) -> StepResult:
-    from prefect import get_run_logger, task
+    from prefect import allow_failure, get_run_logger, task
     from prefect.cache_policies import NO_CACHE
     from prefect.runtime import task_run
     from prefect.states import Completed
@@ -194,10 +194,13 @@ async def _step_task(
         persist_result=False,  # no tags: tagged task runs each ask the API for concurrency slots
     )(run_step)
     async with slots:
-        # wait_for on finished states only records the edges the UI's run graph draws. (Prefect
+        # wait_for on finished states only records the edges the UI's run graph draws; conveyor
+        # decided already whether the step may run (a collector that allows failed items runs
+        # after one), so a failed upstream must not stop Prefect from starting it. (Prefect
         # types return_state=True as giving a State even for an async task, whose call gives a
         # coroutine of one.)
-        states[step.name] = await step_task(wait_for=upstream, return_state=True)  # type: ignore[misc]
+        edges = [allow_failure(state) for state in upstream]
+        states[step.name] = await step_task(wait_for=edges, return_state=True)  # type: ignore[misc]
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 

@@ -25,6 +25,7 @@ from conveyor.engine.files import FileHasher
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import HookChain, RunHooks
 from conveyor.engine.planning import CachePolicy, HostImplementations, Plan, make_plan
+from conveyor.engine.progress import waiting
 from conveyor.engine.results import RunInfo, RunResult, StepResult
 from conveyor.engine.retry import RetryPolicy
 from conveyor.engine.run_state import RunState
@@ -98,19 +99,20 @@ class Engine:
     def plan(self, pipeline: Pipeline, params: Mapping[str, Any]) -> Plan:
         """Bind parameters, build environments, check host steps, predict the cache."""
         services = self.services
-        return make_plan(
-            pipeline,
-            params,
-            services.runner,
-            services.store,
-            services.fingerprinter,
-            policy=services.policy,
-            host_impls=services.host_impls,
-            bundles=(services.bundler, services.settings.bundle_cache)
-            if services.runner.uses_bundles
-            else None,
-            files=services.files,
-        )
+        with waiting(f"planning {pipeline.name}: environments, code, cache"):
+            return make_plan(
+                pipeline,
+                params,
+                services.runner,
+                services.store,
+                services.fingerprinter,
+                policy=services.policy,
+                host_impls=services.host_impls,
+                bundles=(services.bundler, services.settings.bundle_cache)
+                if services.runner.uses_bundles
+                else None,
+                files=services.files,
+            )
 
     def run(
         self, pipeline: Pipeline, params: Mapping[str, Any], *, plan: Plan | None = None

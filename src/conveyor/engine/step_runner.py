@@ -23,6 +23,7 @@ from conveyor.dsl.pipeline import Step
 from conveyor.engine.cache import HIT_REASON, CacheKeyParts, explain_miss
 from conveyor.engine.files import publish as publish_path
 from conveyor.engine.planning import cache_parts, file_inputs, input_values
+from conveyor.engine.progress import waiting
 from conveyor.engine.results import CACHED, FAILED, SUCCEEDED, StepResult
 from conveyor.engine.run_state import RunState
 from conveyor.engine.services import EngineServices
@@ -51,10 +52,12 @@ class StepRunner:
         started = time.perf_counter()
         started_at = datetime.now(UTC)
         try:
-            if step.component is not None:
-                result = self._component_step(step, attempt, log_sink)
-            else:
-                result = self._host_step(step)
+            with waiting(f"step {step.name}") as detail:
+                sink = _both(log_sink, detail)
+                if step.component is not None:
+                    result = self._component_step(step, attempt, sink)
+                else:
+                    result = self._host_step(step)
         except ConveyorError as exc:
             self._failed_outside_attempts(step)
             result = StepResult(step.name, step.kind, FAILED, "failed", error=str(exc))
@@ -353,3 +356,17 @@ class StepLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def _both(
+    first: Callable[[str], None] | None, second: Callable[[str], None]
+) -> Callable[[str], None]:
+    """A log sink that feeds the driver's sink (if any) and the wait's latest line."""
+    if first is None:
+        return second
+
+    def sink(line: str) -> None:
+        first(line)
+        second(line)
+
+    return sink

@@ -11,6 +11,7 @@ from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.core import Engine
 from conveyor.engine.hooks import HookChain, RunHooks
 from conveyor.engine.planning import CachePolicy, HostImplementations
+from conveyor.engine.progress import waiting
 from conveyor.engine.results import RunResult
 from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError, RunFailed
@@ -126,7 +127,9 @@ def run(
         raise_on_failure: raise RunFailed instead of returning a failed result.
     """
     settings = settings or Settings.load()
-    pipeline = resolve_pipeline(pipeline_or_name, settings)
+    shown = pipeline_or_name if isinstance(pipeline_or_name, str) else pipeline_or_name.name
+    with waiting(f"loading {shown} from {settings.project_root}"):
+        pipeline = resolve_pipeline(pipeline_or_name, settings)
     chosen = resolve_engine(engine, settings)
     database = settings.database_url or f"sqlite (default) in {settings.home}"
     log.debug(
