@@ -42,6 +42,11 @@ def forgetful(day: date):
 @pipeline(name="plain")
 def plain(n: int = 2):
     return numbers(n)
+
+
+@pipeline(name="per_model")
+def per_model(model: str, n: int = 2):
+    write_table(numbers(n), "predictions", partition={"model": model})
 """
 
 
@@ -218,3 +223,15 @@ def test_a_partition_date_without_rows_fails_and_writes_nothing(project: Project
     assert "Nothing was written" in bad.error
     rows = conveyor.read_table("gappy")
     assert len(rows) == 5  # the good week is still there, whole
+
+
+def test_a_pipeline_writes_one_key_partition_per_run(project_with_flows: Project) -> None:
+    import sqlite3
+
+    for model, n in (("lda", 3), ("qda", 2), ("lda", 1)):
+        result = conveyor.run("per_model", {"model": model, "n": n}, runner="inprocess")
+        assert result.ok, result.error
+    database = project_with_flows.settings.home / "conveyor.db"
+    with sqlite3.connect(database) as conn:
+        got = conn.execute("SELECT model, count(*) FROM predictions GROUP BY model").fetchall()
+    assert sorted(got) == [("lda", 1), ("qda", 2)]  # lda rewritten, qda untouched

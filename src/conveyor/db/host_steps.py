@@ -83,11 +83,13 @@ class HostSteps:
         partition_end: date | None = None,
         partition_col: str | None = None,
         min_rows: int | None = None,
+        key_col: str | None = None,
+        key_value: str | int | None = None,
     ) -> int:
         """Replace one partition of `table` (a name, or a declaration's JSON) with `df`; the
         rows written."""
         name = table_name(table)
-        if partition_start is None and ctx.partition is not None:
+        if partition_start is None and key_col is None and ctx.partition is not None:
             raise HostStepError(
                 f"step {ctx.step!r}: write_table({name!r}) has no partition in a partitioned "
                 f"pipeline, so it would replace the whole table on every run. Pass "
@@ -98,9 +100,10 @@ class HostSteps:
                                 min_rows)  # fmt: skip
         rows = writes.write_table(
             self.database, df, table, partition_start, partition_end, partition_col,
-            run_id=ctx.run_id,
+            key={key_col: key_value} if key_col is not None else None, run_id=ctx.run_id,
         )  # fmt: skip
-        ctx.log.info("write_table %s: %d rows", name, rows)
+        shown = f" ({key_col}={key_value!r})" if key_col is not None else ""
+        ctx.log.info("write_table %s%s: %d rows", name, shown, rows)
         return rows
 
     def register_model(
