@@ -56,6 +56,8 @@ def _short(value: Any, width: int = 60) -> str:
 def _input(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # an artifact's content hash
+    if isinstance(value, dict) and set(value) == {"sha256", "bytes"}:  # recorded by hash
+        return f"<{value['bytes']:,} bytes, sha256 {value['sha256'][:12]}>"
     return _short(value, 40)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor._runtime.hashing import to_jsonable
+from conveyor._runtime.hashing import compact_value, to_jsonable
 from conveyor.db.database import Database, shared_database
 from conveyor.db.models import (
     CRASHED,
@@ -261,7 +261,8 @@ class Recorder(RunHooks):
             "attempts": result.attempts,
             "cache_key": result.cache_key,
             "environment": result.environment,
-            "inputs": to_jsonable(result.inputs),
+            # a large literal input is the run's parameter: recorded there once, here by hash
+            "inputs": {name: compact_value(value) for name, value in result.inputs.items()},
             "outputs": {name: ref.to_dict() for name, ref in result.artifacts.items()},
             "metrics": result.metrics,
             "timings": to_jsonable(result.timings),

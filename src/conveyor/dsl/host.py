@@ -233,8 +233,7 @@ def _split_partition(kwargs: dict[str, Any]) -> dict[str, Any]:
     if key is not None:
         if not isinstance(key, Mapping) or len(key) != 1:
             raise TypeError(
-                f"a key partition is one column and its value, e.g. {{'model': 'qda'}}; got "
-                f"{key!r}"
+                f"a key partition is one column and its value, e.g. {{'model': 'qda'}}; got {key!r}"
             )
         ((column, value),) = key.items()
         if not isinstance(column, str):
