@@ -102,6 +102,7 @@ def test_a_run_is_a_flow_run_with_one_task_run_per_step(flows):
     flow_run, tasks = flow_run_and_tasks(result.flow_run_id)
     assert flow_run.state.type.value == "COMPLETED"
     assert flow_run.parameters == {"n": 4}
+    assert flow_run.name == f"summed · {result.run_id}"  # the UI's run is conveyor's run
     assert set(tasks) == {"load", "total", "score"}
     assert {t.state.type.value for t in tasks.values()} == {"COMPLETED"}
     assert tasks["load"].state.message == "no previous run"
@@ -143,7 +144,9 @@ def test_a_failing_step_fails_the_flow_run_and_skips_downstream(flows):
     assert flow_run.state.type.value == "FAILED"
     assert tasks["boom"].state.type.value == "FAILED"
     assert "boom in a step" in tasks["boom"].state.message
-    assert "after_boom" not in tasks  # never started
+    # never started, but shown: a task run named for the step, saying why it did not run
+    assert tasks["after_boom"].state.name == "Skipped"
+    assert tasks["after_boom"].state.message == "upstream boom did not succeed"
     assert tasks["total"].state.type.value == "COMPLETED"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from conveyor.backends.prefect_server import prefect_variables
 from conveyor.dsl.pipeline import Pipeline, Step
-from conveyor.engine.core import Engine, Execution
+from conveyor.engine.core import Engine, Execution, new_run_id
 from conveyor.engine.results import CACHED, FAILED, RunResult, StepResult
 
 log = logging.getLogger("conveyor.prefect")
@@ -83,6 +83,7 @@ def build_flow(
     tags: tuple[str, ...] = (),
     resolve_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     results: dict[str, RunResult] | None = None,
+    run_name: str | None = None,
 ) -> Any:
     """A Prefect flow named after the pipeline whose parameters are the pipeline's.
 
@@ -94,6 +95,13 @@ def build_flow(
     from prefect.runtime import flow_run
     from prefect.states import Failed
 
+    run_ids: dict[str, str] = {}  # flow-run id -> the conveyor run id its name carries
+
+    def name_run() -> str:
+        run_id = new_run_id()
+        run_ids[str(flow_run.id)] = run_id
+        return f"{run_name or pipeline.name} · {run_id}"
+
     async def run_pipeline(**params: Any) -> Any:
         if resolve_params is not None:
             params = await asyncio.to_thread(resolve_params, dict(params))
@@ -101,7 +109,8 @@ def build_flow(
             k: v for k, v in params.items() if v is not None or k not in _partition_names(pipeline)
         }
         plan = await asyncio.to_thread(engine.plan, pipeline, params)
-        execution = engine.execution(pipeline, plan, tags, engine="prefect")
+        run_id = run_ids.pop(str(flow_run.id), None)
+        execution = engine.execution(pipeline, plan, tags, engine="prefect", run_id=run_id)
         result = await drive_with_prefect(execution, engine.max_parallel)
         if results is not None:
             results[str(flow_run.id)] = result
@@ -118,6 +127,7 @@ def build_flow(
     run_pipeline.__signature__ = _flow_signature(pipeline, resolve_params is not None)  # type: ignore[attr-defined]
     return flow(
         name=pipeline.name,
+        flow_run_name=name_run,
         validate_parameters=False,
         persist_result=False,
         log_prints=False,
@@ -132,9 +142,16 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
     states: dict[str, Any] = {}  # final Prefect states, so downstream task runs link upstream
     pending = {s.name: s for s in state.pipeline.steps}
     running: dict[asyncio.Task[StepResult], str] = {}
+    skips: list[asyncio.Task[None]] = []
     try:
         while pending or running:
+            waiting = dict(pending)
             state.skip_blocked(pending)
+            for name in waiting.keys() - pending.keys():  # skipped: shown, never run
+                step = waiting[name]
+                upstream = [states[u] for u in step.upstream if u in states]
+                reason = state.results[name].reason
+                skips.append(asyncio.create_task(_skipped_task(step, reason, upstream, states)))
             for step in state.ready(pending):
                 del pending[step.name]
                 state.begin(step)
@@ -147,6 +164,7 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
             for task in done:
                 running.pop(task)
                 state.finish(task.result())
+        await asyncio.gather(*skips)
     except BaseException:
         execution.services.runner.close()
         for task in running:
@@ -155,6 +173,24 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
         state.complete()
         raise
     return state.complete()
+
+
+async def _skipped_task(
+    step: Step, reason: str, upstream: list[Any], states: dict[str, Any]
+) -> None:
+    """A task run for a step conveyor skipped, so the UI shows it and why (Prefect has no
+    skipped state type: a Completed state named "Skipped")."""
+    from prefect import allow_failure, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.states import Completed
+
+    async def skip() -> Any:
+        return Completed(name="Skipped", message=reason)
+
+    skipped = task(name=step.name, task_run_name=step.name, cache_policy=NO_CACHE,
+                   persist_result=False)(skip)  # fmt: skip
+    edges = [allow_failure(s) for s in upstream]
+    states[step.name] = await skipped(wait_for=edges, return_state=True)  # type: ignore[misc]
 
 
 async def _step_task(
@@ -270,9 +306,7 @@ async def arun_with_prefect(
     import prefect
 
     results: dict[str, RunResult] = {}
-    flow = build_flow(engine, pipeline, tags=tags, results=results)
-    if flow_run_name:
-        flow = flow.with_options(flow_run_name=flow_run_name)
+    flow = build_flow(engine, pipeline, tags=tags, results=results, run_name=flow_run_name)
     bound = pipeline.bind(params)  # fail fast, before a flow run exists
     with api_settings(engine.settings), prefect.tags(*tags):
         state = await flow(**bound, return_state=True)

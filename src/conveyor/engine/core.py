@@ -132,11 +132,13 @@ class Engine:
         *,
         started: float | None = None,
         engine: str | None = None,
+        run_id: str | None = None,
     ) -> Execution:
-        """A planned run for a driver: `engine` names who drives it in the run's record."""
+        """A planned run for a driver: `engine` names who drives it in the run's record,
+        `run_id` is the id it gave the run already (a Prefect flow run's name holds it)."""
         pipeline = plan.pipeline  # with its maps expanded into item steps
         info = RunInfo(
-            run_id=new_run_id(),
+            run_id=run_id or new_run_id(),
             pipeline=pipeline.name,
             params=plan.params,
             partition=plan.partition,
@@ -147,7 +149,7 @@ class Engine:
             runner=self.runner.name,
             project_root=str(self.settings.project_root),
             started_at=datetime.now(UTC),
-            tags=self.tags + tags,
+            tags=tuple(dict.fromkeys(self.tags + tags)),  # a backfill's tag once, not twice
         )
         state = RunState(pipeline, plan, info, self.services.hooks, started or time.perf_counter())
         return Execution(state, StepRunner(self.services, state), self.services)

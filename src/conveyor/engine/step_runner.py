@@ -159,6 +159,7 @@ class StepRunner:
             try:
                 result = services.runner.run(task)
             except StepFailed as exc:
+                step_log.keep(str(exc))  # the step's log file ends with why it failed
                 step_log.close()
                 if attempt < attempts:  # tried again, here or by the driver (Prefect's retries)
                     services.hooks.attempt_failed(
@@ -342,14 +343,18 @@ class StepLog:
         self._file: Any = None
 
     def __call__(self, line: str) -> None:
+        self.keep(line)
+        self.logger.info(line)
+        if self.sink is not None:
+            self.sink(line)
+
+    def keep(self, text: str) -> None:
+        """Write `text` to the log file only (the driver reports it in its own words)."""
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a")
-            self._file.write(line + "\n")
-        self.logger.info(line)
-        if self.sink is not None:
-            self.sink(line)
+            self._file.write(text.rstrip("\n") + "\n")
 
     def close(self) -> None:
         with self._lock:
