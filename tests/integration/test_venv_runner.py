@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -90,10 +89,8 @@ def environment() -> dict:
     return {k: v for k, v in os.environ.items()}
 
 @component(timeout=1.5)
-def hangs(pidfile: str) -> int:
-    child = subprocess.Popen(["sleep", "60"])
-    with open(pidfile, "w") as f:
-        f.write(str(child.pid))
+def hangs(seconds: str) -> int:
+    subprocess.Popen(["sleep", seconds])
     time.sleep(60)
     return 0
 
@@ -130,8 +127,8 @@ def env_vars():
     return environment()
 
 @pipeline
-def timeout(pidfile: str):
-    return hangs(pidfile)
+def timeout(seconds: str):
+    return hangs(seconds)
 
 @pipeline
 def frames(n: int = 5):
@@ -185,16 +182,17 @@ def test_only_declared_variables_reach_the_step(checks, monkeypatch):
 
 
 def test_timeout_kills_the_process_group(checks):
-    pidfile = checks.root / "child.pid"
-    started = time.monotonic()
-    result = _run("timeout", {"pidfile": str(pidfile)})
-    assert time.monotonic() - started < 30
+    import psutil
+
+    seconds = f"3600.{os.getpid()}{time.monotonic_ns() % 100000}"  # names the child uniquely
+    result = _run("timeout", {"seconds": seconds})
     assert result.status == "failed"
     assert "timed out after 1.5 s" in result.error
-    child = int(pidfile.read_text())
-    time.sleep(0.2)
-    status = Path(f"/proc/{child}/status")
-    assert not status.exists() or "zombie" in status.read_text()
+    alive = [
+        p for p in psutil.process_iter(["cmdline", "status"])
+        if p.info["cmdline"] == ["sleep", seconds] and p.info["status"] != "zombie"
+    ]  # fmt: skip
+    assert alive == []
 
 
 def test_dataframe_steps_get_pandas_without_declaring_it(checks):

@@ -14,6 +14,7 @@ from conveyor.engine.planning import CachePolicy, HostImplementations
 from conveyor.engine.progress import waiting
 from conveyor.engine.results import RunResult
 from conveyor.engine.settings import Settings
+from conveyor.engine.tasks import Runner
 from conveyor.errors import ConveyorError, RunFailed
 from conveyor.ops.discovery import resolve_pipeline
 from conveyor.runners import get_runner
@@ -74,6 +75,12 @@ def default_registry(settings: Settings) -> Any:
     return Registry(settings)
 
 
+def protections_off(runner: Runner) -> str | None:
+    """What the runner's steps are not protected from (venv steps without their sandbox)."""
+    said = getattr(runner, "protections_off", None)
+    return said() if callable(said) else None
+
+
 def build_engine(
     settings: Settings,
     *,
@@ -85,10 +92,15 @@ def build_engine(
     host_impls: HostImplementations | None = None,
     tags: tuple[str, ...] = (),
 ) -> Engine:
-    """A local engine with the project's defaults filled in."""
+    """A local engine with the project's defaults filled in; says first when its runner cannot
+    isolate steps here (the plan, every run and backfill start with that line)."""
+    chosen = get_runner(runner, settings)
+    warning = protections_off(chosen)
+    if warning:
+        log.warning("%s", warning)
     return Engine(
         settings,
-        get_runner(runner, settings),
+        chosen,
         hooks=HookChain(default_hooks(settings) if hooks is None else hooks),
         host_impls=default_host_implementations(settings) if host_impls is None else host_impls,
         registry=default_registry(settings),
