@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "images",
     "database",
     "schedules",
+    "replay",
     "compile",
     "artifacts",
 )
