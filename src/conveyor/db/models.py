@@ -14,7 +14,7 @@
     conveyor_model_loads     which run loaded which model version (prediction -> model lineage)
 
 Changing a model means adding a migration under `migrations/versions/` and bumping
-`SCHEMA_REVISION` (a test checks both agree).
+`SCHEMA_REVISION` in `revision.py` (a test checks both agree).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models describe; the database is upgraded when it differs.
-SCHEMA_REVISION = "0001"
+from conveyor.db.revision import SCHEMA_REVISION as SCHEMA_REVISION
 
 RUNNING, SUCCEEDED, FAILED, CRASHED = "running", "succeeded", "failed", "crashed"
 STAGES = ("candidate", "production", "archived")
