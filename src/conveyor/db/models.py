@@ -17,7 +17,7 @@
                              for, the run that processed them and how that ended
 
 Changing a model means adding a migration under `migrations/versions/` and bumping
-`SCHEMA_REVISION` (a test checks both agree).
+`SCHEMA_REVISION` in `revision.py` (a test checks both agree).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models describe; the database is upgraded when it differs.
-SCHEMA_REVISION = "0002"
+from conveyor.db.revision import SCHEMA_REVISION as SCHEMA_REVISION
 
 RUNNING, SUCCEEDED, FAILED, CRASHED = "running", "succeeded", "failed", "crashed"
 STAGES = ("candidate", "production", "archived")

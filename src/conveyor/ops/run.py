@@ -54,14 +54,21 @@ def default_host_implementations(settings: Settings) -> HostImplementations:
 
 
 def default_hooks(settings: Settings) -> list[RunHooks]:
-    """Lineage recording into conveyor's database, when its layer is installed."""
+    """Lineage recording into conveyor's database, when its layer is installed: the embedded
+    SQLite file through the standard library (no SQLAlchemy import on a run's hot path), any
+    other database through SQLAlchemy."""
     if not settings.uses_database:
         return []
+    from conveyor.db.sqlite_recorder import SqliteRecorder, sqlite_path
+
+    path = sqlite_path(settings)
+    if path is not None:
+        return [SqliteRecorder(settings, path)]
     try:
-        from conveyor.db.recorder import recorder_hooks
+        from conveyor.db.recorder import Recorder
     except ImportError:
         return []
-    return recorder_hooks(settings)
+    return [Recorder(settings)]
 
 
 def default_registry(settings: Settings) -> Any:

@@ -247,6 +247,10 @@ class Locker:
 
     def lock(self, spec: EnvironmentSpec, *, refresh: bool = False, who: str = "") -> Lock:
         """Return the lock for `spec`, resolving it first if there is none (or `refresh`)."""
+        # Lock files are written atomically, so an existing one is read without the file lock
+        # (and without importing filelock): the common case, every run of a project.
+        if not refresh and (found := self.existing(spec)) is not None:
+            return found
         from filelock import FileLock
 
         self.lock_dir.mkdir(parents=True, exist_ok=True)
