@@ -135,6 +135,30 @@ def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):
     assert by_key["summed-metrics"] == [{"step": "score", "metric": "mean", "value": 2.0}]
 
 
+def test_a_report_is_linked_from_its_runs_flow_run(flows, tmp_path):
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    result = _run("summed", {"n": 6})
+    page = tmp_path / "report.html"
+    page.write_text("<h1>report</h1>")
+    assert conveyor.publish_report(page, result, title="Summed report", markdown="| a |\n|---|")
+    artifacts = query(
+        lambda client: client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result.flow_run_id)])
+            )
+        )
+    )
+    (report,) = [a for a in artifacts if a.key == "summed-report"]
+    assert report.type == "markdown"
+    assert page.as_uri() in report.data and "# Summed report" in report.data
+    assert "| a |" in report.data
+    local = conveyor.run("summed", {"n": 6}, runner="inprocess", engine="local", hooks=[])
+    assert not conveyor.publish_report(page, local, title="no flow run")
+
+
 def test_a_failing_step_fails_the_flow_run_and_skips_downstream(flows):
     result = _run("broken")
     assert result.status == "failed"
