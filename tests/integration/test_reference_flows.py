@@ -237,6 +237,13 @@ def test_a_second_run_is_served_by_partition_status_and_the_cache(full):
            if s.status == "succeeded" and s.kind == "component"]  # fmt: skip
     # only the production model's score on the holdout is new: it is now the promoted model
     assert set(ran) <= {"validate_production", "score_production"}
+    from flows.demo import describe_work
+
+    said = describe_work(again)  # what `conveyor demo` prints about a second run
+    assert said.startswith("features: 0 partitions run, 6051 already done; training succeeded")
+    cached = sum(s.status == "cached" for s in again["training"].steps.values())
+    assert f", {cached} cached, " in said and said.endswith("predictions: 0 partitions run, "
+                                                            "1770 already done")  # fmt: skip
 
 
 def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -156,7 +157,10 @@ def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefec
         day = flow_run.parameters["day"]
         assert flow_run.parameters["conveyor_tick"].startswith("wall clock: ")
         assert flow_run.parameters["conveyor_tick"].endswith(f" (partition {day})")
-        assert flow_run.name == f"daily-report {day} (wall)"
+        # ... and which conveyor run it was
+        assert re.fullmatch(
+            rf"daily-report {day} \(wall\) · \d{{8}}T\d{{6}}-\w{{6}}", flow_run.name
+        )
 
         # a replay clock's tick stands for the next date of the data's timeline
         replay = query(lambda c: c.read_deployment_by_name("daily/daily-replay"))
@@ -164,7 +168,7 @@ def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefec
         assert flow_run.state.type.value == "COMPLETED", flow_run.state
         assert flow_run.parameters["day"] == "1980-01-02"
         assert flow_run.parameters["conveyor_tick"].startswith("replay tick 1: ")
-        assert flow_run.name == "daily-replay 1980-01-02 (replay tick 1)"
+        assert flow_run.name.startswith("daily-replay 1980-01-02 (replay tick 1) · ")
         assert "replay" in flow_run.tags
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
