@@ -55,6 +55,17 @@ def run_reference_flows(
     return done
 
 
+def describe_work(done: dict) -> str:
+    """What a demo run did and what it found done already (a second run: nearly everything)."""
+    features, training, predictions = (done[k] for k in ("features", "training",
+                                                          "batch_prediction"))  # fmt: skip
+    return (
+        f"features: {len(features.selected)} partitions run, {len(features.skipped)} already "
+        f"done; {training.summary()}; predictions: {len(predictions.selected)} partitions run, "
+        f"{len(predictions.skipped)} already done"
+    )
+
+
 def demo(settings: Settings, runner: str = "venv") -> int:
     """Run the reference flows with a progress bar, then print the report."""
     from rich.console import Console
@@ -63,6 +74,7 @@ def demo(settings: Settings, runner: str = "venv") -> int:
 
     from components.nyse import trading_days
     from flows.report import build_report
+    from flows.report_html import summary_markdown, write_html_report
 
     # the report prints model names and table cells verbatim: no markup, no emoji codes
     console = Console(markup=False, emoji=False)
@@ -117,8 +129,16 @@ def demo(settings: Settings, runner: str = "venv") -> int:
                       f"{report.promoted['metrics'].get('r2', float('nan')):.4f})")  # fmt: skip
     console.print(f"drift: {report.drifted_dates} of {report.rows['drift']} dates flagged")
     training = done["training"]
+    page = write_html_report(settings, report)
+    console.print(f"report with plots: {page}")
+    # through Prefect (`conveyor ui` up), the training flow run links the page
+    if conveyor.publish_report(page, training, title="NYSE demo report",
+                               markdown=summary_markdown(report), settings=settings):  # fmt: skip
+        console.print(f"  linked from the training flow run {training.flow_run_id} in the UI")
+    console.print(f"this run: {describe_work(done)}")
     console.print(
-        f"\nfinished in {elapsed:.0f} s. Next: `conveyor runs show {training.run_id}` for the "
-        f"training lineage, `conveyor models show nyse-volume`, and `conveyor ui` for the web UI."
+        f"\nfinished in {elapsed:.0f} s. Next: open the report, `conveyor runs show "
+        f"{training.run_id}` for the training lineage, `conveyor models show nyse-volume`, and "
+        f"`conveyor ui` for the web UI."
     )
     return 0

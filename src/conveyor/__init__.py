@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "load_model": "conveyor.dsl.host",
     "load_table": "conveyor.dsl.host",
     "pipeline": "conveyor.dsl.pipeline",
+    "publish_report": "conveyor.ops.report",
     "read_table": "conveyor.db.api",
     "register_model": "conveyor.dsl.host",
     "run": "conveyor.ops.run",
@@ -109,6 +110,7 @@ __all__ = [
     "load_model",
     "load_table",
     "pipeline",
+    "publish_report",
     "read_table",
     "register_model",
     "run",
@@ -179,4 +181,5 @@ if TYPE_CHECKING:
     )
     from conveyor.ops.backfill import BackfillResult, backfill
     from conveyor.ops.compile import compile
+    from conveyor.ops.report import publish_report
     from conveyor.ops.run import run

@@ -38,6 +38,16 @@ def boom(values: list) -> int:
 def after_boom(x: int) -> int:
     return x
 
+@component
+def half(x: int) -> float:
+    if x == 0:
+        raise ZeroDivisionError("no half of nothing, for this test")
+    return x / 2
+
+@component(allow_failures=True)
+def gather(values: list[float]) -> list:
+    return values
+
 @component(retries=1)
 def flaky(marker: str) -> int:
     path = Path(marker)
@@ -50,7 +60,7 @@ def flaky(marker: str) -> int:
 
 FLOWS = """
 from conveyor import pipeline
-from steps.p import after_boom, boom, flaky, load, score, total
+from steps.p import after_boom, boom, flaky, gather, half, load, score, total
 
 @pipeline
 def summed(n: int = 4):
@@ -62,6 +72,10 @@ def broken(n: int = 3):
     values = load(n)
     after_boom(boom(values))
     return total(values)
+
+@pipeline
+def tolerant(xs: list = [2, 0, 4]):
+    return gather(half.map(x=xs))
 
 @pipeline
 def retried(marker: str):
@@ -88,6 +102,7 @@ def test_a_run_is_a_flow_run_with_one_task_run_per_step(flows):
     flow_run, tasks = flow_run_and_tasks(result.flow_run_id)
     assert flow_run.state.type.value == "COMPLETED"
     assert flow_run.parameters == {"n": 4}
+    assert flow_run.name == f"summed · {result.run_id}"  # the UI's run is conveyor's run
     assert set(tasks) == {"load", "total", "score"}
     assert {t.state.type.value for t in tasks.values()} == {"COMPLETED"}
     assert tasks["load"].state.message == "no previous run"
@@ -120,6 +135,30 @@ def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):
     assert by_key["summed-metrics"] == [{"step": "score", "metric": "mean", "value": 2.0}]
 
 
+def test_a_report_is_linked_from_its_runs_flow_run(flows, tmp_path):
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    result = _run("summed", {"n": 6})
+    page = tmp_path / "report.html"
+    page.write_text("<h1>report</h1>")
+    assert conveyor.publish_report(page, result, title="Summed report", markdown="| a |\n|---|")
+    artifacts = query(
+        lambda client: client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result.flow_run_id)])
+            )
+        )
+    )
+    (report,) = [a for a in artifacts if a.key == "summed-report"]
+    assert report.type == "markdown"
+    assert page.as_uri() in report.data and "# Summed report" in report.data
+    assert "| a |" in report.data
+    local = conveyor.run("summed", {"n": 6}, runner="inprocess", engine="local", hooks=[])
+    assert not conveyor.publish_report(page, local, title="no flow run")
+
+
 def test_a_failing_step_fails_the_flow_run_and_skips_downstream(flows):
     result = _run("broken")
     assert result.status == "failed"
@@ -129,8 +168,20 @@ def test_a_failing_step_fails_the_flow_run_and_skips_downstream(flows):
     assert flow_run.state.type.value == "FAILED"
     assert tasks["boom"].state.type.value == "FAILED"
     assert "boom in a step" in tasks["boom"].state.message
-    assert "after_boom" not in tasks  # never started
+    # never started, but shown: a task run named for the step, saying why it did not run
+    assert tasks["after_boom"].state.name == "Skipped"
+    assert tasks["after_boom"].state.message == "upstream boom did not succeed"
     assert tasks["total"].state.type.value == "COMPLETED"
+
+
+def test_a_collector_that_allows_failures_runs_after_a_failed_item(flows):
+    # Prefect would leave a task whose wait_for holds a failed state NotReady; conveyor decides
+    result = _run("tolerant")
+    assert result.steps["half[0]"].status == "failed"
+    assert result.steps["gather"].status == "succeeded", result.steps["gather"].reason
+    assert result.steps["gather"].output == [1.0, 2.0]
+    _, tasks = flow_run_and_tasks(result.flow_run_id)
+    assert tasks["gather"].state.type.value == "COMPLETED"
 
 
 def test_component_retries_are_prefect_retries(flows, tmp_path):

@@ -67,9 +67,19 @@ def _table(settings: Settings, table: str, start: date | None = None, end: date 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory) -> Iterator[tuple[Settings, dict]]:
-    """The demo's three stages over the whole data: SQLite, venv runner."""
-    for settings in _settings(tmp_path_factory.mktemp("reference-sqlite")):
+    """The demo's three stages over the whole data: SQLite, venv runner, the committed locks."""
+    home = tmp_path_factory.mktemp("reference-sqlite")
+    shutil.copytree(ROOT / ".conveyor" / "locks", home / "locks")
+    for settings in _settings(home):
         yield settings, _run_flows(settings, "venv", (date(1980, 1, 2), date(1986, 12, 31)))
+
+
+def test_the_demo_needs_no_lock_beyond_the_committed_ones(full):
+    """A fresh clone's `conveyor demo` leaves its working tree clean: every environment the
+    three flows use, the model-pinned ones of batch prediction included, is locked in git."""
+    settings, _ = full
+    committed = {p.name for p in (ROOT / ".conveyor" / "locks").glob("*.txt")}
+    assert {p.name for p in settings.lock_dir.glob("*.txt")} == committed
 
 
 def test_features_have_every_lag_point_in_time(full):
@@ -149,6 +159,53 @@ def test_drift_is_flagged_in_the_database(full):
     assert sum(s["drifted_dates"] for s in summaries) == flagged
 
 
+PROBE = """<script>
+document.body.insertAdjacentHTML("beforeend", "<pre id='probe'>" + JSON.stringify(
+  [...document.querySelectorAll("figure")].map(f => {
+    const svg = f.querySelector("svg"), box = svg ? svg.getBoundingClientRect() : {};
+    return {id: f.id, width: box.width || 0, height: box.height || 0,
+            marks: svg ? svg.querySelectorAll("path, use").length : 0};
+  })) + "</pre>");
+</script>"""
+
+
+def test_the_html_report_renders_its_three_plots(full, tmp_path):
+    import json
+    import re
+
+    from PIL import Image
+
+    from flows.report import build_report
+    from flows.report_html import write_html_report
+    from tests.integration.browser_support import chromium
+
+    settings, _ = full
+    page = write_html_report(settings, build_report(settings))
+    assert page.parent == settings.home and (settings.home / "conveyor.db").is_file()
+    text = page.read_text()
+    # self-contained: nothing is fetched when the page is viewed
+    assert not re.search(r"<script|<link|<img|@import|url\((?!#)|(?:href|src)=\"(?!#)", text)
+    for heading in ("Predicted vs actual", "R² per model", "Drift: PSI"):
+        assert heading in text
+    probe = tmp_path / "probe.html"  # the page plus a script that measures the drawn plots
+    probe.write_text(text.replace("</body>", PROBE + "</body>"))
+    profile = f"--user-data-dir={tmp_path / 'chromium-profile'}"
+    dom = chromium(profile, "--dump-dom", probe.as_uri()).stdout
+    found = re.search(r"<pre id=\"probe\">(.*?)</pre>", dom, re.S)
+    assert found, dom[-2000:]
+    figures = {f["id"]: f for f in json.loads(found.group(1))}
+    assert set(figures) == {"predicted-vs-actual", "r2-per-model", "psi-timeline"}
+    for figure in figures.values():
+        assert figure["width"] > 500 and figure["height"] > 100, figure
+        assert figure["marks"] > 5, figure  # axes, lines, bars, markers were drawn
+    shot = ROOT / "docs" / "demo-report.png"
+    chromium(profile, f"--screenshot={shot}", page.as_uri(), size="1200,1900")
+    image = Image.open(shot).convert("RGB").resize((300, 600))
+    colours = image.getcolors(maxcolors=300 * 600) or []
+    inked = sum(count for count, rgb in colours if sum(rgb) < 600)
+    assert len(colours) > 50 and inked > 0.02 * 300 * 600, (len(colours), inked)
+
+
 def test_a_scheduled_date_writes_exactly_the_backfilled_row(full):
     from conveyor.ops.discovery import resolve_pipeline
     from conveyor.ops.schedules import find_entry, resolve_scheduled_params
@@ -180,6 +237,13 @@ def test_a_second_run_is_served_by_partition_status_and_the_cache(full):
            if s.status == "succeeded" and s.kind == "component"]  # fmt: skip
     # only the production model's score on the holdout is new: it is now the promoted model
     assert set(ran) <= {"validate_production", "score_production"}
+    from flows.demo import describe_work
+
+    said = describe_work(again)  # what `conveyor demo` prints about a second run
+    assert said.startswith("features: 0 partitions run, 6051 already done; training succeeded")
+    cached = sum(s.status == "cached" for s in again["training"].steps.values())
+    assert f", {cached} cached, " in said and said.endswith("predictions: 0 partitions run, "
+                                                            "1770 already done")  # fmt: skip
 
 
 def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):

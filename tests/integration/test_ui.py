@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.backends.prefect_server import managed_server, start_server, stop_server
-from tests.conftest import need
+from tests.integration.browser_support import chromium
 from tests.integration.prefect_support import free_port
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -45,19 +44,6 @@ def ui_demo(n: int = 10):
     values = extract(n)
     return summarize(transform(values)), summarize.with_options(name="raw_summary")(values)
 """
-
-
-def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    need(binary is not None, "Debian's chromium is not installed (apt-get install chromium)")
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", "--window-size=1500,950", "--virtual-time-budget=20000",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ]  # fmt: skip
-    return subprocess.run([binary, *flags, *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
 
 
 def _flow_runs(api: str, flow: str) -> list[dict]:

@@ -155,6 +155,20 @@ def test_undeclared_import_fails_naming_the_step(checks):
     assert "Add the package to @component(packages=[...])" in result.error
 
 
+def test_a_traceback_is_reported_once_not_logged_as_output(checks, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        result = _run("undeclared_import")
+    assert result.status == "failed"
+    output = [r for r in caplog.records if r.name.startswith("conveyor.step.")]
+    assert not [r for r in output if "Traceback" in r.getMessage()], "traceback logged as output"
+    failures = [r for r in caplog.records if "undeclared: failed" in r.getMessage()]
+    assert failures and all(r.levelno >= logging.WARNING for r in failures)
+    logs = list((checks.root / ".conveyor" / "runs").rglob("undeclared/attempt-1/log.txt"))
+    assert len(logs) == 1 and "No module named 'six'" in logs[0].read_text()
+
+
 def test_only_declared_variables_reach_the_step(checks, monkeypatch):
     monkeypatch.setenv("MY_TOKEN", "t0k3n")
     monkeypatch.setenv("DATABASE_URL", "postgresql://secret@db/prod")
@@ -257,7 +271,7 @@ def test_cli_plan_envs_list_and_prune(project, tmp_path, monkeypatch):
     assert "six==1.16.0" in planned.output and "no previous run" in planned.output
     listed = cli.invoke(app, ["envs", "list"])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.count("yes") == 3  # all three used by this project
+    assert listed.output.count("this project") == 3  # all three used by this project
     # an environment no pipeline of the project uses any more is pruned; the others stay
     stray = tmp_path / "envs" / "0123456789abcdef01234567"
     stray.mkdir()

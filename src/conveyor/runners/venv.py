@@ -28,6 +28,7 @@ from typing import Any
 
 from conveyor.dsl.component import ComponentSpec
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, environment_key
+from conveyor.engine.progress import waiting
 from conveyor.engine.settings import Settings
 from conveyor.engine.tasks import Task
 from conveyor.errors import (
@@ -48,7 +49,7 @@ from conveyor.runners.locks import (
     find_uv,
     import_check_error,
     installer_error,
-    uv_environment,
+    run_uv,
 )
 from conveyor.runners.process import KILL_GRACE_SECONDS, ProcessGroup, run_process
 from conveyor.runners.runtime import runtime_bundle
@@ -172,17 +173,27 @@ class VenvRunner:
         self, path: Path, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str
     ) -> None:
         uv = find_uv()
-        env = uv_environment()
         steps = [
             [uv, "venv", "--quiet", "--relocatable", "--python", self.interpreter, str(path)],
         ]
         if pins:
             python = str(path / "bin" / "python")
-            steps.append([uv, "pip", "sync", "--quiet", "--python", python, str(lock_path)])
-        for command in steps:
-            proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if proc.returncode != 0:
-                raise installer_error("build the environment", spec.requirements, proc.stderr, who)
+            # steps cannot rely on writing .pyc files on first import (PYTHONDONTWRITEBYTECODE
+            # is common in CI and images; a sandboxed environment is read-only), and compiling
+            # pandas' sources on every step start costs seconds: compile once, here
+            steps.append(
+                [uv, "pip", "sync", "--compile-bytecode", "--python", python, str(lock_path)]
+            )
+        title = (
+            f"building environment {path.name.strip('.').removesuffix('.building')[:12]} for {who}"
+        )
+        with waiting(f"{title} ({len(pins)} packages)") as detail:
+            for command in steps:
+                proc = run_uv(command, detail)
+                if proc.returncode != 0:
+                    raise installer_error(
+                        "build the environment", spec.requirements, proc.stderr, who
+                    )
         modules = codec_imports(pins)
         if modules:  # a lock can resolve and install yet fail on import: find out before any run
             python = str(path / "bin" / "python")
