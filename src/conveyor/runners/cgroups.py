@@ -84,11 +84,17 @@ def _mounts() -> dict[str, Path]:
     return found
 
 
+# written where the kernel has them (swap accounting can be off); a missing one is no refusal
+OPTIONAL = ("memory.swap.max", "memory.memsw.limit_in_bytes")
+
+
 def _make(parent: Path, name: str, settings: dict[str, str]) -> Path:
     path = parent / name
     path.mkdir()
     try:
         for file, value in settings.items():
+            if file in OPTIONAL and not (path / file).exists():
+                continue
             (path / file).write_text(value)
     except OSError:
         path.rmdir()
@@ -129,9 +135,10 @@ def step_groups(memory: int | None, cpu: float | None) -> StepGroups | None:
     try:
         if memory:
             parent = mounts["memory"] / own["memory"].lstrip("/")
-            settings = {"memory.limit_in_bytes": str(memory)}
-            if (parent / "memory.memsw.limit_in_bytes").exists():  # swap accounting is on
-                settings["memory.memsw.limit_in_bytes"] = str(memory)
+            settings = {
+                "memory.limit_in_bytes": str(memory),
+                "memory.memsw.limit_in_bytes": str(memory),  # after the RAM limit: never below it
+            }
             memory_group = _make(parent, name, settings)
             made.append(memory_group)
         if cpu:
