@@ -44,6 +44,7 @@ def test_a_step_gets_only_its_mounts_and_the_network_it_asks_for(tmp_path):
         assert {"--unshare-all", "--die-with-parent", "--new-session"} <= set(argv)
         assert argv[argv.index("--uid") + 1] == "65534"
         assert ("--share-net" in argv) is network
+        assert ("/etc/resolv.conf" in argv) is network  # DNS and TLS roots only with a network
         assert "/etc/shadow" not in argv and not any("docker.sock" in a for a in argv)
         writable = [argv[i + 1 : i + 3] for i, a in enumerate(argv) if a == "--bind"]
         assert writable == [[str(task.workdir.resolve()), "/conveyor/work"]]

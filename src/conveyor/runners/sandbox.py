@@ -29,13 +29,16 @@ from conveyor.engine.tasks import Task
 from conveyor.runners.containers import CODE, INPUTS, RUNTIME, WORK, Mounts
 
 SANDBOX_UID = "65534"  # nobody: no capabilities, owns nothing the step could find
-# The /etc entries a Python step may need (names, DNS, TLS roots, time zones, shared libraries);
-# everything else there (shadow, ssh keys, credentials) is simply absent.
+# The /etc entries a Python step may need (users, time zones, shared libraries); everything else
+# there (shadow, ssh keys, credentials) is simply absent. Each costs a mount per step, so the
+# ones only the network uses (DNS, TLS roots) are mounted only for `network=True` steps.
 ETC = (
-    "passwd", "group", "nsswitch.conf", "hosts", "host.conf", "resolv.conf", "gai.conf",
-    "services", "protocols", "localtime", "timezone", "ssl", "ca-certificates",
-    "ca-certificates.conf", "pki", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
-    "mime.types", "os-release", "debian_version", "fonts", "matplotlibrc",
+    "passwd", "group", "nsswitch.conf", "hosts", "localtime", "timezone", "ld.so.cache",
+    "ld.so.conf", "ld.so.conf.d", "alternatives", "os-release", "mime.types", "fonts",
+)  # fmt: skip
+ETC_NETWORK = (
+    "resolv.conf", "host.conf", "gai.conf", "services", "protocols", "ssl", "ca-certificates",
+    "ca-certificates.conf", "pki",
 )  # fmt: skip
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What a step loses when it runs without the sandbox, said at plan time and when a run starts.
@@ -137,7 +140,7 @@ def bwrap_command(
     if task.component.network:
         args.append("--share-net")
     args += _system_binds()
-    for name in ETC:
+    for name in (*ETC, *ETC_NETWORK) if task.component.network else ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
     args += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
