@@ -199,6 +199,7 @@ def cpu_meter() -> Any:
     started (a cgroup v1 cpuacct group of its own, where writable), else None. Unlike wall time
     it hardly moves with the load of a shared machine, and unlike getrusage it counts processes
     reaped inside a sandbox's PID namespace."""
+    import atexit
     import secrets
 
     root = Path("/sys/fs/cgroup/cpuacct")
@@ -208,6 +209,15 @@ def cpu_meter() -> Any:
         (group / "cgroup.procs").write_text(str(os.getpid()))
     except OSError:
         return None
+
+    def leave() -> None:  # back to the parent group, and the empty one removed
+        try:
+            (root / "cgroup.procs").write_text(str(os.getpid()))
+            group.rmdir()
+        except OSError:
+            pass
+
+    atexit.register(leave)
     return lambda: int((group / "cpuacct.usage").read_text()) / 1e9
 
 
