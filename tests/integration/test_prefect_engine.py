@@ -95,7 +95,7 @@ def _run(name, params=None, **options):
                         **options)  # fmt: skip
 
 
-def test_a_run_is_a_flow_run_with_one_task_run_per_step(flows):
+def test_a_run_is_a_flow_run_with_one_task_run_per_executed_step(flows):
     result = _run("summed")
     assert result.ok, result.error
     assert result.output == (6, {"mean": 1.5})
@@ -107,9 +107,11 @@ def test_a_run_is_a_flow_run_with_one_task_run_per_step(flows):
     assert {t.state.type.value for t in tasks.values()} == {"COMPLETED"}
     assert tasks["load"].state.message == "no previous run"
 
+    # a fully cached re-run pays no task run per step: the flow settles cache hits itself
     again = _run("summed")
-    _, tasks = flow_run_and_tasks(again.flow_run_id)
-    assert {t.state.message for t in tasks.values()} == {"cached"}
+    assert {s.status for s in again.steps.values()} == {"cached"}
+    flow_run, tasks = flow_run_and_tasks(again.flow_run_id)
+    assert flow_run.state.type.value == "COMPLETED" and tasks == {}
 
 
 def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):

@@ -399,3 +399,25 @@ def test_a_step_that_failed_outside_its_function_is_remembered_as_failed(flows):
     again = _run("chain")
     assert again.steps["double"].status == "succeeded"
     assert again.steps["double"].reason == "its previous run failed"
+
+
+def test_a_cache_probe_settles_hits_and_begins_nothing_else(flows):
+    """What a driver paying per executed step (Prefect) asks first: a hit comes back as the
+    step's cached result; a miss is None, with nothing begun, and then runs as usual."""
+    from conveyor.engine.settings import Settings
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
+
+    assert _run("chain").ok
+    settings = Settings.load()
+    engine = build_engine(settings, runner="inprocess", hooks=[])
+    pipeline = resolve_pipeline("chain", settings)
+    execution = engine.execution(pipeline, engine.plan(pipeline, {}))
+    first = execution.state.pipeline.steps[0]
+    hit = execution.steps.cached(first)
+    assert hit is not None and hit.status == "cached" and hit.artifacts
+    changed = engine.execution(pipeline, engine.plan(pipeline, {"n": 7}))
+    step = changed.state.pipeline.steps[0]
+    assert changed.steps.cached(step) is None
+    ran = changed.steps.execute(step)
+    assert ran.status == "succeeded" and ran.reason == "parameter n changed"

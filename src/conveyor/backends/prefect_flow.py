@@ -1,4 +1,8 @@
-"""Pipelines as Prefect flows: one flow run per pipeline run, one task run per step.
+"""Pipelines as Prefect flows: one flow run per pipeline run, one task run per executed step.
+
+A step the cache holds is settled by the flow itself, without a task run: a task run is three
+API round trips, and a fully cached re-run would otherwise pay them for every step. The run's
+steps artifact lists every step, cached ones included, and the flow's log names each hit.
 
 The flow is async on purpose: a sync Prefect flow waits for its heartbeat thread's one-second
 tick when it ends, an async one does not. Steps still execute through conveyor's runner (venv,
@@ -254,6 +258,15 @@ async def _step_task(
     from prefect.states import Completed
     from prefect.states import Failed as FailedState
 
+    plan = execution.state.plan.steps.get(step.name)
+    if plan is not None and plan.state != "run":
+        # A cache hit is settled here, without a task run: a task run costs API round trips
+        # (create, running, completed) that dwarf reading the cache index, and a fully cached
+        # re-run would pay them per step. The run's steps artifact still lists every step.
+        hit = await asyncio.to_thread(execution.steps.cached, step)
+        if hit is not None:
+            get_run_logger().info("step %s: cached (%s)", step.name, hit.reason)
+            return hit
     retries = step.component.spec.retries if step.component and step.component.spec else 0
     holder: dict[str, StepResult] = {}
 
@@ -311,20 +324,25 @@ async def _publish_artifacts(execution: Execution, result: RunResult) -> None:
             }
         )
     key = artifact_key(f"{result.pipeline}-steps")
-    await acreate_table_artifact(
-        table=rows, key=key, description=f"conveyor run {result.run_id}: {result.summary()}"
-    )
+    publishing = [
+        acreate_table_artifact(
+            table=rows, key=key, description=f"conveyor run {result.run_id}: {result.summary()}"
+        )
+    ]
     metrics = [
         {"step": name, "metric": metric, "value": value}
         for name, step in result.steps.items()
         for metric, value in (step.metrics or {}).items()
     ]
     if metrics:
-        await acreate_table_artifact(
-            table=metrics,
-            key=artifact_key(f"{result.pipeline}-metrics"),
-            description=f"metrics reported by the steps of run {result.run_id}",
+        publishing.append(
+            acreate_table_artifact(
+                table=metrics,
+                key=artifact_key(f"{result.pipeline}-metrics"),
+                description=f"metrics reported by the steps of run {result.run_id}",
+            )
         )
+    await asyncio.gather(*publishing)  # one round trip's wait for both
 
 
 def run_with_prefect(

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from conveyor._runtime.hashing import to_jsonable
 from conveyor.dsl.artifacts import ArtifactRef, Codec
@@ -84,9 +84,52 @@ class StepRunner:
 
     # ------------------------------------------------------------------------------ components
 
+    def cached(self, step: Step) -> StepResult | None:
+        """The step's result if the cache holds it (as `execute` would return it), else None
+        with nothing begun: a driver that pays per executed step (a Prefect task run) settles
+        cache hits without that cost, and executes the rest as usual."""
+        if step.component is None or self.services.policy.bypass_reason(step) is not None:
+            return None
+        started = time.perf_counter()
+        started_at = datetime.now(UTC)
+        try:
+            result = self._component_step(step, None, None, probe=True)
+        except Exception:  # whatever went wrong, `execute` meets it again and reports it
+            log.debug("step %s: cache probe failed", step.name, exc_info=True)
+            return None
+        if result is None:
+            return None
+        result.duration = time.perf_counter() - started
+        result.started_at = started_at
+        result.store = self.services.store
+        result.returns = step.spec.returns
+        return result
+
+    @overload
     def _component_step(
-        self, step: Step, only_attempt: int | None, log_sink: Callable[[str], None] | None
-    ) -> StepResult:
+        self,
+        step: Step,
+        only_attempt: int | None,
+        log_sink: Callable[[str], None] | None,
+        probe: Literal[False] = False,
+    ) -> StepResult: ...
+
+    @overload
+    def _component_step(
+        self,
+        step: Step,
+        only_attempt: int | None,
+        log_sink: Callable[[str], None] | None,
+        probe: bool,
+    ) -> StepResult | None: ...
+
+    def _component_step(
+        self,
+        step: Step,
+        only_attempt: int | None,
+        log_sink: Callable[[str], None] | None,
+        probe: bool = False,
+    ) -> StepResult | None:
         services, state = self.services, self.state
         assert step.component is not None and step.component.spec is not None
         component = step.component.spec
@@ -128,6 +171,8 @@ class StepRunner:
             reason = problem or explain_miss(
                 services.index.latest(pipeline, step.name, state.partition), parts
             )
+        if probe:  # the caller only asked for a cache hit; nothing was begun
+            return None
         services.index.remember(pipeline, step.name, parts, state.partition, "running")
         self._unfinished[step.name] = parts
         log.debug("step %s: cache key %s, environment %s", step.name, key[:16], env.key)
