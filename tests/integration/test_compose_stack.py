@@ -26,7 +26,8 @@ from tests.integration.prefect_support import free_port
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_NAME = "conveyor-check"  # fixed, so image layers are reused between runs
+# fixed, so image layers are reused between runs; another name lets two checkouts run it at once
+PROJECT_NAME = os.environ.get("CONVEYOR_CHECK_COMPOSE_PROJECT", "conveyor-check")
 REPLAY = """
 [ticks-replay]
 pipeline = "ticks"
