@@ -4,7 +4,8 @@ The stack is built from this checkout, so its worker image resolves conveyor's d
 within the bounds of pyproject.toml exactly as a fresh install does: the check that the bounds
 hold in the images we ship, not only in the test environment. The worker serves a copy of
 tests/fixtures/schedule_project (containers/compose.schedule-check.yml), whose deployment fires
-every minute.
+every minute, plus a replay of the same pipeline from 1980 (a tick a minute, a day a tick): the
+stack's own PostgreSQL keeps the clock, its runs succeed with consecutive data dates.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from tests.integration.prefect_support import free_port
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_NAME = "conveyor-check"  # fixed, so image layers are reused between runs
+# fixed, so image layers are reused between runs; another name lets two checkouts run it at once
+PROJECT_NAME = os.environ.get("CONVEYOR_CHECK_COMPOSE_PROJECT", "conveyor-check")
+REPLAY = """
+[ticks-replay]
+pipeline = "ticks"
+cron = "* * * * *"
+clock = "replay"
+replay_start = 1980-01-02
+"""
 
 
 def compose_command() -> list[str] | None:
@@ -45,6 +54,7 @@ def stack(tmp_path_factory):
          "no Docker engine; start one with containers/ensure-docker.sh")  # fmt: skip
     project = tmp_path_factory.mktemp("compose") / "schedule_project"
     shutil.copytree(FIXTURES / "schedule_project", project)
+    (project / "deployments" / "replay.toml").write_text(REPLAY)
     port = free_port()
     env = {**os.environ, "CONVEYOR_CHECK_PROJECT": str(project), "CONVEYOR_UI_PORT": str(port)}
     base = [*command, "-p", PROJECT_NAME, "-f", "docker-compose.yml",
@@ -96,3 +106,30 @@ def test_the_stack_fires_a_cron_and_writes_its_rows_to_postgres(stack):
     assert completed, "Prefect has no completed flow run although the rows are there"
     assert all(r["auto_scheduled"] for r in completed), "a run was not created by the scheduler"
     assert "scheduled" in completed[0]["tags"]
+
+
+def test_the_stack_replays_the_data_one_date_per_tick(stack):
+    """After the wall-clock test: its minutes have ticked the replay clock too."""
+    compose, api = stack
+    replayed: list[dict] = []
+    deadline = time.monotonic() + 180  # the ticks of the next two minutes at most
+    while len(replayed) < 2 and time.monotonic() < deadline:
+        runs = [r for r in _flow_runs(api) if "replay" in r["tags"]]
+        replayed = [r for r in runs if r["state_type"] == "COMPLETED"]
+        if len(replayed) < 2:
+            time.sleep(5)
+    if len(replayed) < 2:
+        logs = compose("logs", "--tail", "60", "worker", check=False)
+        pytest.fail(f"fewer than 2 replayed runs succeeded: {[r['state_type'] for r in runs]}; "
+                    f"the worker's log:\n{logs}")  # fmt: skip
+    days = sorted(r["parameters"]["day"] for r in replayed)
+    assert days[:2] == ["1980-01-02", "1980-01-03"], days
+    assert all(r["parameters"]["conveyor_tick"].startswith("replay tick ") for r in replayed)
+    out = compose(
+        "exec", "-T", "postgres", "psql", "-U", "postgres", "-d", "conveyor", "-tAc",
+        "select label from ticks where label like 'tick 1980-%' order by label",
+    )  # fmt: skip
+    assert out.split()[:4] == ["tick", "1980-01-02", "tick", "1980-01-03"], out
+    status = compose("exec", "-T", "worker", "conveyor", "replay", "status")
+    (line,) = [x for x in status.splitlines() if "ticks-replay" in x]
+    assert "1980-01-0" in line and "succeeded" in line, status

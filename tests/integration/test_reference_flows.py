@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -206,25 +206,48 @@ def test_the_html_report_renders_its_three_plots(full, tmp_path):
     assert len(colours) > 50 and inked > 0.02 * 300 * 600, (len(colours), inked)
 
 
-def test_a_scheduled_date_writes_exactly_the_backfilled_row(full):
+def test_scheduled_ticks_write_exactly_the_backfilled_rows(full):
+    """The shipped schedules replay the data (deployments/nyse.toml): a tick of the features
+    and of the prediction clock, driven directly and run as its flow run would run it, rewrites
+    the rows the backfills wrote for the same trading day, identically (one tick each: every
+    run costs CI seconds, and tests/unit/test_replay_clock.py covers the clock's sequence). On
+    the wall clock the same entries would process their scheduled date."""
+    from conveyor.ops.clock import reset
     from conveyor.ops.discovery import resolve_pipeline
-    from conveyor.ops.schedules import find_entry, resolve_scheduled_params
+    from conveyor.ops.schedules import find_entry, finish, resolve_scheduled_params, resolve_tick
 
     settings, _ = full
-    entry = find_entry(settings, "batch-prediction-daily")
-    pipeline = resolve_pipeline("batch_prediction", settings)
+    replayed = find_entry(settings, "batch-prediction-daily")
+    wall = replayed.model_copy(update={"clock": "wall", "replay_start": None,
+                                       "timezone": "America/New_York"})  # fmt: skip
     # 1983-06-15 (a Wednesday) at 19:00 in New York
     scheduled = datetime(1983, 6, 15, 23, 0, tzinfo=UTC)
-    params = resolve_scheduled_params(entry, pipeline, settings, {}, scheduled)
+    params = resolve_scheduled_params(wall, resolve_pipeline("batch_prediction", settings),
+                                      settings, {}, scheduled)  # fmt: skip
     assert (params["start"], params["end"]) == (date(1983, 6, 15), date(1983, 6, 15))
-    day = params["start"]
-    before = _table(settings, "predictions", day, day)
-    assert len(before) == 4
-    result = conveyor.run("batch_prediction", params, runner="venv", engine="local",
-                          settings=settings)  # fmt: skip
-    assert result.ok, result.error
-    after = _table(settings, "predictions", day, day)
-    pd.testing.assert_frame_equal(before, after)
+
+    first = date(1983, 7, 1)  # the clocks continue from here
+    days = (first,)
+    before = {t: _table(settings, t, days[0], days[-1]) for t in ("features", "predictions")}
+    assert len(before["features"]) == 1 and len(before["predictions"]) == 4
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for name in ("features-daily", "batch-prediction-daily"):
+        entry = find_entry(settings, name)
+        assert entry.clock == "replay" and entry.replay_start == date(1980, 1, 2)
+        reset(settings, entry, resolve_pipeline(entry.pipeline, settings), to=first)
+    for tick, day in enumerate(days):
+        scheduled = now + timedelta(minutes=tick)
+        for name in ("features-daily", "batch-prediction-daily"):  # as the crons fire
+            entry = find_entry(settings, name)
+            pipeline = resolve_pipeline(entry.pipeline, settings)
+            params, claimed = resolve_tick(entry, pipeline, settings, {}, scheduled)
+            assert (params["start"], params["end"]) == (day, day)
+            result = conveyor.run(pipeline.name, params, runner="venv", engine="local",
+                                  settings=settings)  # fmt: skip
+            finish(settings, claimed, ok=result.ok)
+            assert result.ok, result.error
+    for table, rows in before.items():
+        pd.testing.assert_frame_equal(rows, _table(settings, table, days[0], days[-1]))
     assert len(_table(settings, "predictions")) == 4 * 1770
 
 

@@ -160,7 +160,10 @@ def build_flow(
             result = await drive_with_prefect(execution, engine.max_parallel)
         finally:
             if resolved.on_end is not None:
-                await asyncio.to_thread(resolved.on_end, result)
+                try:
+                    await asyncio.to_thread(resolved.on_end, result)
+                except Exception as exc:  # recording how it ended must not hide how it ended
+                    log.warning("could not record the end of the run: %s", exc)
         assert result is not None  # drive_with_prefect returned, or the finally re-raised
         if results is not None:
             results[str(flow_run.id)] = result
