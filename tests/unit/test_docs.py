@@ -3,8 +3,9 @@
 A page is one session in a fresh folder, its blocks run top to bottom:
 - a `python` or `toml` block whose first line is a path comment (`# flows/prices.py`) is
   written there; any other `python` block runs as a script in the session's folder;
-- a `bash` block runs in bash (`set -euo pipefail`), with this checkout's `conveyor`, `python`
-  and `pytest` first on PATH; a `cd` carries over to the next block;
+- a `bash` block of `conveyor` commands (and `cd`) runs them through the Typer app in this
+  process; any other runs in bash (`set -euo pipefail`), with this checkout's `conveyor`,
+  `python` and `pytest` first on PATH; a `cd` carries over to the next block;
 - `toml` blocks must parse; `text` and `mermaid` blocks are output and diagrams, not code;
 - a block marked `{ .LANG .illustrative }` (needs a cluster, a registry, a server that runs
   until stopped) is shown and not run. There are few, and this file counts them.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -103,6 +105,56 @@ def _environment(home: Path) -> dict[str, str]:
     return env
 
 
+# Commands run in this process through the Typer app (as tests/unit/test_readme.py does), which
+# saves a Python start-up and conveyor's imports per line; the others (prefect's, pytest) run in
+# a shell. Steps still run in their own environments either way.
+IN_PROCESS = {"init", "run", "runs", "dag", "plan", "backfill", "models", "envs", "db",
+              "artifacts"}  # fmt: skip
+
+
+def cli_commands(body: str) -> list[list[str]] | None:
+    """The block as `conveyor ...` and `cd DIR` commands, or None if it holds anything else."""
+    commands: list[list[str]] = []
+    for line in body.splitlines():
+        words = shlex.split(line, comments=True)
+        while words:
+            part = words[: words.index("&&")] if "&&" in words else words
+            words = words[len(part) + 1 :]
+            simple_cd = part[0] == "cd" and len(part) == 2
+            if not simple_cd and not (part[0] == "conveyor" and part[1:2] and
+                                      part[1] in IN_PROCESS):  # fmt: skip
+                return None
+            commands.append(part)
+    return commands
+
+
+def _fresh_imports(folder: Path) -> None:
+    """Forget the session's project modules, as a new `conveyor` process would not have them."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if file.startswith(str(folder)) or name.split(".")[0] in ("flows", "components"):
+            del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if not p.startswith(str(folder))]
+
+
+def run_cli(commands: list[list[str]], cwd: Path, folder: Path, where: str) -> Path:
+    """Run `conveyor` commands in this process from `cwd`; returns the directory `cd` left."""
+    from typer.testing import CliRunner
+
+    from conveyor.cli import _register, app
+
+    _register()
+    for command in commands:
+        if command[0] == "cd":
+            cwd = (cwd / command[1]).resolve()
+            continue
+        os.chdir(cwd)
+        _fresh_imports(folder)
+        result = CliRunner().invoke(app, command[1:], terminal_width=120)
+        assert result.exit_code == 0, f"{where}: {shlex.join(command)} failed:\n{result.output}"
+    return cwd
+
+
 def run_page(page: Path, folder: Path) -> None:
     """Run the page's blocks in order, as one session starting in `folder`."""
     cwd = folder
@@ -120,6 +172,9 @@ def run_page(page: Path, folder: Path) -> None:
             path.write_text(block.body)
             continue
         if block.language == "toml":
+            continue
+        if block.language == "bash" and (commands := cli_commands(block.body)) is not None:
+            cwd = run_cli(commands, cwd, folder, where)
             continue
         if block.language == "python":
             script = folder / f"block_{block.line}.py"
@@ -144,8 +199,19 @@ def _runnable(page: Path) -> bool:
 @pytest.mark.venv
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if _runnable(p)], ids=lambda p: p.name)
-def test_the_code_blocks_of_a_page_run(page, tmp_path):
-    run_page(page, tmp_path)
+def test_the_code_blocks_of_a_page_run(page, tmp_path, monkeypatch):
+    for key in [k for k in os.environ if k.startswith(("CONVEYOR_", "PREFECT_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # restored afterwards, like sys.path and sys.modules below
+    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    try:
+        run_page(page, tmp_path)
+    finally:
+        _fresh_imports(tmp_path)
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - saved_modules:
+            if name.split(".")[0] in ("flows", "components"):
+                del sys.modules[name]
 
 
 def _reference():
