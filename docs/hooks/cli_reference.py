@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-WIDTH = 100
+WIDTH = 80  # fits the page's code column without scrolling
 PAGE = "cli.md"
 INTRO = """# Command line
 

@@ -236,7 +236,8 @@ def test_the_cli_reference_is_every_commands_help():
     )
     for name, command, ctx in reference.commands():
         assert f"`{name}`" in page
-        shown = CliRunner().invoke(app, [*name.split()[1:], "--help"], terminal_width=100,
-                                   env={"COLUMNS": "100"})  # fmt: skip
+        width = reference.WIDTH
+        shown = CliRunner().invoke(app, [*name.split()[1:], "--help"], terminal_width=width,
+                                   env={"COLUMNS": str(width)})  # fmt: skip
         assert shown.exit_code == 0, shown.output
         assert shown.output.rstrip() == reference.help_text(command, ctx), name
