@@ -7,8 +7,9 @@ A page is one session in a fresh folder, its blocks run top to bottom:
   process; any other runs in bash (`set -euo pipefail`), with this checkout's `conveyor`,
   `python` and `pytest` first on PATH; a `cd` carries over to the next block;
 - `toml` blocks must parse; `text` and `mermaid` blocks are output and diagrams, not code;
-- a block marked `{ .LANG .illustrative }` (needs a cluster, a registry, a server that runs
-  until stopped) is shown and not run. There are few, and this file counts them.
+- a block marked `{ .LANG .illustrative }` (needs a cluster, a registry, an object store,
+  Docker, a PostgreSQL server, a server that runs until stopped) is shown and not run. There
+  are few, and this file counts them.
 `--8<-- "FILE:SECTION"` lines are README sections, expanded as MkDocs' snippets does.
 """
 
@@ -36,7 +37,7 @@ FENCE = re.compile(
 SNIPPET = re.compile(r'^ *--8<-- "(?P<file>[^":]+)(?::(?P<section>[\w-]+))?" *$', re.MULTILINE)
 NOT_CODE = {"text", "mermaid"}
 RUN = {"python", "bash", "toml"}
-# the blocks shown, not run: a cluster, a registry, an object store, a server left running
+# the blocks shown, not run (see above); a new one needs a reason the reader would accept
 MAX_ILLUSTRATIVE = 16
 
 
