@@ -3,7 +3,9 @@
     python benchmarks/step_overhead.py [--quick] [--docker | --docker-only]
 
 1. A warm no-op step per runner (environment already built) vs a bare `python -c pass` of the
-   same interpreter. Target (venv): ≤ 3×.
+   same interpreter. Target (venv, sandboxed): ≤ 3×. The sandbox's own cost is shown apart:
+   `python -c pass` inside the same bwrap sandbox a step gets, and the venv runner with the
+   sandbox off (CONVEYOR_SANDBOX=off); and how long past its deadline a timed-out step ends.
 2. A pandas step under the venv runner (DataFrame in, DataFrame out), warm.
 3. A fully cached re-run of a 3-step pipeline (`conveyor run`) vs `conveyor dag` on it (planning
    only), both as CLI processes. Target: ≤ 1.5×.
@@ -78,6 +80,11 @@ def big(rows: int, cols: int) -> "pd.DataFrame":
 def consume(df: "pd.DataFrame") -> int:
     return len(df)
 
+@component(timeout=1)
+def sleeper() -> None:
+    import time
+    time.sleep(30)
+
 @component
 def noop_twin() -> None:
     return None
@@ -90,7 +97,7 @@ def pandas_twin(df: "pd.DataFrame") -> int:
 FLOWS = """
 from conveyor import pipeline
 from steps.bench import (big, consume, frame, noop, noop_twin, one, pandas_step, pandas_twin,
-                         three, two)
+                         sleeper, three, two)
 
 @pipeline
 def noop_flow():
@@ -107,6 +114,10 @@ def pandas_flow(n: int = 1000):
 @pipeline
 def handoff(rows: int = 10_000_000, cols: int = 10):
     return consume(big(rows, cols))
+
+@pipeline
+def sleepy():
+    sleeper()
 
 @pipeline
 def twins(n: int = 10):
@@ -168,6 +179,25 @@ def warm_task(runner_name: str, root: Path) -> tuple[Any, Any]:
     return runner, task
 
 
+def sandbox_seconds(root: Path, python: str, repeat: int) -> float | None:
+    """Median wall time of `python -c pass` inside the sandbox the no-op step gets (None when
+    the sandbox cannot run here)."""
+    import shutil
+
+    from conveyor.runners.sandbox import bwrap_command, sandbox_problem, step_mounts
+
+    bwrap = shutil.which("bwrap")
+    if sandbox_problem() is not None or bwrap is None:
+        print(f"   (no sandbox here: {sandbox_problem()})")
+        return None
+    runner, task = warm_task("venv", root)
+    mounts = step_mounts(task, runner.runtime())
+    environment = Path(task.environment.location)
+    command = bwrap_command(bwrap, task, environment, mounts, [python, "-c", "pass"])
+    runner.close()
+    return median_seconds(lambda: subprocess.run(command, check=True), repeat)
+
+
 def interleaved_medians(fns: dict[str, Any], repeat: int) -> dict[str, float]:
     """Median seconds of each callable, run in turn so that load on the machine hits all alike."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -218,10 +248,25 @@ def venv_sections(root: Path, repeat: int, rows: int) -> None:
     bare = median_seconds(lambda: subprocess.run([env_python, "-c", "pass"], check=True), repeat)
     inprocess_step, _ = warm_step_seconds("inprocess", root, repeat)
     print(f"   bare `python -c pass` (same interpreter): {bare * 1000:8.1f} ms")
-    print(f"   venv runner, no-op step:                  {venv_step * 1000:8.1f} ms"
+    print(f"   venv runner, no-op step (sandboxed):      {venv_step * 1000:8.1f} ms"
           f"   ratio {venv_step / bare:.2f}x  (target <= 3x)")  # fmt: skip
+    sandboxed_pass = sandbox_seconds(root, env_python, repeat)
+    if sandboxed_pass is not None:
+        print(f"   `python -c pass` in the step's sandbox:   {sandboxed_pass * 1000:8.1f} ms"
+              f"   the sandbox's own cost {(sandboxed_pass - bare) * 1000:.1f} ms")  # fmt: skip
+    os.environ["CONVEYOR_SANDBOX"] = "off"
+    try:
+        plain_step, _ = warm_step_seconds("venv", root, repeat)
+    finally:
+        del os.environ["CONVEYOR_SANDBOX"]
+    print(f"   venv runner, sandbox off:                 {plain_step * 1000:8.1f} ms"
+          f"   ratio {plain_step / bare:.2f}x")  # fmt: skip
     print(f"   inprocess runner, no-op step:             {inprocess_step * 1000:8.1f} ms"
           f"   ratio {inprocess_step / bare:.2f}x")  # fmt: skip
+    slept = conveyor.run("sleepy", {}, runner="venv", hooks=[], cache=False)
+    step = slept.steps["sleeper"]
+    print(f"   a step with timeout=1 s that sleeps 30 s ended after {step.duration:.2f} s "
+          f"({step.error})")  # fmt: skip
 
     print("\n2. pandas step under the venv runner (warm; DataFrame in and out)")
     conveyor.run("pandas_flow", {"n": 1000}, runner="venv", hooks=[])  # builds the environment

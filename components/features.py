@@ -1,19 +1,21 @@
 """Point-in-time lag features of the NYSE series, and the date split for validation.
 
-Every component here moves DataFrames, so pandas is in each of their environments and may be
-imported at the top: the NamedTuple's field hints are resolved at decoration time and need `pd`.
+Every component here moves DataFrames, so pandas is in each of their environments; it is still
+imported inside the functions, so that importing this module (to trace a flow, `conveyor dag`,
+`conveyor plan`) costs no pandas. The NamedTuple's `pd.DataFrame` field hints stay strings,
+which conveyor reads as DataFrames.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import NamedTuple
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, NamedTuple
 
 from components.design import LAG_COLUMNS, LAGS, SERIES, TARGET, as_dates
 from conveyor import component
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURE_COLUMNS = ("date", "day_of_week", *LAG_COLUMNS, TARGET)
 
@@ -31,6 +33,9 @@ def build_features(history: pd.DataFrame, start: date, end: date, lookback: list
     the source happened to hold, so a lag never spans a missing day. Every one of those days
     and of [start, end] must be in `history`; rows on other dates are ignored.
     """
+    import numpy as np
+    import pandas as pd
+
     missing = [c for c in ("date", "day_of_week", *SERIES) if c not in history.columns]
     if missing:
         raise ValueError(f"history lacks column(s) {', '.join(map(repr, missing))}")
@@ -70,6 +75,8 @@ def build_features(history: pd.DataFrame, start: date, end: date, lookback: list
 @component
 def split_window(features: pd.DataFrame, validation_days: int) -> Split:
     """Fit rows, and validation rows = the last `validation_days` calendar days of the range."""
+    import pandas as pd
+
     if validation_days <= 0:
         raise ValueError(f"validation_days must be positive, got {validation_days}")
     rows = features.assign(date=as_dates(features["date"])).sort_values("date", kind="stable")
@@ -88,4 +95,6 @@ def split_window(features: pd.DataFrame, validation_days: int) -> Split:
 
 
 def _iso(dates: object) -> str:
+    import pandas as pd
+
     return ", ".join(pd.Timestamp(d).date().isoformat() for d in dates)

@@ -1,7 +1,9 @@
 """The NYSE source: ingest one date range as it would have arrived, validate it, and its calendar.
 
-Every component here moves DataFrames, so pandas is in each of their environments and may be
-imported at the top: the NamedTuple's field hints are resolved at decoration time and need `pd`.
+Every component here moves DataFrames, so pandas is in each of their environments; it is still
+imported inside the functions, so that importing this module (to trace a flow, `conveyor dag`,
+`conveyor plan`) costs no pandas. The NamedTuple's `pd.DataFrame` field hint stays a string,
+which conveyor reads as a DataFrame.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, NamedTuple
 
 from components.design import DAYS, as_dates
 from components.nyse_calendar import CLOSED, FIRST, LAST
 from conveyor import component
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_SOURCE = "flows/data/NYSE.csv"  # relative: resolved against the step's cwd (project root)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +53,8 @@ def ingest(source: Path, start: date, end: date, name: str = "") -> Ingested:
     `source` is a Path parameter: its content is part of the cache key (an edited CSV re-runs
     the step) and it reaches the step through the artifact store; `name` is how errors call it.
     """
+    import pandas as pd
+
     if start > end:
         raise ValueError(f"ingest: start {start} is after end {end}")
     shown = name or str(source)
@@ -69,6 +74,8 @@ def validate(raw: pd.DataFrame, source: str, calendar: list | None = None) -> pd
     With `calendar` (the trading days the rows should cover, ISO dates), every one of them must
     be there and no other date: a source missing a trading day fails naming it.
     """
+    import pandas as pd
+
     missing = [c for c in COLUMNS if c not in raw.columns]
     extra = [c for c in raw.columns if c not in COLUMNS]
     if missing or extra:
@@ -150,6 +157,8 @@ def trading_days(start: date, end: date) -> list[date]:
 
 
 def _read_raw(source: Path | str, shown: str) -> pd.DataFrame:
+    import pandas as pd
+
     path = resolve_source(str(source))
     if not path.is_file():
         raise FileNotFoundError(f"{shown}: source file not found (looked at {path})")
@@ -167,6 +176,8 @@ def _read_raw(source: Path | str, shown: str) -> pd.DataFrame:
 
 
 def _parse_dates(raw: pd.DataFrame, source: str) -> pd.Series:
+    import pandas as pd
+
     dates = pd.to_datetime(raw["date"], format="%Y-%m-%d", errors="coerce")
     bad = dates.index[dates.isna()]
     if len(bad):
@@ -189,6 +200,8 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _text(value: object) -> str:
+    import pandas as pd
+
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     if isinstance(value, datetime | pd.Timestamp):

@@ -56,6 +56,17 @@ def run_reference_flows(
     return done
 
 
+def describe_work(done: dict) -> str:
+    """What a demo run did and what it found done already (a second run: nearly everything)."""
+    features, training, predictions = (done[k] for k in ("features", "training",
+                                                          "batch_prediction"))  # fmt: skip
+    return (
+        f"features: {len(features.selected)} partitions run, {len(features.skipped)} already "
+        f"done; {training.summary()}; predictions: {len(predictions.selected)} partitions run, "
+        f"{len(predictions.skipped)} already done"
+    )
+
+
 def demo(settings: Settings, runner: str = "venv") -> int:
     """Run the reference flows with a progress bar, then print the report."""
     from rich.console import Console
@@ -130,6 +141,7 @@ def demo(settings: Settings, runner: str = "venv") -> int:
             page, training, title="NYSE demo report", markdown=summary, settings=settings
         ):
             console.print(f"  linked from the training flow run {training.flow_run_id} in the UI")
+    console.print(f"this run: {describe_work(done)}")
     console.print(
         f"\nfinished in {elapsed:.0f} s. Next: open the report, `conveyor runs show "
         f"{training.run_id}` for the training lineage, `conveyor models show nyse-volume`, and "

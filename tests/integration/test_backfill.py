@@ -145,6 +145,11 @@ def test_killed_backfill_resumes_to_exactly_ten_partitions_without_duplicates(fl
         flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["backfill"])),
     ))  # fmt: skip
     assert {r.parameters["day"] for r in runs} == set(statuses)  # each partition a flow run
+    with sqlite3.connect(flows.root / ".conveyor" / "conveyor.db") as db:
+        recorded = dict(db.execute("select run_id, tags from conveyor_runs").fetchall())
+    assert set(recorded.values()) == {'["backfill"]'}  # the tag once
+    # each flow run's name carries the conveyor run it was
+    assert {r.name.rsplit(" · ", 1)[1] for r in runs} <= set(recorded)
     completed = {r.parameters["day"] for r in runs if r.state.type.value == "COMPLETED"}
     # a run SIGKILLed after conveyor recorded its partition but before Prefect heard of the
     # end stays "Running" there; at most `concurrency` were in flight

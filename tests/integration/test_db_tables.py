@@ -65,6 +65,39 @@ def test_writing_the_same_partition_twice_leaves_one_copy(db: Database) -> None:
     assert len(rows(db, "feats", D1 + timedelta(1))) == 3
 
 
+def test_a_key_partition_replaces_only_its_key(db: Database) -> None:
+    # per-model predictions: each model's rows are rewritten without touching the others'
+    write_table(db, frame(3), "preds", key={"model": "lda"})
+    write_table(db, frame(2, seed=1), "preds", key={"model": "qda"})
+    write_table(db, frame(1, seed=2), "preds", key={"model": "lda"})  # lda again, smaller
+    table = rows(db, "preds").sort_values(["model", "id"])
+    assert table["model"].tolist() == ["lda", "qda", "qda"]
+    assert table[table.model == "qda"]["x"].tolist() == frame(2, seed=1)["x"].tolist()
+    assert table[table.model == "lda"]["x"].tolist() == frame(1, seed=2)["x"].tolist()
+
+
+def test_a_date_and_key_partition_replaces_that_day_of_that_key(db: Database) -> None:
+    d2 = D1 + timedelta(1)
+    for day, model, seed in ((D1, "lda", 0), (D1, "qda", 1), (d2, "lda", 2)):
+        write_table(db, frame(3, day, seed), "preds", day, partition_col="day",
+                    key={"model": model})  # fmt: skip
+    write_table(db, frame(1, D1, 9), "preds", D1, partition_col="day", key={"model": "lda"})
+    table = rows(db, "preds")
+    counts = table.groupby([table["day"].astype(str), "model"]).size().to_dict()
+    assert counts == {(str(D1), "lda"): 1, (str(D1), "qda"): 3, (str(d2), "lda"): 3}
+
+
+def test_a_frame_holding_other_keys_is_refused_and_writes_nothing(db: Database) -> None:
+    write_table(db, frame(2), "preds", key={"model": "lda"})
+    wrong = frame(3).assign(model=["qda", "qda", "nb"])
+    with pytest.raises(TableSchemaError, match=r"model='qda'.*1 row\(s\) of column 'model' hold"
+                       r" other values \('nb'\)"):  # fmt: skip
+        write_table(db, wrong, "preds", key={"model": "qda"})
+    with pytest.raises(DatabaseError, match="a key value is a string or an integer"):
+        write_table(db, frame(1), "preds", key={"model": 1.5})
+    assert rows(db, "preds")["model"].tolist() == ["lda", "lda"]
+
+
 def test_empty_frame_clears_its_partition(db: Database) -> None:
     write_table(db, frame(4), "feats", D1)
     write_table(db, frame(0), "feats", D1)

@@ -296,10 +296,12 @@ def test_the_compiled_reference_flows_write_the_rows_the_local_engine_writes(
     start, end = (d.isoformat() for d in HISTORY)
     predicted = {"start": PREDICTED[0].isoformat(), "end": PREDICTED[1].isoformat()}
 
-    with _Env(_environment(home, kfp_root, local_db)) as settings:  # the local engine
+    # the local engine on the venv runner: the same locked packages as the images (whose
+    # environments the other tests built already), without a container per step
+    with _Env(_environment(home, kfp_root, local_db)) as settings:
         for name, params in (("features", {"start": start, "end": end}),
                              ("training", TRAINING), ("batch_prediction", predicted)):  # fmt: skip
-            conveyor.run(name, params, runner="docker", engine="local", settings=settings,
+            conveyor.run(name, params, runner="venv", engine="local", settings=settings,
                          raise_on_failure=True)  # fmt: skip
         expected, expected_models = _tables(settings), _models(settings)
 

@@ -38,6 +38,16 @@ def boom(values: list) -> int:
 def after_boom(x: int) -> int:
     return x
 
+@component
+def half(x: int) -> float:
+    if x == 0:
+        raise ZeroDivisionError("no half of nothing, for this test")
+    return x / 2
+
+@component(allow_failures=True)
+def gather(values: list[float]) -> list:
+    return values
+
 @component(retries=1)
 def flaky(marker: str) -> int:
     path = Path(marker)
@@ -50,7 +60,7 @@ def flaky(marker: str) -> int:
 
 FLOWS = """
 from conveyor import pipeline
-from steps.p import after_boom, boom, flaky, load, score, total
+from steps.p import after_boom, boom, flaky, gather, half, load, score, total
 
 @pipeline
 def summed(n: int = 4):
@@ -62,6 +72,10 @@ def broken(n: int = 3):
     values = load(n)
     after_boom(boom(values))
     return total(values)
+
+@pipeline
+def tolerant(xs: list = [2, 0, 4]):
+    return gather(half.map(x=xs))
 
 @pipeline
 def retried(marker: str):
@@ -88,6 +102,7 @@ def test_a_run_is_a_flow_run_with_one_task_run_per_step(flows):
     flow_run, tasks = flow_run_and_tasks(result.flow_run_id)
     assert flow_run.state.type.value == "COMPLETED"
     assert flow_run.parameters == {"n": 4}
+    assert flow_run.name == f"summed · {result.run_id}"  # the UI's run is conveyor's run
     assert set(tasks) == {"load", "total", "score"}
     assert {t.state.type.value for t in tasks.values()} == {"COMPLETED"}
     assert tasks["load"].state.message == "no previous run"
@@ -153,8 +168,20 @@ def test_a_failing_step_fails_the_flow_run_and_skips_downstream(flows):
     assert flow_run.state.type.value == "FAILED"
     assert tasks["boom"].state.type.value == "FAILED"
     assert "boom in a step" in tasks["boom"].state.message
-    assert "after_boom" not in tasks  # never started
+    # never started, but shown: a task run named for the step, saying why it did not run
+    assert tasks["after_boom"].state.name == "Skipped"
+    assert tasks["after_boom"].state.message == "upstream boom did not succeed"
     assert tasks["total"].state.type.value == "COMPLETED"
+
+
+def test_a_collector_that_allows_failures_runs_after_a_failed_item(flows):
+    # Prefect would leave a task whose wait_for holds a failed state NotReady; conveyor decides
+    result = _run("tolerant")
+    assert result.steps["half[0]"].status == "failed"
+    assert result.steps["gather"].status == "succeeded", result.steps["gather"].reason
+    assert result.steps["gather"].output == [1.0, 2.0]
+    _, tasks = flow_run_and_tasks(result.flow_run_id)
+    assert tasks["gather"].state.type.value == "COMPLETED"
 
 
 def test_component_retries_are_prefect_retries(flows, tmp_path):

@@ -67,9 +67,19 @@ def _table(settings: Settings, table: str, start: date | None = None, end: date 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory) -> Iterator[tuple[Settings, dict]]:
-    """The demo's three stages over the whole data: SQLite, venv runner."""
-    for settings in _settings(tmp_path_factory.mktemp("reference-sqlite")):
+    """The demo's three stages over the whole data: SQLite, venv runner, the committed locks."""
+    home = tmp_path_factory.mktemp("reference-sqlite")
+    shutil.copytree(ROOT / ".conveyor" / "locks", home / "locks")
+    for settings in _settings(home):
         yield settings, _run_flows(settings, "venv", (date(1980, 1, 2), date(1986, 12, 31)))
+
+
+def test_the_demo_needs_no_lock_beyond_the_committed_ones(full):
+    """A fresh clone's `conveyor demo` leaves its working tree clean: every environment the
+    three flows use, the model-pinned ones of batch prediction included, is locked in git."""
+    settings, _ = full
+    committed = {p.name for p in (ROOT / ".conveyor" / "locks").glob("*.txt")}
+    assert {p.name for p in settings.lock_dir.glob("*.txt")} == committed
 
 
 def test_features_have_every_lag_point_in_time(full):
@@ -227,6 +237,13 @@ def test_a_second_run_is_served_by_partition_status_and_the_cache(full):
            if s.status == "succeeded" and s.kind == "component"]  # fmt: skip
     # only the production model's score on the holdout is new: it is now the promoted model
     assert set(ran) <= {"validate_production", "score_production"}
+    from flows.demo import describe_work
+
+    said = describe_work(again)  # what `conveyor demo` prints about a second run
+    assert said.startswith("features: 0 partitions run, 6051 already done; training succeeded")
+    cached = sum(s.status == "cached" for s in again["training"].steps.values())
+    assert f", {cached} cached, " in said and said.endswith("predictions: 0 partitions run, "
+                                                            "1770 already done")  # fmt: skip
 
 
 def test_a_bad_source_fails_naming_the_value_and_writes_nothing(full, tmp_path):

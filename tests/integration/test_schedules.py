@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,9 +104,30 @@ def test_the_partition_comes_from_the_scheduled_time(scheduled):
     assert params["day"] == date(2024, 3, 1)
 
 
+REPLAY = """
+[daily-replay]
+pipeline = "daily"
+cron = "0 5 * * *"
+clock = "replay"
+replay_start = 1980-01-02
+"""
+
+
+def _run_deployment(deployment_id):
+    created = query(lambda c: c.create_flow_run_from_deployment(deployment_id))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        flow_run = query(lambda c: c.read_flow_run(created.id))
+        if flow_run.state and flow_run.state.is_final():
+            break
+        time.sleep(1)
+    return flow_run
+
+
 @pytest.mark.prefect
 @pytest.mark.slow
 def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefect_api):
+    scheduled.write("deployments/replay.toml", REPLAY)
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "serve"], cwd=scheduled.root, env=env,
@@ -128,21 +150,36 @@ def test_conveyor_serve_registers_the_deployment_with_its_cron(scheduled, prefec
         assert deployment.entrypoint.endswith("daily_report.py:flow")
 
         # a run of the deployment executes through the generated entrypoint
-        created = query(lambda c: c.create_flow_run_from_deployment(deployment.id))
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            flow_run = query(lambda c: c.read_flow_run(created.id))
-            if flow_run.state and flow_run.state.is_final():
-                break
-            time.sleep(1)
+        flow_run = _run_deployment(deployment.id)
         assert flow_run.state.type.value == "COMPLETED", flow_run.state
         assert "scheduled" in flow_run.tags
+        # the run shows what it processed: its partition, and the clock's mapping
+        day = flow_run.parameters["day"]
+        assert flow_run.parameters["conveyor_tick"].startswith("wall clock: ")
+        assert flow_run.parameters["conveyor_tick"].endswith(f" (partition {day})")
+        # ... and which conveyor run it was
+        assert re.fullmatch(
+            rf"daily-report {day} \(wall\) · \d{{8}}T\d{{6}}-\w{{6}}", flow_run.name
+        )
+
+        # a replay clock's tick stands for the next date of the data's timeline
+        replay = query(lambda c: c.read_deployment_by_name("daily/daily-replay"))
+        flow_run = _run_deployment(replay.id)
+        assert flow_run.state.type.value == "COMPLETED", flow_run.state
+        assert flow_run.parameters["day"] == "1980-01-02"
+        assert flow_run.parameters["conveyor_tick"].startswith("replay tick 1: ")
+        assert flow_run.name.startswith("daily-replay 1980-01-02 (replay tick 1) · ")
+        assert "replay" in flow_run.tags
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+    shown = subprocess.run([sys.executable, "-m", "conveyor.cli", "runs", "show"],
+                           cwd=scheduled.root, env=env, capture_output=True, text=True)  # fmt: skip
+    assert "scheduled by [daily-replay], replay tick 1: " in shown.stdout, shown.stdout
+    assert "-> data date 1980-01-02" in shown.stdout
 
 
 def _auto_scheduled_runs(deployment_id):

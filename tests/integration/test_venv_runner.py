@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -90,10 +89,8 @@ def environment() -> dict:
     return {k: v for k, v in os.environ.items()}
 
 @component(timeout=1.5)
-def hangs(pidfile: str) -> int:
-    child = subprocess.Popen(["sleep", "60"])
-    with open(pidfile, "w") as f:
-        f.write(str(child.pid))
+def hangs(seconds: str) -> int:
+    subprocess.Popen(["sleep", seconds])
     time.sleep(60)
     return 0
 
@@ -130,8 +127,8 @@ def env_vars():
     return environment()
 
 @pipeline
-def timeout(pidfile: str):
-    return hangs(pidfile)
+def timeout(seconds: str):
+    return hangs(seconds)
 
 @pipeline
 def frames(n: int = 5):
@@ -158,6 +155,20 @@ def test_undeclared_import_fails_naming_the_step(checks):
     assert "Add the package to @component(packages=[...])" in result.error
 
 
+def test_a_traceback_is_reported_once_not_logged_as_output(checks, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        result = _run("undeclared_import")
+    assert result.status == "failed"
+    output = [r for r in caplog.records if r.name.startswith("conveyor.step.")]
+    assert not [r for r in output if "Traceback" in r.getMessage()], "traceback logged as output"
+    failures = [r for r in caplog.records if "undeclared: failed" in r.getMessage()]
+    assert failures and all(r.levelno >= logging.WARNING for r in failures)
+    logs = list((checks.root / ".conveyor" / "runs").rglob("undeclared/attempt-1/log.txt"))
+    assert len(logs) == 1 and "No module named 'six'" in logs[0].read_text()
+
+
 def test_only_declared_variables_reach_the_step(checks, monkeypatch):
     monkeypatch.setenv("MY_TOKEN", "t0k3n")
     monkeypatch.setenv("DATABASE_URL", "postgresql://secret@db/prod")
@@ -171,16 +182,17 @@ def test_only_declared_variables_reach_the_step(checks, monkeypatch):
 
 
 def test_timeout_kills_the_process_group(checks):
-    pidfile = checks.root / "child.pid"
-    started = time.monotonic()
-    result = _run("timeout", {"pidfile": str(pidfile)})
-    assert time.monotonic() - started < 30
+    import psutil
+
+    seconds = f"3600.{os.getpid()}{time.monotonic_ns() % 100000}"  # names the child uniquely
+    result = _run("timeout", {"seconds": seconds})
     assert result.status == "failed"
     assert "timed out after 1.5 s" in result.error
-    child = int(pidfile.read_text())
-    time.sleep(0.2)
-    status = Path(f"/proc/{child}/status")
-    assert not status.exists() or "zombie" in status.read_text()
+    alive = [
+        p for p in psutil.process_iter(["cmdline", "status"])
+        if p.info["cmdline"] == ["sleep", seconds] and p.info["status"] != "zombie"
+    ]  # fmt: skip
+    assert alive == []
 
 
 def test_dataframe_steps_get_pandas_without_declaring_it(checks):
@@ -259,7 +271,7 @@ def test_cli_plan_envs_list_and_prune(project, tmp_path, monkeypatch):
     assert "six==1.16.0" in planned.output and "no previous run" in planned.output
     listed = cli.invoke(app, ["envs", "list"])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.count("yes") == 3  # all three used by this project
+    assert listed.output.count("this project") == 3  # all three used by this project
     # an environment no pipeline of the project uses any more is pruned; the others stay
     stray = tmp_path / "envs" / "0123456789abcdef01234567"
     stray.mkdir()

@@ -36,9 +36,9 @@ def register(project: Project, n: int) -> int:
 
 def test_db_current_and_upgrade(project: Project) -> None:
     assert "revision: (none: no conveyor tables yet)" in cli("db", "current")
-    assert "upgraded from (empty) to revision 0001" in cli("db", "upgrade")
-    assert "already at revision 0001" in cli("db", "upgrade")
-    assert "revision: 0001 (up to date)" in cli("db", "current")
+    assert "upgraded from (empty) to revision 0002" in cli("db", "upgrade")
+    assert "already at revision 0002" in cli("db", "upgrade")
+    assert "revision: 0002 (up to date)" in cli("db", "current")
 
 
 def test_models_promote_rollback_list_show(project: Project) -> None:

@@ -26,12 +26,17 @@ from conveyor import component
 @component
 def numbers(n: int) -> pd.DataFrame:
     return pd.DataFrame({"n": list(range(n))})
+
+
+@component
+def size(blob: str) -> int:
+    return len(blob)
 """
 
 FLOWS = """
 from datetime import date
 from conveyor import pipeline, write_table
-from steps.numbers import numbers
+from steps.numbers import numbers, size
 
 
 @pipeline(name="forgetful", partition="day")
@@ -42,6 +47,16 @@ def forgetful(day: date):
 @pipeline(name="plain")
 def plain(n: int = 2):
     return numbers(n)
+
+
+@pipeline(name="sized")
+def sized(blob: str):
+    return size(blob)
+
+
+@pipeline(name="per_model")
+def per_model(model: str, n: int = 2):
+    write_table(numbers(n), "predictions", partition={"model": model})
 """
 
 
@@ -218,3 +233,36 @@ def test_a_partition_date_without_rows_fails_and_writes_nothing(project: Project
     assert "Nothing was written" in bad.error
     rows = conveyor.read_table("gappy")
     assert len(rows) == 5  # the good week is still there, whole
+
+
+def test_a_pipeline_writes_one_key_partition_per_run(project_with_flows: Project) -> None:
+    import sqlite3
+
+    for model, n in (("lda", 3), ("qda", 2), ("lda", 1)):
+        result = conveyor.run("per_model", {"model": model, "n": n}, runner="inprocess")
+        assert result.ok, result.error
+    database = project_with_flows.settings.home / "conveyor.db"
+    with sqlite3.connect(database) as conn:
+        got = conn.execute("SELECT model, count(*) FROM predictions GROUP BY model").fetchall()
+    assert sorted(got) == [("lda", 1), ("qda", 2)]  # lda rewritten, qda untouched
+
+
+def test_a_large_parameter_is_stored_once_per_run(project_with_flows: Project) -> None:
+    import json
+    import sqlite3
+
+    blob = "x" * 1_000_000
+    assert conveyor.run("sized", {"blob": blob}, runner="inprocess").ok
+    home = project_with_flows.settings.home
+    with sqlite3.connect(home / "conveyor.db") as conn:
+        (params,) = conn.execute("SELECT params FROM conveyor_runs").fetchone()
+        (inputs,) = conn.execute("SELECT inputs FROM conveyor_step_runs").fetchone()
+    assert json.loads(params) == {"blob": blob}  # the one copy
+    assert json.loads(inputs)["blob"]["bytes"] == len(blob) + 2  # the step's record: its hash
+    caches = [p for p in (home / "artifacts").rglob("*") if p.is_file()]
+    assert caches and max(p.stat().st_size for p in caches) < 10_000  # nor does the cache
+    again = conveyor.run("sized", {"blob": blob}, runner="inprocess")
+    assert again.steps["size"].status == "cached"
+    changed = conveyor.run("sized", {"blob": blob + "y"}, runner="inprocess")
+    assert changed.steps["size"].reason == "parameter blob changed"
+    assert changed.output == len(blob) + 1

@@ -126,7 +126,7 @@ def test_shipped_migrations_reach_the_models(tmp_path: Path) -> None:
 def test_migrations_ship_inside_the_package() -> None:
     # hatch packages src/conveyor whole; the migrations are plain files under it
     assert (MIGRATIONS / "env.py").is_file()
-    assert list((MIGRATIONS / "versions").glob("0001_*.py"))
+    assert list((MIGRATIONS / "versions").glob("0002_*.py"))
     assert MIGRATIONS.is_relative_to(Path(__import__("conveyor").__file__).parent)
 
 

@@ -455,6 +455,39 @@ def test_steps_that_become_one_kfp_task_name_fail_at_compile_time(project, monke
         _compiled(project.settings, "clash", tmp_path)
 
 
+MAPPED = """
+from conveyor import component, pipeline
+
+@component
+def square(x: int) -> int:
+    return x * x
+
+@component
+def total(values: list[int]) -> int:
+    return sum(values)
+
+@pipeline
+def squares(xs: list = [1, 2, 3]):
+    return total(square.map(x=xs))
+
+@pipeline
+def listed():
+    return total([square(1), square(2)])
+"""
+
+
+def test_maps_and_collected_lists_are_refused_before_anything_is_built(project, monkeypatch,
+                                                                        tmp_path):  # fmt: skip
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "none")
+    project.write("flows/mapped.py", MAPPED)
+    with pytest.raises(CompileError, match=r"pipeline 'squares' maps square.map\(...\), which "
+                                           r"does not compile for Kubeflow yet"):  # fmt: skip
+        _compiled(project.settings, "squares", tmp_path)
+    with pytest.raises(CompileError, match=r"'listed' collects a list of step outputs into "
+                                           r"total\(values=...\)"):  # fmt: skip
+        _compiled(project.settings, "listed", tmp_path)
+
+
 def test_an_unknown_target_is_refused(repository):
     with pytest.raises(CompileError, match="unknown target 'argo'"):
         compile_pipeline("example", target="argo", settings=repository, images=FakeImages())

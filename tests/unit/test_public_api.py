@@ -81,7 +81,7 @@ def test_builtin_host_steps_show_their_real_signatures():
         "days: 'int | None' = None, columns: 'list[str] | None' = None) -> 'Any'"
     )
     assert list(inspect.signature(conveyor.write_table).parameters) == [
-        "df", "table", "partition", "partition_col", "min_rows",
+        "df", "table", "partition", "partition_col", "min_rows", "key",
     ]  # fmt: skip
     assert list(inspect.signature(conveyor.load_model).parameters) == [
         "name", "stage", "version", "as_of", "required",

@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"conveyor executor: {err}", file=sys.stderr)
             return EXIT_PROTOCOL
     result, failure = run_task(spec)
-    if failure is not None:
+    if failure is not None and executor_input is not None:
+        # under KFP the container's log is the only place a person reads the error; conveyor's
+        # runners read it from the result and report it once (not line by line, as output)
         print(result["error"]["traceback"], file=sys.stderr, end="")
     try:
         if spec.get("store") and failure is None:

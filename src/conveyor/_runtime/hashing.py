@@ -35,6 +35,23 @@ def canonical_json(value: Any) -> str:
     return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# A value whose canonical JSON is longer than this is kept once, in the run's parameters; cache
+# records and step records hold its hash (a 50 MB parameter was stored three times per run).
+INLINE_LIMIT = 64 * 1024
+
+
+def compact_json(text: str) -> str:
+    """`text` (canonical JSON) as it is, or a short stand-in naming its hash and size."""
+    if len(text) <= INLINE_LIMIT:
+        return text
+    return canonical_json({"sha256": sha256_text(text), "bytes": len(text.encode())})
+
+
+def compact_value(value: Any) -> Any:
+    """`value` as JSON types, or `{"sha256": ..., "bytes": ...}` when its JSON is large."""
+    return json.loads(compact_json(canonical_json(value)))
+
+
 def sha256_text(text: str) -> str:
     """Hex sha256 of a UTF-8 string."""
     import hashlib  # imported where used: OpenSSL costs a step that hashes nothing

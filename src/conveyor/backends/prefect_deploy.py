@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from conveyor.backends.prefect_flow import build_flow
+from conveyor.backends.prefect_flow import Resolved, build_flow, conveyor_run_id
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.core import Engine
+
+TICK_PARAM = "conveyor_tick"  # a scheduled flow's parameter showing its clock's mapping
 
 
 def cron_problem(cron: str, timezone: str) -> str | None:
@@ -45,16 +47,57 @@ def next_fire_times(
 
 
 def scheduled_flow(
-    engine: Engine, pipeline: Pipeline, resolve: Callable[[dict[str, Any], Any], dict[str, Any]]
+    engine: Engine,
+    pipeline: Pipeline,
+    resolve: Callable[[dict[str, Any], datetime, str | None], Resolved],
 ) -> Any:
-    """The flow a deployment runs: `resolve(params, scheduled_time)` fills in its partition."""
+    """The flow a deployment runs: `resolve(params, scheduled_time, flow_run_id)` fills in its
+    partition; the flow run then shows the resolved parameters (and `notes.name` as its name)."""
     from prefect.runtime import flow_run
 
-    def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    def resolve_params(params: dict[str, Any]) -> Resolved:
         scheduled = flow_run.scheduled_start_time or datetime.now().astimezone()
-        return resolve(params, scheduled)
+        run_id = str(flow_run.id) if flow_run.id else None
+        params.pop(TICK_PARAM, None)  # a retried run gets it back; the tick is found by run id
+        resolved = resolve(params, datetime.fromisoformat(scheduled.isoformat()), run_id)
+        if run_id is not None:
+            show_resolved(run_id, resolved)
+        return resolved
 
-    return build_flow(engine, pipeline, tags=("scheduled",), resolve_params=resolve_params)
+    return build_flow(engine, pipeline, tags=("scheduled",), resolve_params=resolve_params,
+                      extra_params=(TICK_PARAM,))  # fmt: skip
+
+
+def show_resolved(flow_run_id: str, resolved: Resolved) -> None:
+    """Write the parameters a tick resolved (its partition, its clock's mapping) into the flow
+    run, so the UI's Parameters tab shows what the run processed; a failure only logs."""
+    import logging
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from conveyor._runtime.hashing import to_jsonable
+
+    name = resolved.notes.get("name")
+    run_id = conveyor_run_id(flow_run_id)
+    if name and run_id:
+        name = f"{name} · {run_id}"
+    parameters = to_jsonable(resolved.params)
+    if resolved.notes.get("tick"):
+        parameters[TICK_PARAM] = resolved.notes["tick"]
+    try:
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(UUID(flow_run_id))
+            client.update_flow_run(
+                UUID(flow_run_id),
+                parameters=parameters,
+                name=str(name) if name else None,
+                tags=sorted({*current.tags, *resolved.tags}),
+            )
+    except Exception as exc:  # the UI's view of a run must never fail the run
+        logging.getLogger("conveyor.prefect").warning(
+            "could not show the resolved parameters in flow run %s: %s", flow_run_id, exc
+        )
 
 
 def deployment(

@@ -16,12 +16,13 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from conveyor.backends.prefect_server import prefect_variables
 from conveyor.dsl.pipeline import Pipeline, Step
-from conveyor.engine.core import Engine, Execution
+from conveyor.engine.core import Engine, Execution, new_run_id
 from conveyor.engine.results import CACHED, FAILED, RunResult, StepResult
 
 log = logging.getLogger("conveyor.prefect")
@@ -53,7 +54,9 @@ def artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "conveyor"
 
 
-def _flow_signature(pipeline: Pipeline, partition_optional: bool) -> inspect.Signature:
+def _flow_signature(
+    pipeline: Pipeline, partition_optional: bool, extra: tuple[str, ...] = ()
+) -> inspect.Signature:
     params = []
     for p in pipeline.params:
         annotation = {"date": date, "int": int, "float": float, "str": str, "bool": bool}.get(
@@ -67,6 +70,9 @@ def _flow_signature(pipeline: Pipeline, partition_optional: bool) -> inspect.Sig
             inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                               annotation=annotation)
         )  # fmt: skip
+    for name in extra:
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Any))  # fmt: skip
     return inspect.Signature(params)
 
 
@@ -76,33 +82,82 @@ def _partition_names(pipeline: Pipeline) -> tuple[str, ...]:
     return pipeline.partition if isinstance(pipeline.partition, tuple) else (pipeline.partition,)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """Parameters resolved at run time, with what the resolver wants to hear about the run.
+
+    `on_run` gets conveyor's run id once the run exists; `on_end` gets the result (None when the
+    run failed before it had one, e.g. in planning). A scheduled tick records both.
+    """
+
+    params: dict[str, Any]
+    tags: tuple[str, ...] = ()
+    on_run: Callable[[str], None] | None = None
+    on_end: Callable[[RunResult | None], None] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+# flow-run id -> the conveyor run id its name carries, from naming the flow run (Prefect does
+# that before the flow's body runs) until the body starts the run under that id
+_run_ids: dict[str, str] = {}
+
+
+def conveyor_run_id(flow_run_id: str) -> str | None:
+    """The conveyor run id a starting flow run was named with (None: not named by conveyor)."""
+    return _run_ids.get(flow_run_id)
+
+
 def build_flow(
     engine: Engine,
     pipeline: Pipeline,
     *,
     tags: tuple[str, ...] = (),
-    resolve_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    resolve_params: Callable[[dict[str, Any]], dict[str, Any] | Resolved] | None = None,
     results: dict[str, RunResult] | None = None,
+    run_name: str | None = None,
+    extra_params: tuple[str, ...] = (),
 ) -> Any:
     """A Prefect flow named after the pipeline whose parameters are the pipeline's.
 
     `resolve_params` fills in parameters at run time (a scheduled run derives its partition from
     its scheduled time) and may wait for upstream partitions. `results`, when given, receives
     each run's RunResult under its flow-run id, so callers get it without Prefect persisting it.
+    `extra_params` are optional flow parameters the pipeline does not have (a scheduled run's
+    `conveyor_tick`, which shows its clock's mapping in the UI); they never reach the pipeline.
     """
     from prefect import flow
     from prefect.runtime import flow_run
     from prefect.states import Failed
 
+    def name_run() -> str:
+        run_id = new_run_id()
+        _run_ids[str(flow_run.id)] = run_id
+        return f"{run_name or pipeline.name} · {run_id}"
+
     async def run_pipeline(**params: Any) -> Any:
+        resolved = Resolved(params=dict(params))
         if resolve_params is not None:
-            params = await asyncio.to_thread(resolve_params, dict(params))
+            got = await asyncio.to_thread(resolve_params, dict(params))
+            resolved = got if isinstance(got, Resolved) else Resolved(params=got)
         params = {
-            k: v for k, v in params.items() if v is not None or k not in _partition_names(pipeline)
+            k: v
+            for k, v in resolved.params.items()
+            if (v is not None or k not in _partition_names(pipeline)) and k not in extra_params
         }
-        plan = await asyncio.to_thread(engine.plan, pipeline, params)
-        execution = engine.execution(pipeline, plan, tags, engine="prefect")
-        result = await drive_with_prefect(execution, engine.max_parallel)
+        result = None
+        try:
+            plan = await asyncio.to_thread(engine.plan, pipeline, params)
+            run_id = _run_ids.pop(str(flow_run.id), None)
+            execution = engine.execution(
+                pipeline, plan, tags + resolved.tags, engine="prefect", run_id=run_id
+            )
+            if resolved.on_run is not None:
+                await asyncio.to_thread(resolved.on_run, execution.state.info.run_id)
+            result = await drive_with_prefect(execution, engine.max_parallel)
+        finally:
+            if resolved.on_end is not None:
+                await asyncio.to_thread(resolved.on_end, result)
+        assert result is not None  # drive_with_prefect returned, or the finally re-raised
         if results is not None:
             results[str(flow_run.id)] = result
         await _publish_artifacts(execution, result)
@@ -115,9 +170,12 @@ def build_flow(
     run_pipeline.__doc__ = pipeline.description or f"conveyor pipeline {pipeline.name}"
     # Prefect reads the flow's parameters from inspect.signature, which honours __signature__
     # (an attribute functions accept but their type does not declare)
-    run_pipeline.__signature__ = _flow_signature(pipeline, resolve_params is not None)  # type: ignore[attr-defined]
+    run_pipeline.__signature__ = _flow_signature(  # type: ignore[attr-defined]
+        pipeline, resolve_params is not None, extra_params
+    )
     return flow(
         name=pipeline.name,
+        flow_run_name=name_run,
         validate_parameters=False,
         persist_result=False,
         log_prints=False,
@@ -132,9 +190,16 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
     states: dict[str, Any] = {}  # final Prefect states, so downstream task runs link upstream
     pending = {s.name: s for s in state.pipeline.steps}
     running: dict[asyncio.Task[StepResult], str] = {}
+    skips: list[asyncio.Task[None]] = []
     try:
         while pending or running:
+            waiting = dict(pending)
             state.skip_blocked(pending)
+            for name in waiting.keys() - pending.keys():  # skipped: shown, never run
+                step = waiting[name]
+                upstream = [states[u] for u in step.upstream if u in states]
+                reason = state.results[name].reason
+                skips.append(asyncio.create_task(_skipped_task(step, reason, upstream, states)))
             for step in state.ready(pending):
                 del pending[step.name]
                 state.begin(step)
@@ -147,6 +212,7 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
             for task in done:
                 running.pop(task)
                 state.finish(task.result())
+        await asyncio.gather(*skips)
     except BaseException:
         execution.services.runner.close()
         for task in running:
@@ -157,6 +223,24 @@ async def drive_with_prefect(execution: Execution, max_parallel: int) -> RunResu
     return state.complete()
 
 
+async def _skipped_task(
+    step: Step, reason: str, upstream: list[Any], states: dict[str, Any]
+) -> None:
+    """A task run for a step conveyor skipped, so the UI shows it and why (Prefect has no
+    skipped state type: a Completed state named "Skipped")."""
+    from prefect import allow_failure, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.states import Completed
+
+    async def skip() -> Any:
+        return Completed(name="Skipped", message=reason)
+
+    skipped = task(name=step.name, task_run_name=step.name, cache_policy=NO_CACHE,
+                   persist_result=False)(skip)  # fmt: skip
+    edges = [allow_failure(s) for s in upstream]
+    states[step.name] = await skipped(wait_for=edges, return_state=True)  # type: ignore[misc]
+
+
 async def _step_task(
     execution: Execution,
     step: Step,
@@ -164,7 +248,7 @@ async def _step_task(
     upstream: list[Any],
     states: dict[str, Any],
 ) -> StepResult:
-    from prefect import get_run_logger, task
+    from prefect import allow_failure, get_run_logger, task
     from prefect.cache_policies import NO_CACHE
     from prefect.runtime import task_run
     from prefect.states import Completed
@@ -194,10 +278,13 @@ async def _step_task(
         persist_result=False,  # no tags: tagged task runs each ask the API for concurrency slots
     )(run_step)
     async with slots:
-        # wait_for on finished states only records the edges the UI's run graph draws. (Prefect
+        # wait_for on finished states only records the edges the UI's run graph draws; conveyor
+        # decided already whether the step may run (a collector that allows failed items runs
+        # after one), so a failed upstream must not stop Prefect from starting it. (Prefect
         # types return_state=True as giving a State even for an async task, whose call gives a
         # coroutine of one.)
-        states[step.name] = await step_task(wait_for=upstream, return_state=True)  # type: ignore[misc]
+        edges = [allow_failure(state) for state in upstream]
+        states[step.name] = await step_task(wait_for=edges, return_state=True)  # type: ignore[misc]
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 
@@ -267,9 +354,7 @@ async def arun_with_prefect(
     import prefect
 
     results: dict[str, RunResult] = {}
-    flow = build_flow(engine, pipeline, tags=tags, results=results)
-    if flow_run_name:
-        flow = flow.with_options(flow_run_name=flow_run_name)
+    flow = build_flow(engine, pipeline, tags=tags, results=results, run_name=flow_run_name)
     bound = pipeline.bind(params)  # fail fast, before a flow run exists
     with api_settings(engine.settings), prefect.tags(*tags):
         state = await flow(**bound, return_state=True)

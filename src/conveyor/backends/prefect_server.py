@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +64,9 @@ def api_configured(settings: Settings) -> bool:
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
+    import urllib.error  # imported here: `engine="auto"` checks for the server on every run
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
             status: int = response.status  # typeshed types urlopen's result as Any

@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "images",
     "database",
     "schedules",
+    "replay",
     "compile",
     "artifacts",
 )
@@ -60,6 +61,11 @@ def _main(
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    if console.is_terminal:  # live spinners for every wait; a pipe or a log file gets none
+        from conveyor.cli.waits import LiveWaits
+        from conveyor.engine.progress import show_waits_on
+
+        show_waits_on(LiveWaits(console))
 
 
 def main() -> None:

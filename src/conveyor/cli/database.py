@@ -56,6 +56,8 @@ def _short(value: Any, width: int = 60) -> str:
 def _input(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # an artifact's content hash
+    if isinstance(value, dict) and set(value) == {"sha256", "bytes"}:  # recorded by hash
+        return f"<{value['bytes']:,} bytes, sha256 {value['sha256'][:12]}>"
     return _short(value, 40)
 
 
@@ -343,6 +345,24 @@ def _partition(run: Any) -> str:
     return f"{run.partition_start} .. {run.partition_end}"
 
 
+def _show_tick(config: Any, run_id: str) -> None:
+    """The schedule tick a run processed: when it was due and the data dates it stood for."""
+    from conveyor.db.clocks import tick_of_run
+
+    tick = tick_of_run(config, run_id)
+    if tick is None:
+        return
+    first, last = tick.first_date, tick.last_date
+    stands = str(last) if first == last else f"{first} .. {last}"
+    when = f"{tick.scheduled_at:%Y-%m-%d %H:%M} UTC"
+    if tick.kind == "replay":
+        retry = f", repeating failed tick {tick.retry_of}" if tick.retry_of else ""
+        console.print(f"scheduled by [{tick.clock}], replay tick {tick.tick}{retry}: "
+                      f"{when} -> data date {stands}", soft_wrap=True)  # fmt: skip
+    else:
+        console.print(f"scheduled by [{tick.clock}], wall clock: {when} -> {stands}")
+
+
 @runs_app.command("show")
 def runs_show(
     run_id: str = typer.Argument(None, help="Run id or a unique prefix (default: the latest)."),
@@ -378,6 +398,7 @@ def runs_show(
         f"{_when(run.started_at)} UTC on {run.hostname} (pid {run.pid}); {run.engine} engine, "
         f"{run.runner} runner"
     )
+    _show_tick(config, run.run_id)
     if run.error:
         console.print(run.error, style="red", soft_wrap=True)
     table = Table(title="steps", title_justify="left")

@@ -131,6 +131,8 @@ def serve(
     entries = load_entries(config)
     for entry in entries:
         schedule = f"on '{entry.cron}' ({entry.timezone}, offset {entry.partition_offset})"
+        if entry.clock == "replay":
+            schedule += f", replaying from {entry.replay_start}, {entry.replay_pace} per tick"
         console.print(
             Text.assemble("serving ", (entry.name, "bold"), f": {entry.pipeline} {schedule}")
         )
@@ -176,8 +178,24 @@ def _check_deployments(config: Settings) -> None:
             ),
             soft_wrap=True,
         )  # fmt: skip
+        if entry.clock == "replay":
+            end = f" to {entry.replay_end}" if entry.replay_end else ""
+            console.print(
+                f"    replay clock: from {entry.replay_start}{end}, {entry.replay_pace} "
+                f"date(s) of the calendar per tick"
+            )
+            if len(check.fires) < 3:
+                console.print(f"    the replay ends after {len(check.fires)} more tick(s)")
         for fire in check.fires:
-            partition = f"  -> partition {fire.partition}" if fire.partition else ""
+            partition = ""
+            if fire.partition:
+                shown = f"{fire.first} .. {fire.partition}" if fire.first else fire.partition
+                partition = f"  -> partition {shown}"
+            if fire.stands_for:
+                first, last = fire.stands_for
+                partition = f"  -> data {first if first == last else f'{first} .. {last}'}" + (
+                    partition.replace("  -> ", ", ")
+                )
             console.print(f"    next {fire.at:%Y-%m-%d %H:%M %Z} ({fire.at:%a}){partition}")
     console.print(f"{len(checks)} deployment entries valid")
 

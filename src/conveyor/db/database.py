@@ -24,11 +24,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from conveyor.db.models import SCHEMA_REVISION
+from conveyor.db.revision import SCHEMA_REVISION
+from conveyor.db.sqlite_file import SQLITE_BUSY_TIMEOUT, explain_sqlite
 from conveyor.engine.settings import Settings
 from conveyor.errors import DatabaseError
 
-SQLITE_BUSY_TIMEOUT = 600.0  # seconds a writer waits for another writer's transaction
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -160,27 +160,9 @@ class Database:
     def explain(self, exc: BaseException) -> str:
         """The driver's message for `exc`, or, for an SQLite file this process may not write,
         which file or folder that is and what to do."""
-        message = str(getattr(exc, "orig", None) or exc)
         if self.dialect != "sqlite":
-            return message
-        path = make_url(self.url).database
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return message
-        file = Path(path).resolve()
-        fix = (
-            "conveyor writes run records and tables to it on every run. Give this user write "
-            "permission, or set CONVEYOR_DATABASE_URL to a database it can write"
-        )
-        if file.exists() and not os.access(file, os.W_OK):
-            return f"the SQLite database file {file} is read-only ({message}); {fix}"
-        if file.parent.exists() and not os.access(file.parent, os.W_OK | os.X_OK):
-            return (
-                f"the folder of the SQLite database, {file.parent}, is read-only ({message}): "
-                f"SQLite creates {file.name}-wal and {file.name}-shm beside the file; {fix}"
-            )
-        if "readonly" in message or "read-only" in message:
-            return f"the SQLite database file {file} is read-only ({message}); {fix}"
-        return message
+            return str(getattr(exc, "orig", None) or exc)
+        return explain_sqlite(make_url(self.url).database, exc)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -13,15 +13,20 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor._runtime.tables import table_name
-from conveyor.db import reads, registry, writes
-from conveyor.db.database import Database, shared_database
 from conveyor.dsl.artifacts import ArtifactRef, Codec
 from conveyor.dsl.host import HostContext, metrics_problem
 from conveyor.engine.settings import Settings
 from conveyor.errors import HostStepError, RegistryError
+
+if TYPE_CHECKING:
+    from conveyor.db.database import Database
+
+# The database modules (and SQLAlchemy under them) are imported by the host step that first
+# needs them: a run gets these implementations whether or not its pipeline has host steps, and
+# one without them (or a cached re-run planning only) should not pay for the import.
 
 LOAD_TABLE_STEP = re.compile(r"load_table(_\d+)?")
 
@@ -57,6 +62,8 @@ class HostSteps:
     def database(self) -> Database:
         with self._lock:
             if self._database is None:
+                from conveyor.db.database import shared_database
+
                 self._database = shared_database(self.settings)
             return self._database
 
@@ -70,6 +77,8 @@ class HostSteps:
         columns: list[str] | None = None,
     ) -> Any:
         """Rows of `table` in [start, end] (or the `days` calendar days ending at `end`)."""
+        from conveyor.db import reads
+
         frame = reads.load_table(self.database, table, start, end, days, columns)
         ctx.log.info("load_table %s: %d rows", table, len(frame))
         return frame
@@ -83,11 +92,13 @@ class HostSteps:
         partition_end: date | None = None,
         partition_col: str | None = None,
         min_rows: int | None = None,
+        key_col: str | None = None,
+        key_value: str | int | None = None,
     ) -> int:
         """Replace one partition of `table` (a name, or a declaration's JSON) with `df`; the
         rows written."""
         name = table_name(table)
-        if partition_start is None and ctx.partition is not None:
+        if partition_start is None and key_col is None and ctx.partition is not None:
             raise HostStepError(
                 f"step {ctx.step!r}: write_table({name!r}) has no partition in a partitioned "
                 f"pipeline, so it would replace the whole table on every run. Pass "
@@ -96,11 +107,14 @@ class HostSteps:
         if min_rows is not None:
             check_rows_per_date(ctx, df, name, partition_start, partition_end, partition_col,
                                 min_rows)  # fmt: skip
+        from conveyor.db import writes
+
         rows = writes.write_table(
             self.database, df, table, partition_start, partition_end, partition_col,
-            run_id=ctx.run_id,
+            key={key_col: key_value} if key_col is not None else None, run_id=ctx.run_id,
         )  # fmt: skip
-        ctx.log.info("write_table %s: %d rows", name, rows)
+        shown = f" ({key_col}={key_value!r})" if key_col is not None else ""
+        ctx.log.info("write_table %s%s: %d rows", name, shown, rows)
         return rows
 
     def register_model(
@@ -122,6 +136,8 @@ class HostSteps:
                 f"step {ctx.step!r}: register_model({name!r}): {problem}{shown}. Nothing was "
                 f"registered."
             )
+        from conveyor.db import registry
+
         producer = ctx.upstream.get("model")
         environment = ctx.environments.get(producer) if producer else None
         reads_ = tables_read(ctx, self.database)
@@ -168,6 +184,8 @@ class HostSteps:
         """The version load_model will return and the pins of the environment that built it,
         resolved when the run is planned (so the consuming step's environment can use them).
         None when there is no such model and it is not required."""
+        from conveyor.db import registry
+
         try:
             record = registry.resolve(
                 self.database, name, stage=stage, version=version, as_of=_date(as_of)
@@ -194,6 +212,8 @@ class HostSteps:
         built for it. With `required=False`, no such model gives a stored None (the first
         training run has no production model to compare with).
         """
+        from conveyor.db import registry
+
         pinned = getattr(ctx.pinned, "version", None)
         try:
             if pinned is not None:
@@ -229,6 +249,8 @@ class HostSteps:
 def tables_read(ctx: HostContext, database: Database) -> list[dict[str, Any]]:
     """What the run's load_table steps read so far: table, the dates of the rows it got (and the
     range it asked for, when wider), content hash."""
+    from conveyor.db import reads
+
     found = []
     for step, result in sorted(ctx.results.items()):
         if not LOAD_TABLE_STEP.fullmatch(step) or result.status not in ("succeeded", "cached"):

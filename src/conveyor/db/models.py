@@ -12,9 +12,12 @@
                              version, environment lock, current stage
     conveyor_model_stages    stage history: which stage each version held, from when to when
     conveyor_model_loads     which run loaded which model version (prediction -> model lineage)
+    conveyor_clocks          where each replay clock of a schedule stands (its last data date)
+    conveyor_clock_ticks     every scheduled tick: when it was due, the data dates it stands
+                             for, the run that processed them and how that ended
 
 Changing a model means adding a migration under `migrations/versions/` and bumping
-`SCHEMA_REVISION` (a test checks both agree).
+`SCHEMA_REVISION` in `revision.py` (a test checks both agree).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models describe; the database is upgraded when it differs.
-SCHEMA_REVISION = "0001"
+from conveyor.db.revision import SCHEMA_REVISION as SCHEMA_REVISION
 
 RUNNING, SUCCEEDED, FAILED, CRASHED = "running", "succeeded", "failed", "crashed"
 STAGES = ("candidate", "production", "archived")
@@ -252,6 +255,44 @@ class ModelLoad(Base):
     version: Mapped[int]
     requested: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+class Clock(Base):
+    __tablename__ = "conveyor_clocks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    start: Mapped[date]
+    pace: Mapped[int]
+    position: Mapped[date | None]
+    ticks: Mapped[int]
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ClockTick(Base):
+    __tablename__ = "conveyor_clock_ticks"
+    __table_args__ = (
+        UniqueConstraint("clock", "scheduled_at", name="uq_conveyor_clock_ticks_scheduled"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    clock: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    tick: Mapped[int | None]
+    scheduled_at: Mapped[datetime]
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    first_date: Mapped[date]
+    last_date: Mapped[date]
+    partition_start: Mapped[date | None]
+    partition_end: Mapped[date | None]
+    retry_of: Mapped[int | None]
+    retried: Mapped[bool]
+    status: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    claimed_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
 
 
 def table_of(model: type[Base]) -> Table:

@@ -1,4 +1,5 @@
-"""Recording runs into conveyor's database through the engine's run hooks.
+"""Recording runs into conveyor's database through the engine's run hooks, with SQLAlchemy
+(PostgreSQL, and any SQLite URL `sqlite_recorder` does not take: it writes the embedded file).
 
 Each hook is one short write transaction (an SQLite WAL commit is well under a millisecond;
 PostgreSQL one round trip per statement). While runs are active a heartbeat thread stamps them
@@ -18,13 +19,13 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor._runtime.hashing import to_jsonable
+from conveyor._runtime.hashing import compact_value, to_jsonable
 from conveyor.db.database import Database, shared_database
 from conveyor.db.models import (
     CRASHED,
@@ -38,9 +39,20 @@ from conveyor.db.models import (
     StepRun,
     table_of,
 )
+from conveyor.db.sqlite_recorder import (
+    HEARTBEAT_SECONDS as HEARTBEAT_SECONDS,
+)
+from conveyor.db.sqlite_recorder import (
+    STALE_AFTER_BEATS as STALE_AFTER_BEATS,
+)
+from conveyor.db.sqlite_recorder import (
+    crash_error,
+)
+from conveyor.db.sqlite_recorder import (
+    crash_reason as crash_reason,
+)
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.engine.hooks import RunHooks
-from conveyor.engine.processes import process_alive
 from conveyor.engine.results import RunInfo, RunResult, StepResult
 from conveyor.engine.settings import Settings
 from conveyor.errors import ConveyorError, DatabaseError
@@ -50,19 +62,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.db")
 
-HEARTBEAT_SECONDS = float(os.environ.get("CONVEYOR_HEARTBEAT_SECONDS", "10"))
-STALE_AFTER_BEATS = 6
-
 RUNS = table_of(PipelineRun)
 STEPS = table_of(StepRun)
 ATTEMPTS = table_of(StepAttempt)
 PARTITIONS = table_of(PartitionStatus)
 REFS = table_of(ArtifactRefRow)
-
-
-def recorder_hooks(settings: Settings) -> list[RunHooks]:
-    """The hooks `conveyor.run` installs: one Recorder on the project's database."""
-    return [Recorder(settings)]
 
 
 def _now() -> datetime:
@@ -261,7 +265,8 @@ class Recorder(RunHooks):
             "attempts": result.attempts,
             "cache_key": result.cache_key,
             "environment": result.environment,
-            "inputs": to_jsonable(result.inputs),
+            # a large literal input is the run's parameter: recorded there once, here by hash
+            "inputs": {name: compact_value(value) for name, value in result.inputs.items()},
             "outputs": {name: ref.to_dict() for name, ref in result.artifacts.items()},
             "metrics": result.metrics,
             "timings": to_jsonable(result.timings),
@@ -386,35 +391,6 @@ def _set_partitions(conn: Connection, run: RunInfo, status: str, now: datetime) 
     )  # fmt: skip
 
 
-def crash_reason(
-    host: str,
-    pid: int,
-    heartbeat: datetime,
-    started: datetime,
-    now: datetime,
-    hostname: str,
-    stale_seconds: float,
-) -> str | None:
-    """Why a run recorded as running is not (None: it may well be running).
-
-    On this host the process decides: alive (and not a later process reusing its pid) means
-    running, however long its heartbeat has been quiet (a database outage silences it). On
-    another host only the heartbeat can tell.
-    """
-    if host == hostname:
-        if pid == os.getpid() or process_alive(pid, since=_aware(started)):
-            return None
-        return f"its process (pid {pid} on {host}) is gone"
-    if _aware(heartbeat) < now - timedelta(seconds=stale_seconds):
-        return f"no heartbeat from pid {pid} on {host} since {heartbeat:%Y-%m-%d %H:%M:%S} UTC"
-    return None
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; conveyor stores UTC
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def mark_crashed(conn: Connection, now: datetime, hostname: str, stale_seconds: float) -> list[str]:
     """Mark runs left `running` by a process that is gone as `crashed`; return their ids."""
     rows = conn.execute(
@@ -428,7 +404,7 @@ def mark_crashed(conn: Connection, now: datetime, hostname: str, stale_seconds: 
         if why is not None:
             crashed[run_id] = why
     for run_id, why in crashed.items():
-        error = f"crashed: {why}; detected at the next start ({now:%Y-%m-%d %H:%M:%S} UTC)"
+        error = crash_error(why, now)
         conn.execute(
             sa.update(RUNS)
             .where(RUNS.c.run_id == run_id)

@@ -24,6 +24,9 @@ Partition keys:
   rows whose `day` lies in [start, end] and every frame row's `day` must lie in that range, so
   writing a range in one run gives exactly the rows of writing its dates one by one.
 - no partition at all (an unpartitioned pipeline): the whole table is replaced.
+- `key={"model": "qda"}`: only the rows whose `model` holds "qda", alone (a table partitioned
+  by model name) or within the dates above (date x key). The frame gets the column when it
+  lacks it; when it has it, every row must hold the key's value.
 
 Tables are dropped only by `conveyor db drop-table`, under the table's exclusive lock; a
 PostgreSQL write reads the table's columns again once it holds its lock, so a drop that went
@@ -78,9 +81,36 @@ class Partition:
     end: date | None
     column: str | None
     managed: bool  # the column is conveyor's own `conveyor_partition`
+    key: tuple[str, str | int] | None = None  # (column, value): only the rows holding it
 
     @classmethod
-    def build(cls, table: TableName, start: Any, end: Any, partition_col: str | None) -> Partition:
+    def build(
+        cls,
+        table: TableName,
+        start: Any,
+        end: Any,
+        partition_col: str | None,
+        key: Mapping[str, Any] | None = None,
+    ) -> Partition:
+        where = f"write_table({str(table)!r})"
+        dated = cls._dates(table, start, end, partition_col)
+        if not key:
+            return dated
+        if len(key) != 1:
+            raise DatabaseError(f"{where}: a key partition is one column, got {dict(key)!r}")
+        ((column, value),) = key.items()
+        check_column(column, f"{where}: key column")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise DatabaseError(
+                f"{where}: key {column}={value!r} is {type(value).__name__}; a key value is a "
+                f"string or an integer"
+            )
+        if column in (dated.column, PARTITION_COLUMN):
+            raise DatabaseError(f"{where}: key column {column!r} is the date partition's column")
+        return cls(dated.start, dated.end, dated.column, dated.managed, (column, value))
+
+    @classmethod
+    def _dates(cls, table: TableName, start: Any, end: Any, partition_col: str | None) -> Partition:
         where = f"write_table({str(table)!r})"
         start, end = _as_date(start, where), _as_date(end, where)
         if start is None and end is not None:
@@ -110,7 +140,11 @@ class Partition:
 
     @property
     def whole_table(self) -> bool:
-        return self.start is None
+        return self.start is None and self.key is None
+
+    @property
+    def dated(self) -> bool:
+        return self.start is not None
 
     def dates(self) -> list[date]:
         if self.start is None or self.end is None:
@@ -118,9 +152,11 @@ class Partition:
         return [self.start + timedelta(n) for n in range((self.end - self.start).days + 1)]
 
     def describe(self) -> str:
+        key = f"{self.key[0]}={self.key[1]!r}" if self.key else ""
         if self.start is None:
-            return "the whole table"
-        return str(self.start) if self.start == self.end else f"{self.start} to {self.end}"
+            return key or "the whole table"
+        days = str(self.start) if self.start == self.end else f"{self.start} to {self.end}"
+        return f"{days}, {key}" if key else days
 
 
 def _as_date(value: Any, where: str) -> date | None:
@@ -144,6 +180,7 @@ def write_table(
     partition_end: date | None = None,
     partition_col: str | None = None,
     *,
+    key: Mapping[str, Any] | None = None,
     run_id: str | None = None,
 ) -> int:
     """Replace one partition of `table` with `frame`'s rows; return the number of rows written.
@@ -160,7 +197,9 @@ def write_table(
     where = f"write_table({str(name)!r})"
     if not isinstance(frame, pd.DataFrame):
         raise TableSchemaError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
-    partition = Partition.build(name, partition_start, partition_end, partition_col)
+    partition = Partition.build(name, partition_start, partition_end, partition_col, key)
+    if partition.key is not None:
+        frame = _with_key(frame, partition.key, where)
     rows = schemas.Rows(
         frame,
         None if partition.managed else partition.column,
@@ -195,12 +234,12 @@ def write_table(
                             f"nothing was written. Run again to create it anew."
                         )
             created = existing is None
-            key: tuple[str, ...] = ()
+            primary: tuple[str, ...] = ()
             if existing is None:
                 if declared is not None:
-                    stored, key = schemas.stored_columns(declared, partition.managed)
+                    stored, primary = schemas.stored_columns(declared, partition.managed)
                     kinds = {c.name: c.kind or "text" for c in stored}
-                    create_table(conn, db.dialect, name, stored, partition.column, run_id, key)
+                    create_table(conn, db.dialect, name, stored, partition.column, run_id, primary)
                 else:
                     unknown = [c.name for c in frame_cols if c.kind == NULL]
                     if unknown and not len(frame):
@@ -230,7 +269,7 @@ def write_table(
                 conn, db.dialect, name, names, [kinds[n] for n in names],
                 [cast(arrays[n], kinds[n]) for n in names],
             )  # fmt: skip
-            if created and partition.column is not None and key[:1] != (partition.column,):
+            if created and partition.column is not None and primary[:1] != (partition.column,):
                 create_index(conn, name, partition.column)  # (a key led by it is indexed)
     except db.driver_errors as exc:
         raise DatabaseError(
@@ -288,7 +327,7 @@ def _frame_columns(
             columns.append(frame_column(frame[PARTITION_COLUMN], PARTITION_COLUMN, str(name)))
     else:
         columns = [frame_column(frame[n], n, str(name)) for n in names]
-    if partition.whole_table:
+    if not partition.dated:
         return columns
     assert partition.start is not None and partition.end is not None
     if partition.managed:
@@ -308,6 +347,23 @@ def _frame_columns(
         )
     _check_dates(frame, partition.column, partition, where, own=False)
     return columns
+
+
+def _with_key(frame: Any, key: tuple[str, str | int], where: str) -> Any:
+    """`frame` with the key column holding the key's value, checked when the frame has it."""
+    column, value = key
+    if column not in frame.columns:
+        return frame.assign(**{column: value})
+    held = frame[column]
+    wrong = held[held.isna() | (held != value)]
+    if len(wrong):
+        shown = ", ".join(repr(v) for v in wrong.drop_duplicates().head(5).tolist())
+        raise TableSchemaError(
+            f"{where}: the partition is {column}={value!r}, but {len(wrong)} row(s) of column "
+            f"{column!r} hold other values ({shown}); nothing was written. Filter the frame to "
+            f"the key, or drop the column (conveyor fills it in)"
+        )
+    return frame
 
 
 def _check_dates(frame: Any, column: str, partition: Partition, where: str, own: bool) -> None:
@@ -412,11 +468,15 @@ def _lock(conn: Connection, dialect: str, name: TableName, partition: Partition)
         lock_table(conn, dialect, name, exclusive=True, qualified=qualified)
         return
     lock_table(conn, dialect, name, exclusive=False, qualified=qualified)
+    key = () if partition.key is None else (partition.key[0], repr(partition.key[1]))
     # One round trip; unnest yields the keys in array order, which is date order for every
-    # writer, so two overlapping ranges cannot deadlock.
+    # writer, so two overlapping ranges cannot deadlock. A key-only partition is one lock.
+    locks = [lock_key("table", qualified, day.isoformat(), *key) for day in days] or [
+        lock_key("table", qualified, *key)
+    ]
     conn.execute(
         sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
-        {"keys": [lock_key("table", qualified, day.isoformat()) for day in days]},
+        {"keys": locks},
     )
 
 
@@ -424,9 +484,13 @@ def _delete(conn: Connection, dialect: str, name: TableName, partition: Partitio
     if partition.whole_table:
         conn.execute(sa.text(f"DELETE FROM {name.sql}"))
         return
-    assert partition.start is not None and partition.end is not None and partition.column
-    column = text_quote(partition.column)
-    conn.execute(
-        sa.text(f"DELETE FROM {name.sql} WHERE {column} >= :lo AND {column} < :hi"),
-        bounds(partition.start, partition.end, dialect),
-    )
+    where, values = [], {}
+    if partition.dated:
+        assert partition.start is not None and partition.end is not None and partition.column
+        column = text_quote(partition.column)
+        where.append(f"{column} >= :lo AND {column} < :hi")
+        values.update(bounds(partition.start, partition.end, dialect))
+    if partition.key is not None:
+        where.append(f"{text_quote(partition.key[0])} = :key")
+        values["key"] = partition.key[1]
+    conn.execute(sa.text(f"DELETE FROM {name.sql} WHERE {' AND '.join(where)}"), values)

@@ -225,6 +225,24 @@ def _prepare_write(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _split_partition(kwargs: dict[str, Any]) -> dict[str, Any]:
     partition = kwargs.pop("partition", None)
+    key = kwargs.pop("key", None)
+    if isinstance(partition, Mapping):  # partition={"model": m}: a key, no dates
+        if key is not None:
+            raise TypeError("pass the key once: partition={...} or key={...}, not both")
+        key, partition = partition, None
+    if key is not None:
+        if not isinstance(key, Mapping) or len(key) != 1:
+            raise TypeError(
+                f"a key partition is one column and its value, e.g. {{'model': 'qda'}}; got {key!r}"
+            )
+        ((column, value),) = key.items()
+        if not isinstance(column, str):
+            raise TypeError(f"a key partition's column must be a name, got {column!r}")
+        if isinstance(value, bool) or not isinstance(value, str | int | Placeholder):
+            raise TypeError(
+                f"key partition {column!r} = {value!r}: a key value is a string or an integer"
+            )
+        kwargs["key_col"], kwargs["key_value"] = column, value
     if isinstance(partition, tuple | list):
         if len(partition) != 2:
             raise TypeError("partition must be a date or a (start, end) pair of dates")
@@ -260,18 +278,21 @@ def _load_table_signature(
 def _write_table_signature(  # type: ignore[empty-body]
     df: Any,
     table: str | Table,
-    partition: date | tuple[date, date] | None = None,
+    partition: date | tuple[date, date] | Mapping[str, str | int] | None = None,
     partition_col: str | None = None,
     min_rows: int | None = None,
+    key: Mapping[str, str | int] | None = None,
 ) -> int:
-    """Replace exactly `partition` (a date or a (start, end) range) of `table` with `df`.
+    """Replace exactly `partition` (a date, a (start, end) range, or a key such as
+    `{"model": "qda"}`) of `table` with `df`; `key=` narrows a date partition to one key.
 
     One transaction, serialized per (table, partition); the table is created on first write.
     `table` is a name, or a `conveyor.Table` declaration: then `df` must have the declared
     columns, types, no missing values where not nullable and no key twice, the first write
     creates the table as declared, and a table that differs from its declaration is an error
     naming the migration. Without `partition_col` the partition key is kept in a column of its
-    own. With `min_rows`,
+    own. A key partition replaces only the rows whose key column holds the value (the column
+    is added to the frame when it lacks it). With `min_rows`,
     every calendar date of the partition must have at least that many rows, or nothing is
     written and the step fails naming the dates. Returns the rows written.
     """
@@ -331,6 +352,8 @@ write_table = _builtin(
         ("partition_end", DATE, True, None),
         ("partition_col", JSON, True, None),
         ("min_rows", JSON, True, None),
+        ("key_col", JSON, True, None),
+        ("key_value", JSON, True, None),
     ],
     JSON,
     prepare=_prepare_write,

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from conveyor._runtime.hashing import canonical_json, sha256_json
+from conveyor._runtime.hashing import canonical_json, compact_json, sha256_json
 from conveyor.dsl.artifacts import ArtifactRef
 from conveyor.engine.store import ArtifactStore
 
@@ -85,7 +85,8 @@ class CacheKeyParts:
         collected: dict[str, dict[str, str]] | None = None,
     ) -> CacheKeyParts:
         return cls(
-            code, environment, {k: canonical_json(v) for k, v in params.items()}, inputs,
+            code, environment, {k: compact_json(canonical_json(v)) for k, v in params.items()},
+            inputs,
             outputs, dict(files or {}), dict(code_parts or {}), "", dict(collected or {}),
         )  # fmt: skip
 

@@ -25,6 +25,7 @@ from conveyor.engine.files import FileHasher
 from conveyor.engine.fingerprint import Fingerprinter
 from conveyor.engine.hooks import HookChain, RunHooks
 from conveyor.engine.planning import CachePolicy, HostImplementations, Plan, make_plan
+from conveyor.engine.progress import waiting
 from conveyor.engine.results import RunInfo, RunResult, StepResult
 from conveyor.engine.retry import RetryPolicy
 from conveyor.engine.run_state import RunState
@@ -98,19 +99,20 @@ class Engine:
     def plan(self, pipeline: Pipeline, params: Mapping[str, Any]) -> Plan:
         """Bind parameters, build environments, check host steps, predict the cache."""
         services = self.services
-        return make_plan(
-            pipeline,
-            params,
-            services.runner,
-            services.store,
-            services.fingerprinter,
-            policy=services.policy,
-            host_impls=services.host_impls,
-            bundles=(services.bundler, services.settings.bundle_cache)
-            if services.runner.uses_bundles
-            else None,
-            files=services.files,
-        )
+        with waiting(f"planning {pipeline.name}: environments, code, cache"):
+            return make_plan(
+                pipeline,
+                params,
+                services.runner,
+                services.store,
+                services.fingerprinter,
+                policy=services.policy,
+                host_impls=services.host_impls,
+                bundles=(services.bundler, services.settings.bundle_cache)
+                if services.runner.uses_bundles
+                else None,
+                files=services.files,
+            )
 
     def run(
         self, pipeline: Pipeline, params: Mapping[str, Any], *, plan: Plan | None = None
@@ -130,11 +132,13 @@ class Engine:
         *,
         started: float | None = None,
         engine: str | None = None,
+        run_id: str | None = None,
     ) -> Execution:
-        """A planned run for a driver: `engine` names who drives it in the run's record."""
+        """A planned run for a driver: `engine` names who drives it in the run's record,
+        `run_id` is the id it gave the run already (a Prefect flow run's name holds it)."""
         pipeline = plan.pipeline  # with its maps expanded into item steps
         info = RunInfo(
-            run_id=new_run_id(),
+            run_id=run_id or new_run_id(),
             pipeline=pipeline.name,
             params=plan.params,
             partition=plan.partition,
@@ -145,7 +149,7 @@ class Engine:
             runner=self.runner.name,
             project_root=str(self.settings.project_root),
             started_at=datetime.now(UTC),
-            tags=self.tags + tags,
+            tags=tuple(dict.fromkeys(self.tags + tags)),  # a backfill's tag once, not twice
         )
         state = RunState(pipeline, plan, info, self.services.hooks, started or time.perf_counter())
         return Execution(state, StepRunner(self.services, state), self.services)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import psutil
-
 
 def process_alive(pid: int, since: datetime | None = None) -> bool:
     """Whether a process with this pid exists on this host and is not a zombie; with `since`
     (when the process was known to run), also that it is the same process, not a reuse of
     its pid by one started later."""
+    import psutil  # imported here: a run imports this module, and rarely has a process to judge
+
     try:
         process = psutil.Process(pid)
         if since is not None and process.create_time() > since.timestamp() + 1:

@@ -113,8 +113,14 @@ class RunResult:
         return {k: self._load(v) for k, v in binding.items()}
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for step in self.steps.values():
-            counts[step.status] = counts.get(step.status, 0) + 1
-        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
-        return f"{self.pipeline} {self.status} in {self.duration:.2f}s ({parts})"
+        """`example succeeded in 3.10s: 4 steps, 3 cached, 1 ran (2.51s), 0 failed`."""
+        steps = list(self.steps.values())
+        ran = [s for s in steps if s.status in (SUCCEEDED, FAILED)]
+        count = {status: sum(s.status == status for s in steps) for status in (CACHED, FAILED)}
+        skipped = sum(s.status == SKIPPED for s in steps)
+        text = (
+            f"{self.pipeline} {self.status} in {self.duration:.2f}s: {len(steps)} steps, "
+            f"{count[CACHED]} cached, {len(ran)} ran ({sum(s.duration for s in ran):.2f}s), "
+            f"{count[FAILED]} failed"
+        )
+        return text + (f", {skipped} skipped" if skipped else "")

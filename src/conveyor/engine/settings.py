@@ -37,6 +37,15 @@ def _read_pyproject(path: Path) -> dict[str, Any]:
         raise ConveyorError(f"{path}: cannot read it as TOML ({exc}); fix the file") from exc
 
 
+def _isolation(value: Any, pyproject: Path) -> str:
+    if value not in ("default", "strict"):
+        raise ConveyorError(
+            f'{pyproject}: [tool.conveyor] isolation = {value!r} is not known; use "strict" '
+            f'(refuse to run steps that cannot be sandboxed) or "default"'
+        )
+    return str(value)
+
+
 def _user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "conveyor"
@@ -55,6 +64,8 @@ class Settings:
     base_image: str = DEFAULT_BASE_IMAGE
     artifacts: str | None = None  # the artifact store's URL; None: <home>/artifacts
     registry: str | None = None  # where step images are pushed and pulled (HOST[:PORT]/prefix)
+    # "strict": a runner that cannot isolate its steps (no sandbox) refuses to run them
+    isolation: str = "default"
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -80,6 +91,7 @@ class Settings:
             or config.get("base_image", DEFAULT_BASE_IMAGE),
             artifacts=os.environ.get("CONVEYOR_ARTIFACTS") or config.get("artifacts"),
             registry=os.environ.get("CONVEYOR_REGISTRY") or config.get("registry"),
+            isolation=_isolation(config.get("isolation", "default"), pyproject),
         )
 
     @property

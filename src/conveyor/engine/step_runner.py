@@ -23,6 +23,7 @@ from conveyor.dsl.pipeline import Step
 from conveyor.engine.cache import HIT_REASON, CacheKeyParts, explain_miss
 from conveyor.engine.files import publish as publish_path
 from conveyor.engine.planning import cache_parts, file_inputs, input_values
+from conveyor.engine.progress import waiting
 from conveyor.engine.results import CACHED, FAILED, SUCCEEDED, StepResult
 from conveyor.engine.run_state import RunState
 from conveyor.engine.services import EngineServices
@@ -51,10 +52,12 @@ class StepRunner:
         started = time.perf_counter()
         started_at = datetime.now(UTC)
         try:
-            if step.component is not None:
-                result = self._component_step(step, attempt, log_sink)
-            else:
-                result = self._host_step(step)
+            with waiting(f"step {step.name}") as detail:
+                sink = _both(log_sink, detail)
+                if step.component is not None:
+                    result = self._component_step(step, attempt, sink)
+                else:
+                    result = self._host_step(step)
         except ConveyorError as exc:
             self._failed_outside_attempts(step)
             result = StepResult(step.name, step.kind, FAILED, "failed", error=str(exc))
@@ -156,6 +159,7 @@ class StepRunner:
             try:
                 result = services.runner.run(task)
             except StepFailed as exc:
+                step_log.keep(str(exc))  # the step's log file ends with why it failed
                 step_log.close()
                 if attempt < attempts:  # tried again, here or by the driver (Prefect's retries)
                     services.hooks.attempt_failed(
@@ -339,17 +343,35 @@ class StepLog:
         self._file: Any = None
 
     def __call__(self, line: str) -> None:
+        self.keep(line)
+        self.logger.info(line)
+        if self.sink is not None:
+            self.sink(line)
+
+    def keep(self, text: str) -> None:
+        """Write `text` to the log file only (the driver reports it in its own words)."""
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a")
-            self._file.write(line + "\n")
-        self.logger.info(line)
-        if self.sink is not None:
-            self.sink(line)
+            self._file.write(text.rstrip("\n") + "\n")
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def _both(
+    first: Callable[[str], None] | None, second: Callable[[str], None]
+) -> Callable[[str], None]:
+    """A log sink that feeds the driver's sink (if any) and the wait's latest line."""
+    if first is None:
+        return second
+
+    def sink(line: str) -> None:
+        first(line)
+        second(line)
+
+    return sink

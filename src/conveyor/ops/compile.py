@@ -339,6 +339,24 @@ def _store_variables(url: str) -> tuple[str, ...]:
     return store_variables(url)
 
 
+def _refuse_maps(pipeline: Pipeline) -> None:
+    """Maps and collected lists have no KFP form yet (dsl.ParallelFor and dsl.Collected would
+    be it): say so before anything is built or published."""
+    for step in pipeline.steps:
+        collected = [name for name, b in step.bindings if b.kind == "collect"]
+        if step.map is not None or collected:
+            what = (
+                f"maps {step.name}.map(...)"
+                if step.map is not None
+                else (f"collects a list of step outputs into {step.name}({collected[0]}=...)")
+            )
+            raise CompileError(
+                f"pipeline {pipeline.name!r} {what}, which does not compile for Kubeflow yet "
+                f"(it would need dsl.ParallelFor and dsl.Collected). Run it with the local or "
+                f"Prefect engine, or write the items as separate steps for the KFP pipeline."
+            )
+
+
 def compile(
     pipeline_or_name: Pipeline | str,
     *,
@@ -373,6 +391,7 @@ def compile(
         raise CompileError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     settings = settings or Settings.load()
     pipeline = resolve_pipeline(pipeline_or_name, settings)
+    _refuse_maps(pipeline)
     values = compile_params(pipeline, params or {})
     store = ArtifactStore(settings.artifact_store, cache_dir=settings.artifact_cache)
     resolver = images or RegistryImages(settings, pipeline.name, registry)

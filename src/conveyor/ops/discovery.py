@@ -3,10 +3,18 @@
 Flow files are imported as modules named after their path from the project root
 (`flows/features.py` -> `flows.features`), so a step process can import the same module by name.
 A file that fails to import is reported by name without hiding the pipelines of the others.
+
+Resolving one name is lazy: the flow files' source is read (not imported) for `@pipeline`
+definitions and their names (`name=` when given as a literal), and only the files that define
+the name are imported, so `conveyor dag features` does not pay for every other flow's imports.
+A name the source does not show (a pipeline built by a call rather than a decorator, a computed
+`name=`) falls back to importing every flow file, as listing pipelines always does; so does a
+name found but not defined once, which keeps the ambiguity and unknown-name errors whole.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 import traceback
@@ -67,10 +75,10 @@ def import_file(path: Path, root: Path) -> ModuleType:
     return importlib.import_module(module_name_for(path, root))
 
 
-def discover(settings: Settings) -> Discovered:
-    """Import every flow file and collect its pipelines."""
+def flow_files(settings: Settings) -> list[Path]:
+    """The Python files of the configured flow folders, in a stable order."""
     root = settings.project_root
-    found = Discovered()
+    files: list[Path] = []
     for folder in settings.flows:
         base = root / folder
         if not base.is_dir():
@@ -80,16 +88,69 @@ def discover(settings: Settings) -> Discovered:
                 continue
             if any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
-            origin = str(path.relative_to(root))
-            try:
-                module = import_file(path, root)
-            except Exception:
-                found.errors[origin] = traceback.format_exc()
-                continue
-            for value in vars(module).values():
-                if isinstance(value, Pipeline) and value.module == module.__name__:
-                    found.add(value, origin)
+            files.append(path)
+    return files
+
+
+def discover(settings: Settings, files: list[Path] | None = None) -> Discovered:
+    """Import every flow file (or only `files`) and collect its pipelines."""
+    root = settings.project_root
+    found = Discovered()
+    for path in flow_files(settings) if files is None else files:
+        origin = str(path.relative_to(root))
+        try:
+            module = import_file(path, root)
+        except Exception:
+            found.errors[origin] = traceback.format_exc()
+            continue
+        for value in vars(module).values():
+            if isinstance(value, Pipeline) and value.module == module.__name__:
+                found.add(value, origin)
     return found
+
+
+def declared_names(source: str) -> set[str]:
+    """Names of the `@pipeline` functions a flow file's source defines (without importing it).
+
+    `@pipeline`, `@pipeline(...)` and `@conveyor.pipeline(...)` count; `name="..."` given as a
+    literal overrides the function's name. Unreadable source declares nothing.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            call = decorator if isinstance(decorator, ast.Call) else None
+            target = call.func if call is not None else decorator
+            named = (isinstance(target, ast.Name) and target.id == "pipeline") or (
+                isinstance(target, ast.Attribute) and target.attr == "pipeline"
+            )
+            if not named:
+                continue
+            name = node.name
+            for keyword in call.keywords if call is not None else ():
+                value = keyword.value
+                if keyword.arg == "name" and isinstance(value, ast.Constant) and value.value:
+                    name = str(value.value)
+            names.add(name)
+    return names
+
+
+def defining_files(name: str, settings: Settings) -> list[Path]:
+    """The flow files whose source declares a pipeline called `name` (read, not imported)."""
+    matches = []
+    for path in flow_files(settings):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "pipeline" in source and name in source and name in declared_names(source):
+            matches.append(path)
+    return matches
 
 
 def resolve_pipeline(target: str | Pipeline, settings: Settings) -> Pipeline:
@@ -98,6 +159,11 @@ def resolve_pipeline(target: str | Pipeline, settings: Settings) -> Pipeline:
         return target
     if ":" in target or target.endswith(".py"):
         return _from_path(target, settings)
+    candidates = defining_files(target, settings)
+    if candidates:
+        lazily = discover(settings, candidates).pipelines.get(target, [])
+        if len(lazily) == 1:
+            return lazily[0][0]
     found = discover(settings)
     matches = found.pipelines.get(target, [])
     if len(matches) == 1:

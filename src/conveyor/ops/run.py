@@ -11,8 +11,10 @@ from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.core import Engine
 from conveyor.engine.hooks import HookChain, RunHooks
 from conveyor.engine.planning import CachePolicy, HostImplementations
+from conveyor.engine.progress import waiting
 from conveyor.engine.results import RunResult
 from conveyor.engine.settings import Settings
+from conveyor.engine.tasks import Runner
 from conveyor.errors import ConveyorError, RunFailed
 from conveyor.ops.discovery import resolve_pipeline
 from conveyor.runners import get_runner
@@ -52,14 +54,21 @@ def default_host_implementations(settings: Settings) -> HostImplementations:
 
 
 def default_hooks(settings: Settings) -> list[RunHooks]:
-    """Lineage recording into conveyor's database, when its layer is installed."""
+    """Lineage recording into conveyor's database, when its layer is installed: the embedded
+    SQLite file through the standard library (no SQLAlchemy import on a run's hot path), any
+    other database through SQLAlchemy."""
     if not settings.uses_database:
         return []
+    from conveyor.db.sqlite_recorder import SqliteRecorder, sqlite_path
+
+    path = sqlite_path(settings)
+    if path is not None:
+        return [SqliteRecorder(settings, path)]
     try:
-        from conveyor.db.recorder import recorder_hooks
+        from conveyor.db.recorder import Recorder
     except ImportError:
         return []
-    return recorder_hooks(settings)
+    return [Recorder(settings)]
 
 
 def default_registry(settings: Settings) -> Any:
@@ -73,6 +82,12 @@ def default_registry(settings: Settings) -> Any:
     return Registry(settings)
 
 
+def protections_off(runner: Runner) -> str | None:
+    """What the runner's steps are not protected from (venv steps without their sandbox)."""
+    said = getattr(runner, "protections_off", None)
+    return said() if callable(said) else None
+
+
 def build_engine(
     settings: Settings,
     *,
@@ -84,10 +99,15 @@ def build_engine(
     host_impls: HostImplementations | None = None,
     tags: tuple[str, ...] = (),
 ) -> Engine:
-    """A local engine with the project's defaults filled in."""
+    """A local engine with the project's defaults filled in; says first when its runner cannot
+    isolate steps here (the plan, every run and backfill start with that line)."""
+    chosen = get_runner(runner, settings)
+    warning = protections_off(chosen)
+    if warning:
+        log.warning("%s", warning)
     return Engine(
         settings,
-        get_runner(runner, settings),
+        chosen,
         hooks=HookChain(default_hooks(settings) if hooks is None else hooks),
         host_impls=default_host_implementations(settings) if host_impls is None else host_impls,
         registry=default_registry(settings),
@@ -126,7 +146,9 @@ def run(
         raise_on_failure: raise RunFailed instead of returning a failed result.
     """
     settings = settings or Settings.load()
-    pipeline = resolve_pipeline(pipeline_or_name, settings)
+    shown = pipeline_or_name if isinstance(pipeline_or_name, str) else pipeline_or_name.name
+    with waiting(f"loading {shown} from {settings.project_root}"):
+        pipeline = resolve_pipeline(pipeline_or_name, settings)
     chosen = resolve_engine(engine, settings)
     database = settings.database_url or f"sqlite (default) in {settings.home}"
     log.debug(

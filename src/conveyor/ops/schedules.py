@@ -11,9 +11,17 @@ One table per scheduled pipeline:
     after = ["features"]            # upstream pipelines whose same partition must succeed first
     wait_minutes = 60               # how long to wait for them before failing
     runner = "venv"
+    clock = "replay"                # optional: replay the data's own timeline (see below)
+    replay_start = 1980-01-02       # the first date the replay stands for
+    replay_pace = 1                 # calendar dates the clock moves per tick
+    replay_end = 1986-12-31         # optional: the last date it replays
 
 A scheduled run's partition is derived from its scheduled time, so the same deployment serves
-every day without new parameters.
+every day without new parameters. That is the wall clock (`clock = "wall"`, the default): a
+tick stands for its scheduled date. A replay clock (`conveyor.ops.clock`) maps ticks onto the
+data's timeline instead: each tick stands for the next `replay_pace` dates of the pipeline's
+calendar from `replay_start`, its position kept in the database. `partition_offset` applies to
+the date a tick stands for, whichever the clock.
 """
 
 from __future__ import annotations
@@ -22,15 +30,26 @@ import time
 import tomllib
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.settings import Settings
 from conveyor.errors import DiscoveryError, ParameterError, ScheduleError
 from conveyor.ops.discovery import resolve_pipeline
+
+if TYPE_CHECKING:
+    from conveyor.engine.results import RunResult
+    from conveyor.ops.clock import Tick
 
 POLL_SECONDS = 10.0
 
@@ -51,6 +70,42 @@ class ScheduleEntry(BaseModel):
     wait_minutes: float = Field(60.0, ge=0)
     runner: Literal["venv", "docker", "inprocess"] = "venv"
     description: str = ""
+    clock: Literal["wall", "replay"] = "wall"
+    replay_start: date | None = None
+    replay_pace: int = Field(1, strict=True, ge=1)
+    replay_end: date | None = None
+
+    @field_validator("replay_start", "replay_end", mode="before")
+    @classmethod
+    def _a_date(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            raise ValueError("must be a date (1980-01-02), not a date and time")
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be a date written YYYY-MM-DD") from None
+        return value
+
+    @model_validator(mode="after")
+    def _clock_keys(self) -> ScheduleEntry:
+        replay_keys = sorted(k for k in self.model_fields_set if k.startswith("replay_"))
+        if self.clock == "wall" and replay_keys:
+            raise ValueError(
+                f"{', '.join(f'`{k}`' for k in replay_keys)} only apply to a replay clock: add "
+                f'clock = "replay", or remove them to keep the wall clock'
+            )
+        if self.clock == "replay":
+            if self.replay_start is None:
+                raise ValueError(
+                    'clock = "replay" needs `replay_start`, the first date of the data the '
+                    "replay stands for (e.g. replay_start = 1980-01-02)"
+                )
+            if self.replay_end is not None and self.replay_end < self.replay_start:
+                raise ValueError(
+                    f"`replay_end` {self.replay_end} is before `replay_start` {self.replay_start}"
+                )
+        return self
 
     @field_validator("after", mode="before")
     @classmethod
@@ -118,8 +173,10 @@ def parse_entry(file: str, name: str, table: dict[str, Any]) -> ScheduleEntry:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "(entry)"
-            if error["type"] == "extra_forbidden":
+            key = ".".join(str(part) for part in error["loc"])
+            if not key:  # a rule over several keys (the clock's): its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+            elif error["type"] == "extra_forbidden":
                 problems.append(f"unknown key `{key}`; valid keys: {ENTRY_KEYS}")
             elif error["type"] == "missing":
                 problems.append(f"`{key}` is required")
@@ -151,6 +208,8 @@ def validate_entry(entry: ScheduleEntry, settings: Settings) -> Pipeline:
             resolve_pipeline(upstream, settings)
         except DiscoveryError as exc:
             raise ScheduleError(f"{entry.where}: `after` names {upstream!r}: {exc}") from exc
+    if entry.clock == "replay":
+        _check_replay_dates(entry, pipeline)
     trial = dict(entry.parameters)
     for name in _partition_params(pipeline):
         trial[name] = date.today()
@@ -159,6 +218,22 @@ def validate_entry(entry: ScheduleEntry, settings: Settings) -> Pipeline:
     except ParameterError as exc:
         raise ScheduleError(f"{entry.where}: {exc}") from exc
     return pipeline
+
+
+def _check_replay_dates(entry: ScheduleEntry, pipeline: Pipeline) -> None:
+    assert entry.replay_start is not None  # the model's validator requires it
+    if pipeline.partition is None:
+        raise ScheduleError(
+            f"{entry.where}: pipeline {entry.pipeline!r} has no partition, so a replay clock "
+            f"has nothing to map its ticks onto; remove the clock keys"
+        )
+    start = entry.replay_start
+    if not pipeline.calendar.dates(start, start):
+        following = pipeline.calendar.shift(start, 1)
+        raise ScheduleError(
+            f"{entry.where}: replay_start {start} is not a date of pipeline {entry.pipeline!r}'s "
+            f"calendar ({pipeline.calendar.name}); the next one is {following}"
+        )
 
 
 def _partition_params(pipeline: Pipeline) -> tuple[str, ...]:
@@ -175,17 +250,53 @@ def resolve_scheduled_params(
     scheduled: datetime,
 ) -> dict[str, Any]:
     """Fill in the partition from the scheduled time; wait for `after` upstreams (bounded)."""
+    return resolve_tick(entry, pipeline, settings, params, scheduled)[0]
+
+
+def resolve_tick(
+    entry: ScheduleEntry,
+    pipeline: Pipeline,
+    settings: Settings,
+    params: dict[str, Any],
+    scheduled: datetime,
+    flow_run_id: str | None = None,
+) -> tuple[dict[str, Any], Tick | None]:
+    """A tick's parameters: its partition from the entry's clock (unless `params` name one), its
+    fixed parameters, after its `after` upstreams succeeded for the same dates (bounded wait).
+
+    Returns the tick too (None when the partition was given): its clock's mapping, recorded.
+    """
+    from conveyor.ops.clock import claim_tick
+
     params = {**entry.parameters, **{k: v for k, v in params.items() if v is not None}}
     partition_names = _partition_params(pipeline)
+    tick = None
     if partition_names and not all(n in params for n in partition_names):
-        day = entry.partition_for(pipeline, scheduled)
-        for name in partition_names:
-            params[name] = day
-    bound = pipeline.bind(params)
-    window = pipeline.partition_range(bound)
-    if entry.after and window:
-        wait_for_upstreams(entry, pipeline, settings, window)
-    return params
+        tick = claim_tick(entry, pipeline, settings, scheduled, flow_run_id)
+        assert tick.dates.partition is not None  # the pipeline has a partition
+        first, last = tick.dates.partition
+        if isinstance(pipeline.partition, tuple):
+            params[partition_names[0]], params[partition_names[1]] = first, last
+        else:
+            params[partition_names[0]] = last
+    try:
+        bound = pipeline.bind(params)
+        window = pipeline.partition_range(bound)
+        if entry.after and window:
+            wait_for_upstreams(entry, pipeline, settings, window)
+    except BaseException:
+        finish(settings, tick, ok=False)
+        raise
+    return params, tick
+
+
+def finish(settings: Settings, tick: Tick | None, *, ok: bool) -> None:
+    """Record how a tick's run ended (a failed replay tick is repeated by the next one)."""
+    if tick is None or tick.record is None:
+        return
+    from conveyor.db.clocks import finish_tick
+
+    finish_tick(settings, tick.record, "succeeded" if ok else "failed")
 
 
 def wait_for_upstreams(
@@ -236,7 +347,7 @@ def entrypoint_file(settings: Settings, entry: ScheduleEntry) -> Path:
 def scheduled_flow(name: str, settings: Settings | None = None) -> Any:
     """The Prefect flow of a deployment entry: derives its partition, waits for upstreams."""
     from conveyor.backends.prefect_deploy import scheduled_flow as prefect_flow
-    from conveyor.backends.prefect_flow import configure
+    from conveyor.backends.prefect_flow import Resolved, configure
     from conveyor.ops.run import build_engine
 
     settings = settings or Settings.load()
@@ -245,8 +356,32 @@ def scheduled_flow(name: str, settings: Settings | None = None) -> Any:
     pipeline = resolve_pipeline(entry.pipeline, settings)
     engine = build_engine(settings, runner=entry.runner)
 
-    def resolve(params: dict[str, Any], scheduled: datetime) -> dict[str, Any]:
-        return resolve_scheduled_params(entry, pipeline, settings, params, scheduled)
+    def resolve(params: dict[str, Any], scheduled: datetime, flow_run_id: str | None) -> Resolved:
+        params, tick = resolve_tick(entry, pipeline, settings, params, scheduled, flow_run_id)
+        if tick is None:
+            return Resolved(params=params)
+        record = tick.record
+
+        def on_run(run_id: str) -> None:
+            if record is not None:
+                from conveyor.db.clocks import link_run
+
+                link_run(settings, record, run_id)
+
+        def on_end(result: RunResult | None) -> None:
+            finish(settings, tick, ok=result is not None and result.ok)
+
+        window = tick.dates.partition
+        shown = "" if window is None else str(window[0]) if window[0] == window[1] else (
+            f"{window[0]}..{window[1]}")  # fmt: skip
+        kind = f"replay tick {record.tick}" if record and record.kind == "replay" else "wall"
+        return Resolved(
+            params=params,
+            tags=("replay",) if entry.clock == "replay" else (),
+            on_run=on_run,
+            on_end=on_end,
+            notes={"tick": tick.describe(), "name": f"{entry.name} {shown} ({kind})"},
+        )
 
     return prefect_flow(engine, pipeline, resolve)
 

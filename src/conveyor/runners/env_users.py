@@ -32,13 +32,24 @@ class EnvUser:
     last_used: float
 
 
+# A project's use is written again only when the last note of it is older than this: every run
+# plans its environments, and a cached re-run should not pay for a lock and a write each time.
+# Ages that matter (`envs prune --older-than DAYS`) are counted in days.
+RECORD_EVERY = 3600.0
+
+
 def record_use(env_path: Path, settings: Settings) -> None:
-    """Note that `settings`' project uses the environment at `env_path` (now)."""
+    """Note that `settings`' project uses the environment at `env_path` (now, or within the
+    last RECORD_EVERY seconds)."""
+    root = str(settings.project_root)
+    noted = next((u for u in env_users(env_path) if u.root == root), None)
+    fresh = noted is not None and time.time() - noted.last_used < RECORD_EVERY
+    if fresh and noted is not None and noted.lock_dir == str(settings.lock_dir):
+        return
     from filelock import FileLock
 
     with FileLock(str(env_path.parent / f".{env_path.name}.users.lock"), timeout=60):
         users = {u.root: u for u in env_users(env_path)}
-        root = str(settings.project_root)
         users[root] = EnvUser(root, str(settings.lock_dir), time.time())
         with atomic_write(env_path / USERS, "w") as out:
             json.dump([asdict(u) for u in users.values()], out, indent=1)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import sha256_text
 from conveyor.engine.environments import EnvironmentSpec, environment_key
+from conveyor.engine.progress import waiting
 from conveyor.engine.settings import DEFAULT_BASE_IMAGE, Settings
 from conveyor.engine.store import ArtifactStore
 from conveyor.errors import ArtifactError, ConveyorError, EnvironmentBuildError
@@ -410,11 +411,13 @@ class ImageBuilder:
         log.info("pulling %s for %s, as the artifact store records it", record.reference, who)
         try:
             # the SDK's images.pull drops errors reported inside the stream: read it here
-            for chunk in self.client.api.pull(
-                repository, tag=record.digest, stream=True, decode=True
-            ):
-                if "error" in chunk:
-                    raise _PullFailed(str(chunk.get("error", "")).strip())
+            with waiting(f"pulling image {record.key[:12]} for {who}") as detail:
+                for chunk in self.client.api.pull(
+                    repository, tag=record.digest, stream=True, decode=True
+                ):
+                    if "error" in chunk:
+                        raise _PullFailed(str(chunk.get("error", "")).strip())
+                    detail(f"{chunk.get('id', '')} {chunk.get('status', '')}")
             image = self.client.images.get(record.reference)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise _PullFailed(str(exc)) from exc
@@ -609,21 +612,26 @@ class ImageBuilder:
             (root / "tools" / "import_check.py").write_text(IMPORT_CHECK)
             (root / "requirements.lock").write_text(lock.pinned_text.strip() + "\n")
             partial = ""  # chunks are not lines: a line can arrive in pieces
+            title = f"building image {key[:12]} for {who} ({len(lock.pins)} packages)"
             try:
-                for chunk in self.client.api.build(
-                    path=context, tag=tag, buildargs=buildargs, labels=labels, rm=True,
-                    forcerm=True, pull=False, network_mode="bridge", decode=True,
-                ):  # fmt: skip
-                    *lines, partial = (partial + str(chunk.get("stream", ""))).split("\n")
-                    for line in (_ANSI.sub("", raw) for raw in lines):
-                        log.debug("build %s: %s", key[:12], line)
-                        if line.strip() and not _BUILDER_NOISE.match(line):
-                            tail.append(line)
-                    if "error" in chunk:
-                        if partial.strip():
-                            tail.append(_ANSI.sub("", partial))
-                        error = _ANSI.sub("", str(chunk.get("error", ""))).strip()
-                        break
+                with waiting(title) as detail:
+                    for chunk in self.client.api.build(
+                        path=context, tag=tag, buildargs=buildargs, labels=labels, rm=True,
+                        forcerm=True, pull=False, network_mode="bridge", decode=True,
+                    ):  # fmt: skip
+                        *lines, partial = (partial + str(chunk.get("stream", ""))).split("\n")
+                        for line in (_ANSI.sub("", raw) for raw in lines):
+                            log.debug("build %s: %s", key[:12], line)
+                            if line.startswith("Step "):  # the build's own steps: progress
+                                detail(line)
+                            elif line.strip() and not _BUILDER_NOISE.match(line):
+                                tail.append(line)
+                                detail(line)
+                        if "error" in chunk:
+                            if partial.strip():
+                                tail.append(_ANSI.sub("", partial))
+                            error = _ANSI.sub("", str(chunk.get("error", ""))).strip()
+                            break
             except (docker.errors.DockerException, requests.RequestException) as exc:
                 error = str(exc).strip() or type(exc).__name__  # the engine refused the build
             finally:

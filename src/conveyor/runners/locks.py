@@ -11,13 +11,15 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor._runtime.files import write_text_atomic
 from conveyor._runtime.hashing import sha256_text
 from conveyor.engine.environments import EnvironmentSpec, requirement_name
+from conveyor.engine.progress import waiting
 from conveyor.errors import EnvironmentBuildError
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -185,6 +187,32 @@ def uv_environment() -> dict[str, str]:
     return env
 
 
+def run_uv(
+    command: list[str], on_line: Callable[[str], None], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run uv, handing each line it prints to stderr (what it resolves, downloads, installs)
+    to `on_line` as it comes; stdout and stderr are also returned whole."""
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=uv_environment(),
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, out = proc.stdout, []
+    reader = threading.Thread(target=lambda: out.append(stdout.read()), daemon=True)
+    reader.start()
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    err = []
+    for line in proc.stderr:
+        err.append(line)
+        on_line(line.rstrip())
+    returncode = proc.wait()
+    reader.join()
+    return subprocess.CompletedProcess(command, returncode, "".join(out), "".join(err))
+
+
 def installer_error(
     action: str, requirements: Iterable[str], output: str, who: str = ""
 ) -> EnvironmentBuildError:
@@ -219,6 +247,10 @@ class Locker:
 
     def lock(self, spec: EnvironmentSpec, *, refresh: bool = False, who: str = "") -> Lock:
         """Return the lock for `spec`, resolving it first if there is none (or `refresh`)."""
+        # Lock files are written atomically, so an existing one is read without the file lock
+        # (and without importing filelock): the common case, every run of a project.
+        if not refresh and (found := self.existing(spec)) is not None:
+            return found
         from filelock import FileLock
 
         self.lock_dir.mkdir(parents=True, exist_ok=True)
@@ -256,17 +288,11 @@ class Locker:
             c.write("\n".join(constraints) + "\n")
             c.flush()
             cmd = [
-                find_uv(), "pip", "compile", "-", "--quiet", "--no-header",
+                find_uv(), "pip", "compile", "-", "--no-header",
                 "--python-version", spec.python, *(["--constraint", c.name] if constraints else []),
             ]  # fmt: skip
-            proc = subprocess.run(
-                cmd,
-                input="\n".join(spec.requirements) + "\n",
-                capture_output=True,
-                text=True,
-                env=uv_environment(),
-                check=False,
-            )
+            with waiting(f"locking {spec.describe()} for {who or 'a step'}") as detail:
+                proc = run_uv(cmd, detail, stdin="\n".join(spec.requirements) + "\n")
         if proc.returncode != 0:
             blamed = (*spec.requirements, *constraints)
             raise installer_error("resolve requirements", blamed, proc.stderr, who)

@@ -1,4 +1,4 @@
-"""Child processes for steps: streamed output, a timeout that kills the whole process group."""
+"""Child processes for steps: streamed output, a timeout that kills the whole process tree."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 KILL_GRACE_SECONDS = 3.0
 
@@ -51,6 +51,29 @@ def _kill_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
         pass
 
 
+def _descendants(proc: subprocess.Popen[str]) -> list[Any]:
+    """Every process below `proc`, found while their parents live: a child that called setsid
+    left the process group but not the tree (inside a sandbox's PID namespace none of this is
+    needed: killing its outer process ends every process in it)."""
+    import psutil
+
+    try:
+        return list(psutil.Process(proc.pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _kill_tree(proc: subprocess.Popen[str], descendants: list[Any]) -> None:
+    import psutil
+
+    _kill_group(proc, signal.SIGKILL)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
 def _pump(stream: IO[str], sink: Callable[[str], None], tail: deque[str] | None) -> None:
     for line in stream:
         line = line.rstrip("\n")
@@ -68,8 +91,10 @@ def run_process(
     timeout: float | None,
     log: Callable[[str], None],
     group: ProcessGroup | None = None,
+    grace: float = KILL_GRACE_SECONDS,
 ) -> ProcessOutcome:
-    """Run `command` in its own session; stream its lines to `log`; kill it after `timeout`."""
+    """Run `command` in its own session; stream its lines to `log`; kill it after `timeout`
+    (SIGTERM, then SIGKILL after `grace` seconds; at once when `grace` is 0)."""
     proc = subprocess.Popen(
         list(command),
         env=dict(env),
@@ -97,12 +122,15 @@ def run_process(
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        _kill_group(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc, signal.SIGKILL)
-            proc.wait()
+        descendants = _descendants(proc)
+        if grace > 0:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        _kill_tree(proc, descendants)
+        proc.wait()
     except BaseException:  # Ctrl-C in the orchestrator: the step must not outlive it
         _kill_group(proc, signal.SIGKILL)
         proc.wait()

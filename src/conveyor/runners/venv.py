@@ -1,5 +1,12 @@
 """The venv runner: one uv virtual environment per environment key, built once and reused.
 
+Building environments (uv, which reaches the package index) happens at plan time, outside any
+sandbox. Running a step happens inside one (see `runners/sandbox.py`): the step sees its
+environment, its code bundle, its inputs and its own folder, and nothing of the orchestrator.
+Where the sandbox cannot run, steps run as plain processes of the orchestrator's user in the
+project, the plan and every run say which protections are off, and `isolation = "strict"` under
+[tool.conveyor] refuses that.
+
 Environments live under `CONVEYOR_ENV_DIR` (default `~/.cache/conveyor/envs/<key>`), shared by
 every step, run, pipeline and project with the same lock. A build happens in a temporary folder
 under a file lock and is renamed into place only when complete, so a failed install leaves
@@ -21,10 +28,18 @@ from typing import Any
 
 from conveyor.dsl.component import ComponentSpec
 from conveyor.engine.environments import EnvironmentSpec, PreparedEnvironment, environment_key
+from conveyor.engine.progress import waiting
 from conveyor.engine.settings import Settings
 from conveyor.engine.tasks import Task
-from conveyor.errors import EnvironmentBuildError
+from conveyor.errors import (
+    ConveyorError,
+    EnvironmentBuildError,
+    StepFailed,
+    StepKilled,
+    StepTimeout,
+)
 from conveyor.runners.base import read_result, requirement_spec, step_variables, write_task_spec
+from conveyor.runners.containers import CODE, RUNTIME, WORK
 from conveyor.runners.env_users import record_use
 from conveyor.runners.locks import (
     IMPORT_CHECK,
@@ -33,10 +48,18 @@ from conveyor.runners.locks import (
     find_uv,
     import_check_error,
     installer_error,
-    uv_environment,
+    run_uv,
 )
 from conveyor.runners.process import ProcessGroup, run_process
 from conveyor.runners.runtime import runtime_bundle
+from conveyor.runners.sandbox import (
+    UNPROTECTED,
+    bwrap_command,
+    executor_command,
+    memory_limited,
+    sandbox_problem,
+    step_mounts,
+)
 
 log = logging.getLogger("conveyor.venv")
 MARKER = "conveyor-env.json"
@@ -46,7 +69,6 @@ class VenvRunner:
     """Runs each step with `python -m conveyor._runtime.executor` in its environment's Python."""
 
     name = "venv"
-    uses_bundles = False
 
     def __init__(self, settings: Settings, interpreter: str | None = None) -> None:
         self.settings = settings
@@ -54,14 +76,38 @@ class VenvRunner:
         self.locker = Locker(settings.lock_dir)
         self.processes = ProcessGroup()
         self._runtime: Path | None = None
+        # why steps cannot be sandboxed here (None: they are); asked once per runner
+        self.sandbox_problem = sandbox_problem()
+        # a sandboxed step never sees the project: its code travels as a bundle
+        self.uses_bundles = self.sandbox_problem is None
 
     def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
         return requirement_spec(component)
 
+    def protections_off(self) -> str | None:
+        """What steps of this runner are not protected from, or None when they are sandboxed."""
+        if self.sandbox_problem is None:
+            return None
+        return f"venv steps run unsandboxed ({self.sandbox_problem}): " + "; ".join(UNPROTECTED)
+
+    def check_isolation(self) -> None:
+        """Refuse to run unsandboxed steps when the project asks for `isolation = "strict"`."""
+        if self.sandbox_problem is not None and self.settings.isolation == "strict":
+            raise ConveyorError(
+                f'isolation = "strict" in {self.settings.project_root / "pyproject.toml"}, but '
+                f"venv steps cannot be sandboxed here: {self.sandbox_problem}. Install "
+                f"bubblewrap on Linux with user namespaces, use --runner docker, or remove the "
+                f"setting to run them unprotected"
+            )
+
     def limitations(self, component: ComponentSpec) -> list[str]:
         notes = []
-        if component.memory or component.cpu:
-            notes.append("cpu/memory limits are not enforced by the venv runner (use docker)")
+        if self.sandbox_problem is not None:
+            notes.append(f"not sandboxed: {self.sandbox_problem}")
+        if component.cpu:
+            notes.append("cpu limit is not enforced by the venv runner (use docker)")
+        if component.memory and memory_limited(["true"], component.memory)[1] is False:
+            notes.append("memory limit is not enforced: prlimit (util-linux) is missing")
         return notes
 
     # ------------------------------------------------------------------------------ environments
@@ -69,6 +115,7 @@ class VenvRunner:
     def prepare(
         self, needs: Mapping[EnvironmentSpec, Sequence[str]]
     ) -> dict[EnvironmentSpec, PreparedEnvironment]:
+        self.check_isolation()  # at plan time: before any environment is built
         prepared = {}
         for spec, steps in needs.items():
             who = "step " + ", ".join(steps) if len(steps) == 1 else "steps " + ", ".join(steps)
@@ -119,17 +166,27 @@ class VenvRunner:
         self, path: Path, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str
     ) -> None:
         uv = find_uv()
-        env = uv_environment()
         steps = [
             [uv, "venv", "--quiet", "--relocatable", "--python", self.interpreter, str(path)],
         ]
         if pins:
             python = str(path / "bin" / "python")
-            steps.append([uv, "pip", "sync", "--quiet", "--python", python, str(lock_path)])
-        for command in steps:
-            proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if proc.returncode != 0:
-                raise installer_error("build the environment", spec.requirements, proc.stderr, who)
+            # steps cannot rely on writing .pyc files on first import (PYTHONDONTWRITEBYTECODE
+            # is common in CI and images; a sandboxed environment is read-only), and compiling
+            # pandas' sources on every step start costs seconds: compile once, here
+            steps.append(
+                [uv, "pip", "sync", "--compile-bytecode", "--python", python, str(lock_path)]
+            )
+        title = (
+            f"building environment {path.name.strip('.').removesuffix('.building')[:12]} for {who}"
+        )
+        with waiting(f"{title} ({len(pins)} packages)") as detail:
+            for command in steps:
+                proc = run_uv(command, detail)
+                if proc.returncode != 0:
+                    raise installer_error(
+                        "build the environment", spec.requirements, proc.stderr, who
+                    )
         modules = codec_imports(pins)
         if modules:  # a lock can resolve and install yet fail on import: find out before any run
             python = str(path / "bin" / "python")
@@ -157,6 +214,7 @@ class VenvRunner:
         return self._runtime
 
     def run(self, task: Task) -> dict[str, Any]:
+        self.check_isolation()
         write_task_spec(task)
         python = Path(task.environment.location) / "bin" / "python"
         if not python.exists():
@@ -164,30 +222,88 @@ class VenvRunner:
                 f"environment {task.environment.key} of step {task.step!r} disappeared from "
                 f"{task.environment.location} (pruned while running?); run again to rebuild it"
             )
-        path = f"{self.runtime()}:{task.project_root}"
+        if self.sandbox_problem is None:
+            return self._run_sandboxed(task, python)
         variables = step_variables(
             task.component,
             {
-                "PYTHONPATH": path,
+                "PYTHONPATH": f"{self.runtime()}:{task.project_root}",
                 "PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin",
                 "HOME": str(task.workdir),
                 "PYTHONUNBUFFERED": "1",
             },
         )
+        command = [str(python), "-s", "-m", "conveyor._runtime.executor", str(task.spec_path)]
+        command, _ = memory_limited(command, task.component.memory)
         outcome = run_process(
-            [str(python), "-s", "-m", "conveyor._runtime.executor", str(task.spec_path)],
+            command,
             env=variables,
             cwd=task.project_root,
             timeout=task.component.timeout,
             log=task.log,
             group=self.processes,
         )
-        return read_result(
-            task, outcome.returncode, outcome.stderr_tail, timed_out=outcome.timed_out
+        return _result(task, outcome.returncode, outcome.stderr_tail, outcome.timed_out)
+
+    def _run_sandboxed(self, task: Task, python: Path) -> dict[str, Any]:
+        import shutil
+
+        bwrap = shutil.which("bwrap")
+        assert bwrap is not None  # sandbox_problem found it
+        (task.workdir / "out").mkdir(parents=True, exist_ok=True)
+        mounts = step_mounts(task, self.runtime())
+        environment = Path(task.environment.location)
+        command = executor_command(str(python), task, mounts)
+        command = bwrap_command(bwrap, task, environment, mounts, command)
+        command, _ = memory_limited(command, task.component.memory)
+        variables = step_variables(
+            task.component,
+            {
+                "PYTHONPATH": f"{RUNTIME}:{CODE}",
+                "PATH": f"{python.parent}:/usr/local/bin:/usr/bin:/bin",
+                "HOME": WORK,
+                "TMPDIR": "/tmp",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",  # the code is mounted read-only
+            },
         )
+        outcome = run_process(
+            command,
+            env=variables,
+            cwd=task.workdir,
+            timeout=task.component.timeout,
+            log=task.log,
+            group=self.processes,
+            grace=0,  # killing bwrap ends its PID namespace: every process of the step, at once
+        )
+        try:
+            return _result(task, outcome.returncode, outcome.stderr_tail, outcome.timed_out)
+        except StepFailed as exc:  # show host paths, where the user can open the files
+            raise type(exc)(
+                exc.step,
+                mounts.outside(exc.detail),
+                error_type=exc.error_type,
+                remote_traceback=mounts.outside(exc.remote_traceback),
+            ) from None
 
     def close(self) -> None:
         self.processes.kill_all()
+
+
+def _result(task: Task, returncode: int, stderr_tail: str, timed_out: bool) -> dict[str, Any]:
+    """The step's result; a step that ran out of its address-space limit is named as an OOM kill,
+    like the docker runner's (an allocation past RLIMIT_AS fails with MemoryError, or kills an
+    interpreter that cannot raise it)."""
+    try:
+        return read_result(task, returncode, stderr_tail, timed_out=timed_out)
+    except (StepKilled, StepTimeout):
+        raise
+    except StepFailed as exc:
+        limit = task.component.memory_text
+        text = f"{exc.error_type} {exc.detail} {stderr_tail}"
+        if limit and ("MemoryError" in text or "Cannot allocate memory" in text):
+            raise StepKilled(task.step, f"killed: out of memory (limit {limit})") from exc
+        raise
 
 
 def list_environments(env_dir: Path) -> list[dict[str, Any]]:
