@@ -9,6 +9,7 @@ the step cache: it finishes in seconds.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from datetime import date
@@ -129,12 +130,17 @@ def demo(settings: Settings, runner: str = "venv") -> int:
                       f"{report.promoted['metrics'].get('r2', float('nan')):.4f})")  # fmt: skip
     console.print(f"drift: {report.drifted_dates} of {report.rows['drift']} dates flagged")
     training = done["training"]
-    page = write_html_report(settings, report)
-    console.print(f"report with plots: {page}")
-    # through Prefect (`conveyor ui` up), the training flow run links the page
-    if conveyor.publish_report(page, training, title="NYSE demo report",
-                               markdown=summary_markdown(report), settings=settings):  # fmt: skip
-        console.print(f"  linked from the training flow run {training.flow_run_id} in the UI")
+    if importlib.util.find_spec("matplotlib") is None:
+        console.print("no report page: its plots need matplotlib (pip install 'conveyor[report]')")
+    else:
+        page = write_html_report(settings, report)
+        console.print(f"report with plots: {page}")
+        # through Prefect (`conveyor ui` up), the training flow run links the page
+        summary = summary_markdown(report)
+        if conveyor.publish_report(
+            page, training, title="NYSE demo report", markdown=summary, settings=settings
+        ):
+            console.print(f"  linked from the training flow run {training.flow_run_id} in the UI")
     console.print(f"this run: {describe_work(done)}")
     console.print(
         f"\nfinished in {elapsed:.0f} s. Next: open the report, `conveyor runs show "
