@@ -55,6 +55,7 @@ class Settings:
     base_image: str = DEFAULT_BASE_IMAGE
     artifacts: str | None = None  # the artifact store's URL; None: <home>/artifacts
     registry: str | None = None  # where step images are pushed and pulled (HOST[:PORT]/prefix)
+    prefect_api: str | None = None  # the Prefect API serve/worker/backfill --pool use
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -80,6 +81,7 @@ class Settings:
             or config.get("base_image", DEFAULT_BASE_IMAGE),
             artifacts=os.environ.get("CONVEYOR_ARTIFACTS") or config.get("artifacts"),
             registry=os.environ.get("CONVEYOR_REGISTRY") or config.get("registry"),
+            prefect_api=os.environ.get("PREFECT_API_URL") or config.get("prefect_api"),
         )
 
     @property
