@@ -5,7 +5,8 @@ rather than a file, so a worker on any machine with conveyor installed rebuilds 
 project's folder reaches the worker as CONVEYOR_PROJECT_ROOT (the worker's own, else the one
 the deployment was registered from, sent as a job variable). Workers are Prefect's process
 workers; `run_worker` adds what `prefect worker start` lacks: SIGTERM stops it in seconds and
-releases its in-flight runs, and each run knows the worker that ran it (CONVEYOR_WORKER).
+releases its in-flight runs, and each flow run it takes is tagged with the worker's name and
+HOST:PID (and conveyor's run records the name, from CONVEYOR_WORKER).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from conveyor.engine.processes import release_children
 log = logging.getLogger("conveyor.prefect")
 
 POOL_TYPE = "process"
-WORKER_TAG = "worker:"  # flow-run tag naming the worker that ran it
+WORKER_TAG = "worker:"  # flow-run tag naming the worker that took it
+PROCESS_TAG = "worker-process:"  # and the worker's HOST:PID, to tell whether it still lives
 STOP_GRACE_SECONDS = 4.0  # SIGTERM -> SIGKILL for a stopping worker's runs (all within 10 s)
 
 
@@ -92,21 +94,6 @@ def register(
     return str(built.apply())
 
 
-def tag_current_run(tag: str) -> None:
-    """Add `tag` to the flow run this process executes (PREFECT__FLOW_RUN_ID), if any."""
-    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
-    if not run_id:
-        return
-    from prefect.client.orchestration import get_client
-
-    try:
-        with get_client(sync_client=True) as client:
-            flow_run = client.read_flow_run(UUID(run_id))
-            client.update_flow_run(UUID(run_id), tags=[*flow_run.tags, tag])
-    except Exception:  # a label, never worth failing the run for
-        log.warning("could not tag flow run %s with %s", run_id, tag, exc_info=True)
-
-
 # ------------------------------------------------------------------------------ the worker
 
 
@@ -133,6 +120,20 @@ async def _work(
     worker = ProcessWorker(
         work_pool_name=pool, name=name, limit=limit, create_pool_if_not_found=True
     )
+    run_flow = worker.run
+    identity = [WORKER_TAG + name, f"{PROCESS_TAG}{socket.gethostname()}:{os.getpid()}"]
+
+    async def tagged_run(flow_run: Any, configuration: Any, task_status: Any = None) -> Any:
+        # labelled before its process starts: a backfill watching the run can tell which
+        # worker took it, and whether that worker still lives, even if it dies right away
+        try:
+            tags = [*flow_run.tags, *(t for t in identity if t not in flow_run.tags)]
+            await worker.client.update_flow_run(flow_run.id, tags=tags)
+        except Exception:  # a label, never worth failing the run for
+            log.warning("could not tag flow run %s", flow_run.id, exc_info=True)
+        return await run_flow(flow_run, configuration, task_status)
+
+    worker.run = tagged_run  # type: ignore[method-assign]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,12 +168,16 @@ class FlowRunState:
     id: str
     state: str  # SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED, ...
     message: str
-    worker: str | None  # from the worker:NAME tag, or the infrastructure pid's host
-    infrastructure_pid: str | None
+    worker: str | None  # from the worker:NAME tag (`conveyor worker start`)
+    process: str | None  # the worker's HOST:PID, from its worker-process: tag
 
     @property
     def final(self) -> bool:
         return self.state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def _tagged(tags: Sequence[str], prefix: str) -> str | None:
+    return next((t[len(prefix) :] for t in tags if t.startswith(prefix)), None)
 
 
 class PoolClient:
@@ -212,12 +217,11 @@ class PoolClient:
         )
         found = {}
         for run in runs:
-            tagged = [t[len(WORKER_TAG) :] for t in run.tags if t.startswith(WORKER_TAG)]
-            pid = run.infrastructure_pid
-            worker = tagged[0] if tagged else (pid.rsplit(":", 1)[0] if pid else None)
+            worker = _tagged(run.tags, WORKER_TAG)
+            process = _tagged(run.tags, PROCESS_TAG)
             state = run.state.type.value if run.state else "SCHEDULED"
             message = (run.state.message if run.state else "") or ""
-            found[str(run.id)] = FlowRunState(str(run.id), state, message, worker, pid)
+            found[str(run.id)] = FlowRunState(str(run.id), state, message, worker, process)
         return found
 
     async def worker_offline(self, name: str) -> bool:

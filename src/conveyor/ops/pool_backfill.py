@@ -283,7 +283,7 @@ class _Watch:
             return f"its worker died: conveyor's record says {run.error}"
         if state.state not in ("PENDING", "RUNNING") or not state.worker:
             return None
-        host, _, pid = state.worker.rpartition("-")
+        host, _, pid = (state.process or "").rpartition(":")
         gone = False
         if host == self.hostname and pid.isdigit():
             gone = not process_alive(int(pid))

@@ -6,8 +6,8 @@ backfills), `schedule__ENTRY` a deployments/*.toml entry. Importing the attribut
 flow in the worker's flow-run process: it changes into the project (the worker's
 CONVEYOR_PROJECT_ROOT, else CONVEYOR_DEPLOYED_ROOT: where the deployment was registered from),
 reads how to run from the run's environment (CONVEYOR_RUNNER, CONVEYOR_CACHE,
-CONVEYOR_FORCE_STEPS, CONVEYOR_MAX_PARALLEL, set per flow run by the backfill), and tags the
-run with the worker that executes it.
+CONVEYOR_FORCE_STEPS, CONVEYOR_MAX_PARALLEL, set per flow run by the backfill); its conveyor
+run is tagged with the worker that executes it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ def enter_project() -> Settings:
 def pipeline_flow(name: str) -> Any:
     """The flow of one backfill batch of pipeline `name`, as this worker runs it."""
     from conveyor.backends.prefect_flow import build_flow, configure
-    from conveyor.backends.prefect_pool import WORKER_TAG, tag_current_run
     from conveyor.ops.discovery import resolve_pipeline
     from conveyor.ops.run import build_engine
 
@@ -70,20 +69,14 @@ def pipeline_flow(name: str) -> Any:
         max_parallel=int(parallel) if parallel else None,
         tags=tags,
     )
-    if os.environ.get("CONVEYOR_WORKER"):
-        tag_current_run(WORKER_TAG + os.environ["CONVEYOR_WORKER"])
     return build_flow(engine, pipeline, tags=tags)
 
 
 def schedule_flow(name: str) -> Any:
     """The flow of deployments/*.toml entry `name`, as this worker runs it."""
-    from conveyor.backends.prefect_pool import WORKER_TAG, tag_current_run
     from conveyor.ops.schedules import scheduled_flow
 
-    settings = enter_project()
-    if os.environ.get("CONVEYOR_WORKER"):
-        tag_current_run(WORKER_TAG + os.environ["CONVEYOR_WORKER"])
-    return scheduled_flow(name, settings)
+    return scheduled_flow(name, enter_project())
 
 
 def __getattr__(attribute: str) -> Any:
