@@ -17,7 +17,7 @@ test runs, so both numbers are noisy and the load fell between the two runs):
     2 workers: 131.5 s wall; submit->start median 62.4 s (max 96.5); 4 runs on each worker
     2 workers / 1 worker wall time: 0.40x
 Each flow run costs tens of seconds of process start-up and imports before its 5 s step; the
-orchestration dominates. On an idle machine expect the ratio nearer 0.5-0.7x.
+orchestration dominates. Not measured on an idle machine.
 """
 
 from __future__ import annotations
