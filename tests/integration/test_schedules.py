@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -252,3 +253,115 @@ def test_a_cron_served_by_conveyor_serve_fires_and_writes_its_rows(project, pref
     rows = load_table(Database.from_settings(project.settings), "ticks")
     assert day.toordinal() in set(rows["day_ordinal"]), rows
     assert f"tick {day}" in set(rows["label"])
+
+
+SLOW_STEPS = """
+import time
+from datetime import date
+from conveyor import component
+
+@component
+def linger(day: date, seconds: float) -> str:
+    time.sleep(seconds)
+    return str(day)
+"""
+
+SLOW_FLOWS = """
+from datetime import date
+from conveyor import pipeline
+from steps.slow import linger
+
+@pipeline(calendar="weekdays")
+def lingering(day: date, seconds: float = 300.0):
+    return linger(day, seconds)
+"""
+
+SLOW_ENTRY = """
+[lingering]
+pipeline = "lingering"
+cron = "0 3 * * 1-5"
+runner = "inprocess"
+"""
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of a process's descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    lines: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        lines[int(entry.name)] = cmdline.decode(errors="replace")
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found += [lines[c] for c in frontier]
+    return found
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_conveyor_serve_uses_the_configured_api_and_stops_on_sigterm(project, prefect_api):
+    """No private server beside a configured API; SIGTERM (docker stop) ends it in seconds,
+    releasing the run it was executing: the run does not stay "running" anywhere."""
+    project.write("steps/slow.py", SLOW_STEPS)
+    project.write("flows/slow.py", SLOW_FLOWS)
+    project.write("deployments/slow.toml", SLOW_ENTRY)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "serve"], cwd=project.root, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deployment = None
+        deadline = time.monotonic() + 120
+        while deployment is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"conveyor serve exited: {proc.stdout.read().decode()[-3000:]}")
+            try:
+                deployment = query(lambda c: c.read_deployment_by_name("lingering/lingering"))
+            except Exception:
+                time.sleep(1)
+        assert deployment is not None, "the served deployment never appeared"
+        servers = [c for c in _children(proc.pid) if "server" in c or "uvicorn" in c]
+        assert not servers, f"conveyor serve started a server of its own: {servers}"
+        assert not (project.root / ".conveyor/prefect/server.json").exists()
+
+        created = query(lambda c: c.create_flow_run_from_deployment(deployment.id))
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            flow_run = query(lambda c: c.read_flow_run(created.id))
+            if flow_run.state and flow_run.state.is_running():
+                break
+            time.sleep(1)
+        assert flow_run.state.is_running(), flow_run.state
+        from conveyor.db.lineage import list_runs
+
+        while time.monotonic() < deadline and not list_runs(project.settings, pipeline="lingering"):
+            time.sleep(1)  # until conveyor has recorded the run: inside it now
+        assert list_runs(project.settings, pipeline="lingering"), "the run was never recorded"
+
+        proc.send_signal(signal.SIGTERM)  # as `docker stop` does: the main process only
+        began = time.monotonic()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("conveyor serve was still running 10 s after SIGTERM")
+        stopped_in = time.monotonic() - began
+        output = proc.stdout.read().decode()
+        assert "never awaited" not in output, output[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert stopped_in < 10
+    flow_run = query(lambda c: c.read_flow_run(created.id))
+    assert flow_run.state.is_final(), f"the in-flight run was left {flow_run.state}"
+    (run,) = list_runs(project.settings, pipeline="lingering")
+    assert run.status != "running", run

@@ -14,6 +14,7 @@ from typing import Any
 from conveyor.backends.prefect_flow import Resolved, build_flow, conveyor_run_id
 from conveyor.dsl.pipeline import Pipeline
 from conveyor.engine.core import Engine
+from conveyor.engine.processes import release_children
 
 TICK_PARAM = "conveyor_tick"  # a scheduled flow's parameter showing its clock's mapping
 
@@ -128,10 +129,51 @@ def deployment(
 
 
 def serve(deployments: Sequence[Any], limit: int | None = None) -> None:
-    """Serve deployments from this process until it is stopped."""
-    from prefect import serve as prefect_serve
+    """Serve deployments from this process until SIGTERM or Ctrl-C stops it.
 
-    prefect_serve(*deployments, limit=limit)
+    Prefect's own `serve` cannot be stopped by SIGTERM (its handler calls the runner's async
+    `stop` without awaiting it: "coroutine 'Runner.astop' was never awaited"), and SIGTERM is
+    how `docker stop` and Kubernetes stop a container. Here SIGTERM stops the polling loop and
+    releases in-flight runs (Prefect cancels their processes), so the process exits in seconds.
+    """
+    import asyncio
+    import signal
+
+    from prefect.runner import Runner
+
+    class StoppableRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            # runs in the signal handler, inside the event loop's thread: schedule, not await
+            self._logger.info("SIGTERM received: stopping, releasing in-flight runs")
+            loop = self._loop
+            if loop is not None and self.started:
+                loop.call_soon_threadsafe(lambda: loop.create_task(stop(self)))
+            else:
+                raise SystemExit(0)
+
+    async def stop(runner: Runner) -> None:
+        # the runs' processes first (Prefect's own cancellation waits on each in turn), then
+        # the polling loops
+        await asyncio.to_thread(release_children, 4.0)
+        await runner.astop()
+
+    async def main() -> None:
+        runner = StoppableRunner(limit=limit)
+        for built in deployments:
+            await runner.aadd_deployment(built)
+        loop = asyncio.get_running_loop()
+        runner._loop = loop  # set by start() too; the handler may fire before it gets there
+        # Runner.start installs handle_sigterm for SIGTERM (main thread only)
+        await runner.start()
+
+    def exit_now(*_: Any) -> None:  # SIGTERM before the runner is up: nothing to release
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_now)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
 
 
 def apply(built: Any) -> str:

@@ -53,14 +53,37 @@ def prefect_variables(settings: Settings) -> dict[str, str]:
     """Variables for Prefect clients of this project (the API URL when the server is up)."""
     variables = {"PREFECT_HOME": str(prefect_home(settings)), **QUIET}
     server = managed_server(settings)
-    if server:
+    if settings.prefect_api:
+        variables["PREFECT_API_URL"] = settings.prefect_api
+    elif server:
         variables["PREFECT_API_URL"] = server["url"]
     return variables
 
 
 def api_configured(settings: Settings) -> bool:
     """Whether a Prefect API is configured (PREFECT_API_URL) or the managed server is up."""
-    return bool(os.environ.get("PREFECT_API_URL")) or managed_server(settings) is not None
+    configured = os.environ.get("PREFECT_API_URL") or settings.prefect_api
+    return bool(configured) or managed_server(settings) is not None
+
+
+def connect(settings: Settings) -> tuple[str, bool]:
+    """The Prefect API long-running commands (serve, worker) use: PREFECT_API_URL or
+    `[tool.conveyor] prefect_api`, else the managed server, started now if it is not up;
+    returns (url, whether it was started). PREFECT_API_URL is set to it for Prefect.
+
+    Never Prefect's private temporary server: its schedules and runs would vanish with the
+    process and never show in the UI. Prefect is told so too (no ephemeral mode).
+    """
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    configured = os.environ.get("PREFECT_API_URL") or settings.prefect_api
+    started = False
+    if not configured:
+        running = managed_server(settings)
+        if running is None or not healthy(running["url"]):
+            running, started = start_server(settings), True
+        configured = str(running["url"])
+    os.environ["PREFECT_API_URL"] = configured
+    return configured, started
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:

@@ -314,7 +314,7 @@ def runs_list(
 
     table = Table(title="runs", title_justify="left")
     table.add_column("run", no_wrap=True, min_width=22)
-    for column in ("pipeline", "status", "partition", "started", "time", "error"):
+    for column in ("pipeline", "status", "partition", "started", "time", "ran on", "error"):
         table.add_column(column, justify="right" if column == "time" else "left")
     for run in lineage.list_runs(settings(), pipeline=pipeline, status=status, limit=limit):
         table.add_row(
@@ -324,9 +324,16 @@ def runs_list(
             _partition(run),
             _when(run.started_at),
             _seconds(run.duration),
+            _ran_on(run),
             _short((run.error or "").splitlines()[0] if run.error else "", 50),
         )
     console.print(table)
+
+
+def _ran_on(run: Any) -> str:
+    """`worker vm-4242, pid 4301 on vm`: in a container, its hostname names the container."""
+    where = f"pid {run.pid} on {run.hostname}"
+    return f"worker {run.worker}, {where}" if run.worker else where
 
 
 def _read_span(read: dict[str, Any]) -> str:

@@ -62,8 +62,20 @@ def backfill(
     no_cache: bool = typer.Option(False, "--no-cache"),
     force_step: list[str] = typer.Option(None, "--force-step"),
     max_parallel: int = typer.Option(None, "--max-parallel", help="Steps at once per run."),
+    pool: str = typer.Option(
+        None, "--pool", help="Run the batches as flow runs on this Prefect work pool's workers."
+    ),
+    max_active: int = typer.Option(
+        None, "--max-active", help="With --pool: flow runs submitted at once."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Run what has not succeeded yet (the default, --reprocess missing)."
+    ),
 ) -> None:
-    """Run a pipeline over a date range; skips succeeded partitions; resumable."""
+    """Run a pipeline over a date range; skips succeeded partitions; resumable.
+
+    With --pool the batches run on the workers of a Prefect work pool (`conveyor worker start
+    --pool P`, any number, anywhere), with the same selection, summary and exit code."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -76,6 +88,16 @@ def backfill(
     from conveyor.ops.backfill import backfill as run_backfill
 
     first, last = _date(start, "--start"), _date(end, "--end")
+    if resume and reprocess != "missing":
+        fail(f"--resume runs what has not succeeded; it cannot go with --reprocess {reprocess}")
+    if pool is not None:
+        _pool_backfill(name, first, last, pool, max_active, dry_run, reprocess=reprocess,
+                       batch=batch, reverse=reverse, params=parse_params(param), runner=runner,
+                       cache=not no_cache, force_steps=force_step or (),
+                       max_parallel=max_parallel)  # fmt: skip
+        return
+    if max_active is not None:
+        fail("--max-active bounds flow runs on a work pool; give --pool POOL (or --concurrency)")
     options = _BackfillOptions(
         concurrency=concurrency, reprocess=reprocess, batch=batch, reverse=reverse,
         params=parse_params(param), engine=engine, runner=runner, cache=not no_cache,
@@ -117,18 +139,83 @@ def backfill(
         raise typer.Exit(130 if result.interrupted else 1)
 
 
+def _pool_backfill(
+    name: str, first: date, last: date, pool: str, max_active: int | None, dry_run: bool,
+    **options: Any,
+) -> None:  # fmt: skip
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from conveyor.ops.pool_backfill import PoolProgress, backfill_on_pool
+
+    config = settings()
+    if dry_run:
+        result = backfill_on_pool(name, first, last, pool=pool, dry_run=True, settings=config,
+                                  **options)  # fmt: skip
+        console.print(
+            f"dry run: {len(result.selected)} partitions to run in {len(result.batches)} flow "
+            f"runs on pool {pool}, {len(result.skipped)} already succeeded (skipped)"
+        )
+        for one in result.batches:
+            console.print(f"  would submit {one.label()} ({len(one.dates)} partitions)")
+        return
+    counts = {"succeeded": 0, "failed": 0}
+    with Progress(
+        TextColumn("{task.description}", style="bold", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("partitions · {task.fields[counts]}", markup=False),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"backfill {name} on {pool}", total=None, counts="submitting")
+
+        def on_progress(outcome: BatchOutcome) -> None:
+            counts[outcome.status] += len(outcome.batch.dates)
+            progress.update(task, advance=len(outcome.batch.dates))
+
+        def on_status(state: PoolProgress) -> None:
+            failed = f", {counts['failed']} failed" if counts["failed"] else ""
+            text = f"{counts['succeeded']} ok{failed} · {state.line() or 'submitting'}"
+            progress.update(task, counts=text)
+
+        selection = backfill_on_pool(name, first, last, pool=pool, dry_run=True,
+                                     settings=config, **options)  # fmt: skip
+        progress.update(task, total=len(selection.selected))
+        result = backfill_on_pool(
+            name, first, last, pool=pool, max_active=max_active, settings=config,
+            on_progress=on_progress, on_status=on_status, **options,
+        )  # fmt: skip
+    console.print(result.summary())
+    if not result.ok:
+        raise typer.Exit(130 if result.interrupted else 1)
+
+
 @app.command()
 def serve(
     limit: int = typer.Option(None, "--limit", help="Flow runs at once."),
 ) -> None:
-    """Serve the schedules in deployments/*.toml with Prefect (they run on time; see the UI)."""
-    from conveyor.backends.prefect_flow import configure
+    """Serve the schedules in deployments/*.toml with Prefect (they run on time; see the UI).
+
+    Reports to PREFECT_API_URL (or [tool.conveyor] prefect_api), else to conveyor's managed
+    server (`conveyor ui`), started if needed; never to a private temporary one. SIGTERM stops
+    it within seconds, releasing its in-flight runs.
+    """
+    from conveyor.backends.prefect_flow import api_settings, configure
+    from conveyor.backends.prefect_server import connect
     from conveyor.ops.schedules import load_entries
     from conveyor.ops.schedules import serve as serve_entries
 
     config = settings()
     configure(config)
-    entries = load_entries(config)
+    entries = load_entries(config)  # a bad entry fails here, before any server starts
+    url, started = connect(config)
+    console.print(("started conveyor's Prefect server; " if started else "") + f"Prefect API {url}")
     for entry in entries:
         schedule = f"on '{entry.cron}' ({entry.timezone}, offset {entry.partition_offset})"
         if entry.clock == "replay":
@@ -136,13 +223,17 @@ def serve(
         console.print(
             Text.assemble("serving ", (entry.name, "bold"), f": {entry.pipeline} {schedule}")
         )
-    serve_entries(config, limit=limit)
+    with api_settings(config):  # a server started just now, for the Prefect imported above
+        serve_entries(config, limit=limit)
 
 
 @app.command()
 def deploy(
     work_pool: str = typer.Option(
-        None, "--work-pool", help="Prefect work pool for the workers (not needed with --check)."
+        None,
+        "--pool",
+        "--work-pool",
+        help="Prefect work pool whose workers run them (not needed with --check).",
     ),
     check: bool = typer.Option(
         False, "--check", help="Validate deployments/*.toml and print each entry's next 3 runs."
@@ -154,13 +245,16 @@ def deploy(
         _check_deployments(config)
         return
     if work_pool is None:
-        fail("give --work-pool POOL to register, or --check to validate without registering")
+        fail("give --pool POOL (or --work-pool POOL) to register, or --check to validate")
     from conveyor.backends.prefect_flow import configure
+    from conveyor.backends.prefect_server import connect
     from conveyor.ops.schedules import deploy as deploy_entries
 
+    url, _ = connect(config)
     configure(config)
     for deployment_id in deploy_entries(config, work_pool):
-        console.print(f"registered deployment {deployment_id}")
+        console.print(f"registered deployment {deployment_id} on pool {work_pool} ({url})")
+    console.print(f"workers run them: conveyor worker start --pool {work_pool}")
 
 
 def _check_deployments(config: Settings) -> None:
@@ -216,3 +310,34 @@ def ui(
     console.print(f"Prefect UI: {server['ui']}   (API {server['url']}, pid {server['pid']})")
     console.print("runs and backfills started from this project now report here; "
                   "`conveyor ui --stop` stops it")  # fmt: skip
+
+
+worker_app = typer.Typer(help="Prefect workers: run the flow runs of a pool.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+
+@worker_app.command("start")
+def worker_start(
+    pool: str = typer.Option(..., "--pool", help="Work pool to take flow runs from."),
+    limit: int = typer.Option(None, "--limit", help="Flow runs at once (default: no limit)."),
+    name: str = typer.Option(None, "--name", help="Worker name (default: HOST-PID)."),
+) -> None:
+    """Run flow runs of a work pool (deployments from `conveyor deploy --pool` and
+    `conveyor backfill --pool`) until stopped; SIGTERM stops it within seconds, releasing its
+    in-flight runs to the other workers. Start any number, on any machine that reaches the
+    Prefect API, the database and the artifact store."""
+    from conveyor.backends.prefect_flow import configure
+    from conveyor.backends.prefect_pool import run_worker, worker_name
+    from conveyor.backends.prefect_server import connect
+
+    config = settings()
+    url, _ = connect(config)
+    configure(config)
+    name = name or worker_name()
+    console.print(f"worker {name} on pool {pool} (API {url}, project {config.project_root})")
+    in_project = (config.project_root / "pyproject.toml").is_file()
+    run_worker(
+        pool, name=name, limit=limit,
+        env={"CONVEYOR_PROJECT_ROOT": str(config.project_root)} if in_project else {},
+        on_start=lambda message: console.print(message),
+    )  # fmt: skip

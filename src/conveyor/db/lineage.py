@@ -45,6 +45,15 @@ class RunRecord:
     duration: float | None
     error: str | None
     heartbeat_at: datetime | None = None
+    tags: list[Any] = field(default_factory=list)
+
+    @property
+    def worker(self) -> str | None:
+        """The Prefect worker that ran it (`conveyor worker start`), if one did."""
+        for tag in self.tags or []:
+            if isinstance(tag, str) and tag.startswith("worker:"):
+                return tag.removeprefix("worker:")
+        return None
 
 
 def as_seen(record: RunRecord, now: datetime | None = None) -> RunRecord:
@@ -121,6 +130,26 @@ def list_runs(
         query = query.where(RUNS.c.status == status)
     with using(target) as db, db.read() as conn:
         return [as_seen(RunRecord(*row)) for row in conn.execute(query)]
+
+
+def runs_by_tag(
+    target: Settings | Database, pipeline: str, prefix: str, since: datetime
+) -> dict[str, RunRecord]:
+    """Runs of `pipeline` started since `since` carrying a tag `prefix<value>`, by value, as
+    they stand now (a dead run shows crashed); the latest run wins per value."""
+    query = (
+        sa.select(*_run_fields())
+        .where(RUNS.c.pipeline == pipeline, RUNS.c.started_at >= since)
+        .order_by(RUNS.c.started_at)
+    )
+    found: dict[str, RunRecord] = {}
+    with using(target) as db, db.read() as conn:
+        for row in conn.execute(query):
+            record = RunRecord(*row)
+            for tag in record.tags or []:
+                if isinstance(tag, str) and tag.startswith(prefix):
+                    found[tag[len(prefix) :]] = as_seen(record)
+    return found
 
 
 def run_lineage(target: Settings | Database, run_id: str) -> Lineage:

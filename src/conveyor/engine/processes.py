@@ -20,3 +20,26 @@ def process_alive(pid: int, since: datetime | None = None) -> bool:
         return False
     except psutil.AccessDenied:  # it exists; it belongs to someone else
         return True
+
+
+def release_children(grace: float = 5.0) -> list[int]:
+    """Stop this process's child processes: SIGTERM, then SIGKILL after `grace` seconds.
+
+    How a stopping serve or worker releases the flow runs it executes: each run's process ends
+    (Prefect records it crashed, conveyor records it interrupted), so another worker or a
+    `--resume` runs those partitions again. Returns the pids that were stopped.
+    """
+    children = psutil.Process().children(recursive=False)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=2)
+    return [child.pid for child in children]

@@ -66,6 +66,7 @@ class Settings:
     registry: str | None = None  # where step images are pushed and pulled (HOST[:PORT]/prefix)
     # "strict": a runner that cannot isolate its steps (no sandbox) refuses to run them
     isolation: str = "default"
+    prefect_api: str | None = None  # the Prefect API serve/worker/backfill --pool use
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -92,6 +93,7 @@ class Settings:
             artifacts=os.environ.get("CONVEYOR_ARTIFACTS") or config.get("artifacts"),
             registry=os.environ.get("CONVEYOR_REGISTRY") or config.get("registry"),
             isolation=_isolation(config.get("isolation", "default"), pyproject),
+            prefect_api=os.environ.get("PREFECT_API_URL") or config.get("prefect_api"),
         )
 
     @property

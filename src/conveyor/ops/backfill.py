@@ -193,6 +193,47 @@ def _partition_params(pipeline: Pipeline, batch: Batch) -> dict[str, Any]:
     return {pipeline.partition: batch.start}
 
 
+def prepare(
+    target: Pipeline | str,
+    start: date,
+    end: date,
+    *,
+    concurrency: int,
+    reprocess: str,
+    batch: int | None,
+    reverse: bool,
+    params: Mapping[str, Any] | None,
+    settings: Settings,
+) -> tuple[Pipeline, BackfillResult]:
+    """Check the options, select the partitions and group them: the backfill before it runs
+    (the same for a local backfill and one on a work pool)."""
+    from conveyor.db.lineage import partition_status
+
+    pipeline = resolve_pipeline(target, settings)
+    if concurrency < 1:
+        raise ParameterError(f"--concurrency must be at least 1, got {concurrency}")
+    if reverse and pipeline.depends_on_past:
+        raise ParameterError(
+            f"--reverse: pipeline {pipeline.name!r} reads what its earlier partitions wrote "
+            f"(depends_on_past={pipeline.depends_on_past}), so they must run first"
+        )
+    lookback = dates_before(pipeline, start, pipeline.depends_on_past)
+    statuses = partition_status(settings, pipeline.name, lookback[0] if lookback else start, end)
+    selected, skipped = select_partitions(pipeline, start, end, statuses, reprocess)
+    batches = group_batches(pipeline, selected, batch, reverse)
+    for one in batches[:1]:  # parameters are checked before anything runs
+        pipeline.bind({**(params or {}), **_partition_params(pipeline, one)})
+    missing = missing_lookback(pipeline, batches, statuses)
+    if missing:  # checked before anything runs or writes
+        raise ParameterError(
+            f"backfill of {pipeline.name} from {start}: its partitions read what the "
+            f"{pipeline.depends_on_past} partition(s) before each wrote (depends_on_past), and "
+            f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''} have not "
+            f"succeeded; start the backfill at {missing[0]} or earlier"
+        )
+    return pipeline, BackfillResult(pipeline.name, selected, skipped, batches)
+
+
 def backfill(
     target: Pipeline | str,
     start: date,
@@ -229,32 +270,12 @@ def backfill(
     Returns:
         A BackfillResult: the runs, and the partition dates by status.
     """
-    from conveyor.db.lineage import partition_status
-
     settings = settings or Settings.load()
-    pipeline = resolve_pipeline(target, settings)
-    if concurrency < 1:
-        raise ParameterError(f"--concurrency must be at least 1, got {concurrency}")
-    if reverse and pipeline.depends_on_past:
-        raise ParameterError(
-            f"--reverse: pipeline {pipeline.name!r} reads what its earlier partitions wrote "
-            f"(depends_on_past={pipeline.depends_on_past}), so they must run first"
-        )
-    lookback = dates_before(pipeline, start, pipeline.depends_on_past)
-    statuses = partition_status(settings, pipeline.name, lookback[0] if lookback else start, end)
-    selected, skipped = select_partitions(pipeline, start, end, statuses, reprocess)
-    batches = group_batches(pipeline, selected, batch, reverse)
-    for one in batches[:1]:  # parameters are checked before anything runs
-        pipeline.bind({**(params or {}), **_partition_params(pipeline, one)})
-    missing = missing_lookback(pipeline, batches, statuses)
-    if missing:  # checked before anything runs or writes
-        raise ParameterError(
-            f"backfill of {pipeline.name} from {start}: its partitions read what the "
-            f"{pipeline.depends_on_past} partition(s) before each wrote (depends_on_past), and "
-            f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''} have not "
-            f"succeeded; start the backfill at {missing[0]} or earlier"
-        )
-    result = BackfillResult(pipeline.name, selected, skipped, batches)
+    pipeline, result = prepare(
+        target, start, end, concurrency=concurrency, reprocess=reprocess, batch=batch,
+        reverse=reverse, params=params, settings=settings,
+    )  # fmt: skip
+    batches = result.batches
     if dry_run or not batches:
         return result
     needs = batch_dependencies(pipeline, batches)

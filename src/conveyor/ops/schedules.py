@@ -413,7 +413,24 @@ def serve(settings: Settings, limit: int | None = None) -> None:
 
 
 def deploy(settings: Settings, work_pool: str) -> list[str]:
-    """Register every entry for the Prefect workers of `work_pool`; returns deployment ids."""
-    from conveyor.backends.prefect_deploy import apply
+    """Register every entry for the Prefect workers of `work_pool` (created if missing);
+    returns deployment ids. Workers rebuild each flow from conveyor itself
+    (`conveyor.ops.pool_flows`), not from a file written here, so they may run anywhere."""
+    from conveyor.backends.prefect_pool import flow_entrypoint, register
 
-    return [apply(to_deployment(e, settings, work_pool)) for e in load_entries(settings)]
+    ids = []
+    for entry in load_entries(settings):
+        ids.append(
+            register(
+                scheduled_flow(entry.name, settings),
+                name=entry.name,
+                pool=work_pool,
+                entrypoint=flow_entrypoint("schedule", entry.name),
+                env={"CONVEYOR_DEPLOYED_ROOT": str(settings.project_root)},
+                tags=["conveyor", "scheduled"],
+                description=entry.description or f"{entry.pipeline} on cron {entry.cron}",
+                cron=entry.cron,
+                timezone=entry.timezone,
+            )
+        )
+    return ids

@@ -1,0 +1,46 @@
+"""The parts of a backfill on a work pool that need no Prefect server: entrypoints, the
+progress line, the flow module's attribute rules, the CLI's option checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conveyor.backends.prefect_pool import flow_entrypoint
+from conveyor.ops import pool_flows
+from conveyor.ops.pool_backfill import PoolProgress
+
+
+def test_entrypoints_are_module_paths_the_flow_module_answers():
+    path = flow_entrypoint("pipeline", "daily-features")
+    module, _, attribute = path.rpartition(".")
+    assert module == pool_flows.__name__
+    assert attribute == "pipeline__daily-features"
+    assert ":" not in path  # a module path: Prefect imports it, no file needed on the worker
+
+
+@pytest.mark.parametrize("attribute", ["__wrapped__", "pipeline", "pipeline__", "other__x"])
+def test_the_flow_module_refuses_what_is_not_a_flow(attribute):
+    with pytest.raises(AttributeError):
+        getattr(pool_flows, attribute)
+
+
+def test_the_progress_line_counts_per_worker():
+    progress = PoolProgress(
+        done={"w1": 4, "w2": 3}, running={"w2": 1}, failed={"w1": 1}, waiting=6, retried=1
+    )
+    assert progress.line() == (
+        "w1: 4 done, 1 failed · w2: 3 done, 1 running · 6 waiting · 1 retried"
+    )
+
+
+def test_max_active_needs_a_pool(project):
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", "backfill", "x", "--start", "2024-01-01",
+         "--end", "2024-01-02", "--max-active", "2"],
+        cwd=project.root, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "--max-active bounds flow runs on a work pool" in proc.stderr
