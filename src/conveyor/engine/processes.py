@@ -29,6 +29,8 @@ def release_children(grace: float = 5.0) -> list[int]:
     (Prefect records it crashed, conveyor records it interrupted), so another worker or a
     `--resume` runs those partitions again. Returns the pids that were stopped.
     """
+    import psutil
+
     children = psutil.Process().children(recursive=False)
     for child in children:
         try:
