@@ -38,7 +38,7 @@ SNIPPET = re.compile(r'^ *--8<-- "(?P<file>[^":]+)(?::(?P<section>[\w-]+))?" *$'
 NOT_CODE = {"text", "mermaid"}
 RUN = {"python", "bash", "toml"}
 # the blocks shown, not run (see above); a new one needs a reason the reader would accept
-MAX_ILLUSTRATIVE = 16
+MAX_ILLUSTRATIVE = 17  # 15 + the work-pool and compose-scaling blocks (a remote API; compose)
 
 
 @dataclass(frozen=True)

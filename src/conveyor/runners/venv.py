@@ -146,13 +146,13 @@ class VenvRunner:
     def _ensure_built(
         self, key: str, spec: EnvironmentSpec, lock_path: Path, pins: tuple[str, ...], who: str
     ) -> tuple[Path, bool]:
-        from filelock import FileLock
-
         env_dir = self.settings.env_dir
         target = env_dir / key
         if (target / MARKER).is_file():
             (target / MARKER).touch()
             return target, False
+        from filelock import FileLock  # only a build pays for it: a warm run never locks
+
         env_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(env_dir / f".{key}.lock"), timeout=1800):
             if (target / MARKER).is_file():
