@@ -226,7 +226,8 @@ def readme_table() -> dict[str, dict[str, str]]:
     """The README's table under "What a step can reach": row label -> runner -> verdict."""
     text = (ROOT / "README.md").read_text()
     section = text.split("What a step can reach", 1)[1].split("\n| ", 1)[1]
-    rows = ("| " + section).split("\n\n", 1)[0].splitlines()  # the first table after the title
+    lines = ("| " + section).splitlines()  # the first table after the title: its "|" lines
+    rows = lines[: next((i for i, line in enumerate(lines) if not line.startswith("|")), None)]
     header = [cell.strip(" `") for cell in rows[0].strip("|").split("|")]
     table = {}
     for row in rows[2:]:
