@@ -598,8 +598,11 @@ def test_ctrl_c_of_the_orchestrator_removes_its_containers(checks, engine):
     import signal
 
     checks.write("flows/slow.py", SLOW_FLOW)
+    # the local engine: this is the runner's cleanup (a session Prefect API would make `auto`
+    # pick Prefect, whose interrupt path is its own)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "run", "slow", "--runner", "docker"],
+        [sys.executable, "-m", "conveyor.cli", "run", "slow", "--runner", "docker",
+         "--engine", "local"],
         cwd=checks.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

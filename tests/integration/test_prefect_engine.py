@@ -186,6 +186,14 @@ def test_a_collector_that_allows_failures_runs_after_a_failed_item(flows):
     assert tasks["gather"].state.type.value == "COMPLETED"
 
 
+def test_parameters_larger_than_prefect_accepts_fail_naming_the_parameter(flows):
+    from conveyor.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"pipeline 'tolerant': its parameters are [\d,]+ "
+                       r"bytes as JSON \('xs' [\d,]+\), more than the 524,288 bytes"):  # fmt: skip
+        _run("tolerant", {"xs": list(range(200_000))})
+
+
 def test_component_retries_are_prefect_retries(flows, tmp_path):
     result = _run("retried", {"marker": str(tmp_path / "marker")})
     assert result.ok, result.error

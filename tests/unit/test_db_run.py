@@ -252,7 +252,8 @@ def test_a_large_parameter_is_stored_once_per_run(project_with_flows: Project) -
     import sqlite3
 
     blob = "x" * 1_000_000
-    assert conveyor.run("sized", {"blob": blob}, runner="inprocess").ok
+    # the local engine: Prefect's server refuses parameters this large (test_prefect_engine.py)
+    assert conveyor.run("sized", {"blob": blob}, runner="inprocess", engine="local").ok
     home = project_with_flows.settings.home
     with sqlite3.connect(home / "conveyor.db") as conn:
         (params,) = conn.execute("SELECT params FROM conveyor_runs").fetchone()
@@ -261,8 +262,8 @@ def test_a_large_parameter_is_stored_once_per_run(project_with_flows: Project) -
     assert json.loads(inputs)["blob"]["bytes"] == len(blob) + 2  # the step's record: its hash
     caches = [p for p in (home / "artifacts").rglob("*") if p.is_file()]
     assert caches and max(p.stat().st_size for p in caches) < 10_000  # nor does the cache
-    again = conveyor.run("sized", {"blob": blob}, runner="inprocess")
+    again = conveyor.run("sized", {"blob": blob}, runner="inprocess", engine="local")
     assert again.steps["size"].status == "cached"
-    changed = conveyor.run("sized", {"blob": blob + "y"}, runner="inprocess")
+    changed = conveyor.run("sized", {"blob": blob + "y"}, runner="inprocess", engine="local")
     assert changed.steps["size"].reason == "parameter blob changed"
     assert changed.output == len(blob) + 1

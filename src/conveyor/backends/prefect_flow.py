@@ -28,6 +28,7 @@ from conveyor.backends.prefect_server import prefect_variables
 from conveyor.dsl.pipeline import Pipeline, Step
 from conveyor.engine.core import Engine, Execution, new_run_id
 from conveyor.engine.results import CACHED, FAILED, RunResult, StepResult
+from conveyor.errors import ParameterError
 
 log = logging.getLogger("conveyor.prefect")
 
@@ -362,6 +363,26 @@ def run_with_prefect(
     )
 
 
+def _check_parameter_size(pipeline: Pipeline, bound: Mapping[str, Any]) -> None:
+    """Prefect's server refuses a flow run whose parameters are larger than its limit (512 KiB
+    by default) with a bare 422: say which parameter and what to do instead."""
+    from prefect.settings import get_current_settings
+
+    from conveyor._runtime.hashing import canonical_json
+
+    limit = get_current_settings().server.api.max_parameter_size
+    sizes = {name: len(canonical_json(value).encode()) for name, value in bound.items()}
+    if limit <= 0 or sum(sizes.values()) <= limit:
+        return
+    largest = max(sizes, key=lambda name: sizes[name])
+    raise ParameterError(
+        f"pipeline {pipeline.name!r}: its parameters are {sum(sizes.values()):,} bytes as JSON "
+        f"({largest!r} {sizes[largest]:,}), more than the {limit:,} bytes Prefect's server "
+        f"accepts for a flow run (PREFECT_SERVER_API_MAX_PARAMETER_SIZE). Pass large data as a "
+        f"file (a Path parameter: conveyor ships its content), or run with --engine local."
+    )
+
+
 async def arun_with_prefect(
     engine: Engine,
     pipeline: Pipeline,
@@ -377,6 +398,7 @@ async def arun_with_prefect(
     results: dict[str, RunResult] = {}
     flow = build_flow(engine, pipeline, tags=tags, results=results, run_name=flow_run_name)
     bound = pipeline.bind(params)  # fail fast, before a flow run exists
+    _check_parameter_size(pipeline, bound)
     with api_settings(engine.settings), prefect.tags(*tags):
         state = await flow(**bound, return_state=True)
     result = results.get(str(state.state_details.flow_run_id))
