@@ -325,9 +325,17 @@ class DockerRunner:
     def close(self) -> None:
         """Kill and remove every live container (an interrupted run must not leave any)."""
         with self._lock:
-            live = list(self._live.items())
-        for container, api in live:
-            self._remove(api, container)
+            live = list(self._live)
+        if not live:
+            return
+        # a client of its own: a step's client is busy streaming that container's output, and
+        # sharing its session across threads could wait on it until the container ends
+        api = self._take_client()
+        try:
+            for container in live:
+                self._remove(api, container)
+        finally:
+            self._give_back(api)
 
 
 def _outcome(
