@@ -599,11 +599,13 @@ def test_ctrl_c_of_the_orchestrator_removes_its_containers(checks, engine):
 
     checks.write("flows/slow.py", SLOW_FLOW)
     # the local engine: this is the runner's cleanup (a session Prefect API would make `auto`
-    # pick Prefect, whose interrupt path is its own)
+    # pick Prefect, whose interrupt path is its own). SIGINT as a terminal has it: a test run
+    # started in the background (`.ci/run &`) inherits SIGINT ignored, and Python keeps that
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "run", "slow", "--runner", "docker",
          "--engine", "local"],
         cwd=checks.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
