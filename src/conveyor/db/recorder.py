@@ -46,6 +46,7 @@ from conveyor.db.sqlite_recorder import (
     STALE_AFTER_BEATS as STALE_AFTER_BEATS,
 )
 from conveyor.db.sqlite_recorder import (
+    artifact_inputs,
     crash_error,
 )
 from conveyor.db.sqlite_recorder import (
@@ -238,13 +239,7 @@ class Recorder(RunHooks):
 
     def step_finished(self, *, run: RunInfo, result: StepResult, **extra: Any) -> None:
         with self._lock:
-            known = self._known.setdefault(run.run_id, {})
-            inputs = {
-                name: known[value]
-                for name, value in result.inputs.items()
-                if isinstance(value, str) and value in known
-            }
-            known.update({ref.sha256: ref for ref in result.artifacts.values()})
+            inputs = artifact_inputs(self._known.setdefault(run.run_id, {}), result)
             attempted = (run.run_id, result.name) in self._started
             self._started.discard((run.run_id, result.name))
         self._write(self._step_finished, run, result, inputs, attempted)

@@ -256,13 +256,7 @@ class SqliteRecorder(RunHooks):
 
     def step_finished(self, *, run: RunInfo, result: StepResult, **extra: Any) -> None:
         with self._lock:
-            known = self._known.setdefault(run.run_id, {})
-            inputs = {
-                name: known[value]
-                for name, value in result.inputs.items()
-                if isinstance(value, str) and value in known
-            }
-            known.update({ref.sha256: ref for ref in result.artifacts.values()})
+            inputs = artifact_inputs(self._known.setdefault(run.run_id, {}), result)
             attempted = (run.run_id, result.name) in self._started
             self._started.discard((run.run_id, result.name))
             if not attempted:  # cached or skipped: written with the run's next write
@@ -351,6 +345,18 @@ def _attempt_failed(
         "WHERE run_id = ? AND step = ? AND attempt = ?",
         (FAILED, sql_time(_now()), error, run.run_id, step, attempt),
     )
+
+
+def artifact_inputs(known: dict[str, ArtifactRef], result: StepResult) -> dict[str, ArtifactRef]:
+    """The step's inputs that are artifacts of this run (`known`: by content hash); adds the
+    step's own outputs to `known` for the steps after it."""
+    inputs = {
+        name: known[value]
+        for name, value in result.inputs.items()
+        if isinstance(value, str) and value in known
+    }
+    known.update({ref.sha256: ref for ref in result.artifacts.values()})
+    return inputs
 
 
 def _step_finished(
