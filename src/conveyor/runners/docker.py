@@ -53,6 +53,7 @@ from conveyor.runners.containers import (
     readable_by_step,
     remove_orphans,
 )
+from conveyor.runners.engine_paths import EnginePaths, engine_paths
 from conveyor.runners.images import (
     ENV_PREFIX,
     IMAGE_PATH,
@@ -83,6 +84,7 @@ class DockerRunner:
         self._idle: list[Any] = []  # API clients not in use: one per concurrent step
         self._live: dict[str, Any] = {}  # container id -> the client running it
         self._runtime: Path | None = None
+        self._paths: EnginePaths | None = None
 
     # ------------------------------------------------------------------------------ engine
 
@@ -99,6 +101,13 @@ class DockerRunner:
                 self._builder = ImageBuilder(self.settings, self._client, store)
                 remove_orphans(self._client)
             return self._builder
+
+    @property
+    def paths(self) -> EnginePaths:
+        """Where the engine finds this process's files (translated when it runs in a container)."""
+        if self._paths is None:
+            self._paths = engine_paths(self.builder.client.api)
+        return self._paths
 
     def _take_client(self) -> Any:
         """An API client for one step: requests sessions are not meant to be shared by threads."""
@@ -233,7 +242,7 @@ class DockerRunner:
     def host_config(self, api: Any, task: Task, mounts: Mounts) -> Any:
         component = task.component
         options: dict[str, Any] = {
-            "binds": mounts.binds(),
+            "binds": mounts.binds(self.paths.source),
             "network_mode": "bridge" if component.network else "none",
         }
         if component.memory:
