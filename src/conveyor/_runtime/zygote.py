@@ -1,6 +1,6 @@
 """The warm fork server (zygote) of one environment: imports once, forks a sandboxed child per step.
 
-    python -s -m conveyor._runtime.zygote --fd N --stages DIR,...
+    python -s -m conveyor._runtime.zygote --fd N
 
 The venv runner starts it inside a bubblewrap sandbox of the environment (see
 `conveyor.runners.zygote`): the environment, conveyor's runtime and the system read-only, no
@@ -11,12 +11,14 @@ the declared packages, what earlier steps imported from site-packages) and then,
 forks:
 
 - a supervisor (A), which makes a new mount and PID namespace and forks
-- the step (B), PID 1 of its namespace, which binds its own work folder, inputs and code bundle
-  at the fixed `/conveyor/...` paths, covers `/conveyor/stage` with an empty read-only tmpfs,
-  mounts fresh `/proc`, `/tmp` and `/dev/shm`, then enters a user namespace of its own as uid
-  65534 (the mounts above become unchangeable), gets fresh network (loopback only), IPC and UTS
-  namespaces, drops every capability, sets no_new_privs, closes every inherited descriptor
-  but its stdio and runs the executor, as `python -m conveyor._runtime.executor` would.
+- an init (B), PID 1 of that namespace, which binds the step's own work folder, inputs and code
+  bundle at the fixed `/conveyor/...` paths, covers `/conveyor/stage` with an empty read-only
+  tmpfs, mounts fresh `/proc`, `/dev/pts`, `/tmp` and `/dev/shm`, then enters a user namespace
+  of its own as uid 65534 (the mounts above can no longer be undone), gets fresh network
+  (loopback only), IPC and UTS namespaces, drops every capability, sets no_new_privs, closes
+  every inherited descriptor but stdio, and forks
+- the step (C), in a session of its own, which runs the executor as
+  `python -m conveyor._runtime.executor` would, while B reaps orphans like bubblewrap's init.
 
 Killing B ends its PID namespace, so a timeout (the orchestrator asks, the server signals A, A
 kills B) takes every process of the step with it. The server and its children live in the
@@ -43,7 +45,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 WORK, CODE, INPUTS, STAGE = (
     "/conveyor/work", "/conveyor/code", "/conveyor/inputs", "/conveyor/stage",
@@ -245,6 +247,10 @@ def _make_sandbox(binds: list[list[str]], stdout: int, stderr: int, status: int)
     _mount("tmpfs", STAGE, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755")
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    # terminals of its own: /dev/ptmx is bubblewrap's link to pts/ptmx
+    _mount(
+        "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"
+    )
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for name in ("sys", "sysrq-trigger", "irq", "bus"):  # as bubblewrap covers them
         path = f"/proc/{name}"
@@ -263,7 +269,6 @@ def _make_sandbox(binds: list[list[str]], stdout: int, stderr: int, status: int)
     _loopback_up()
     _check(_libc().sethostname(b"conveyor-step", 13), "sethostname")
     _drop_capabilities()
-    os.setsid()
     os.chdir(WORK)
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
@@ -276,6 +281,21 @@ def _make_sandbox(binds: list[list[str]], stdout: int, stderr: int, status: int)
             except OSError:
                 pass
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _init(step: int, status: int) -> NoReturn:
+    """PID 1 of the step's namespace, like bubblewrap's init: it reaps orphans (the kernel sends
+    them here) and, once the step ends, reports its exit status and ends, which ends every
+    process left in the namespace. (The step is not PID 1 itself: PID 1 ignores the signals
+    it sends itself without a handler, and would collect zombies.)"""
+    while True:
+        try:
+            pid, wait_status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == step:
+            os.write(status, f"\nexit {os.waitstatus_to_exitcode(wait_status)}\n".encode())
+            os._exit(0)
 
 
 def _supervise(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> Step:
@@ -301,7 +321,11 @@ def _supervise(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> 
                 os.write(write_end, f"error {problem}".encode())
                 os._exit(121)
             os.write(write_end, b"ok\n")
-            return Step(request["argv"], write_end)
+            step = os.fork()
+            if step == 0:
+                os.setsid()
+                return Step(request["argv"], write_end)
+            _init(step, write_end)
         os.close(write_end)
         for fd in fds:
             os.close(fd)
@@ -315,11 +339,15 @@ def _supervise(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> 
             problem = text.removeprefix("error ") or "the step ended before its sandbox was made"
             _send(sock, {"id": step_id, "event": "setup-failed", "error": problem})
         else:
+            body, _, ended = text[3:].rpartition("\nexit ")
             try:
-                imported = json.loads(text[3:] or "[]")
+                exit_code = int(ended.strip())
+            except ValueError:  # its init was killed (a timeout): the namespace died with it
+                body, exit_code = text[3:], os.waitstatus_to_exitcode(status)
+            try:
+                imported = json.loads(body.strip() or "[]")
             except ValueError:
                 imported = []
-            exit_code = os.waitstatus_to_exitcode(status)
             message = {"id": step_id, "event": "exit", "status": exit_code}
             if not _send(sock, {**message, "imported": imported}):
                 _send(sock, message)

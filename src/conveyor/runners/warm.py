@@ -155,6 +155,7 @@ class WarmSteps:
         finally:
             os.close(out_w)
             os.close(err_w)
+        log.debug("step %s forked from the warm server of %s", task.step, task.environment.key)
         tail: deque[str] = deque(maxlen=40)
         readers = [
             threading.Thread(
