@@ -59,7 +59,7 @@ CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 _LIBC: Any = None
 
@@ -237,6 +237,10 @@ def _drop_capabilities() -> None:
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+def _die_with_parent() -> None:
+    _check(_libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "parent-death signal")
+
+
 def _make_sandbox(binds: list[list[str]], stdout: int, stderr: int, status: int) -> None:
     """Turn this process (PID 1 of a fresh PID namespace, in a fresh mount namespace) into the
     step's sandbox: the same view a bubblewrap step gets, and no way back."""
@@ -269,6 +273,7 @@ def _make_sandbox(binds: list[list[str]], stdout: int, stderr: int, status: int)
     _loopback_up()
     _check(_libc().sethostname(b"conveyor-step", 13), "sethostname")
     _drop_capabilities()
+    _die_with_parent()  # after the last change of credentials, which would clear it
     os.chdir(WORK)
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
@@ -298,12 +303,15 @@ def _init(step: int, status: int) -> NoReturn:
             os._exit(0)
 
 
-def _supervise(sock: socket.socket, request: dict[str, Any], fds: list[int]) -> Step:
+def _supervise(sock: socket.socket, request: dict[str, Any], fds: list[int], server: int) -> Step:
     """In the forked supervisor: make the step's namespaces, fork it, relay how it ended.
     Returns only in the step process; the supervisor always ends in `os._exit`."""
     step_id = request["id"]
     code = 0
     try:
+        _die_with_parent()
+        if os.getppid() != server:  # the server ended before the line above
+            os._exit(1)
         _unshare(CLONE_NEWNS | CLONE_NEWPID, "mount and PID namespaces")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing propagates back to the server
         read_end, write_end = os.pipe()
@@ -395,10 +403,11 @@ def serve(sock: socket.socket) -> Step | None:
         elif op == "run":
             sys.stdout.flush()
             sys.stderr.flush()
+            server = os.getpid()
             pid = os.fork()
             if pid == 0:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                return _supervise(sock, request, fds)
+                return _supervise(sock, request, fds, server)
             for fd in fds:
                 os.close(fd)
             children[request["id"]] = pid

@@ -181,14 +181,21 @@ class WarmServer:
         return step_id
 
     def wait(self, step_id: int, timeout: float | None) -> dict[str, Any] | None:
-        """The step's exit report, or None at the timeout (the step is still running)."""
+        """The step's exit report, or None once it has run `timeout` seconds (it is still
+        running). The time counts from its fork: a server still importing what earlier steps
+        taught it delays a step without eating into its timeout."""
         pending = self._pending[step_id]
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
         while True:
+            if pending.forked and deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                event = pending.events.get(timeout=left)
+                event = pending.events.get(timeout=left if pending.forked else START_SECONDS)
             except queue.Empty:
+                if not pending.forked:
+                    self._forget(step_id)
+                    raise ServerGone("the warm server did not fork the step", False) from None
                 return None
             if event["event"] == "forked":
                 pending.forked = True
@@ -278,7 +285,16 @@ class ServerPool:
         self._servers: dict[ServerKey, WarmServer] = {}
         self._starting: dict[ServerKey, threading.Lock] = {}
         self._spawner = _Spawner()
+        self._owner = os.getpid()
         atexit.register(self.close)
+        # a forked copy of the orchestrator must neither use nor close the parent's servers
+        os.register_at_fork(after_in_child=self._forget_all)
+
+    def _forget_all(self) -> None:
+        self._lock = threading.Lock()
+        self._servers = {}
+        self._starting = {}
+        self._spawner = _Spawner()
 
     def get(
         self, key: ServerKey, bwrap: str, modules: Sequence[str], distributions: Sequence[str]
