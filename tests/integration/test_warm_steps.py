@@ -90,6 +90,10 @@ def crashing(n: int):
 @pipeline
 def napping(n: int):
     return nap(n)
+
+@pipeline
+def fan():
+    return [started_by(i) for i in range(4)]
 """
 
 
@@ -169,6 +173,26 @@ def test_a_crashing_step_does_not_take_its_server_down(warm_project, caplog):
     assert {"crash", "started_by"} <= _forked(caplog)
     assert all(s.alive for s in servers.values())
     assert {id(s) for s in POOL._servers.values()} >= set(servers)  # the same servers serve on
+
+
+def test_parallel_steps_fork_from_one_server_and_a_killed_server_is_replaced(warm_project, caplog):
+    from conveyor.runners.zygote import POOL
+
+    with caplog.at_level(logging.DEBUG, logger="conveyor.venv"):
+        result = _run("fan", {}, cache=False, max_parallel=4)
+    assert result.ok, result.error
+    assert list(result.output) == ["conveyor._runtime.zygote"] * 4
+    assert len(_forked(caplog)) == 4
+    for server in list(POOL._servers.values()):  # as the OOM killer or a person might
+        os.killpg(server._proc.pid, signal.SIGKILL)
+        server._proc.wait()
+    assert _wait_for(lambda: not any(s.alive for s in POOL._servers.values()), 10)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="conveyor.venv"):
+        again = _run("fan", {}, cache=False)
+    assert again.ok, again.error
+    assert list(again.output) == ["conveyor._runtime.zygote"] * 4  # a new server, still warm
+    assert len(_forked(caplog)) == 4
 
 
 ORCHESTRATOR = """

@@ -32,6 +32,7 @@ of `_runtime/`.
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
 import importlib.util
 import json
@@ -403,6 +404,9 @@ def serve(sock: socket.socket) -> Step | None:
         elif op == "run":
             sys.stdout.flush()
             sys.stderr.flush()
+            # what the server has made so far is never collected in a step: a collection there
+            # would touch (and so copy) every page of the server's heap
+            gc.freeze()
             server = os.getpid()
             pid = os.fork()
             if pid == 0:
