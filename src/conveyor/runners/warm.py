@@ -13,6 +13,7 @@ the step falls back to a fresh interpreter and this runner stops trying warm sta
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -39,6 +40,8 @@ from conveyor.runners.zygote import (
 
 log = logging.getLogger("conveyor.venv")
 WARM_VARIABLE = "CONVEYOR_WARM"
+LEARNED = "conveyor-imports.json"  # in the environment's folder: what its steps imported
+MAX_LEARNED = 5000
 
 
 def warm_problem() -> str | None:
@@ -60,6 +63,37 @@ def cold_reason(component: ComponentSpec) -> str | None:
     if component.memory or component.cpu:
         return "it has a memory or cpu limit"
     return None
+
+
+def _learned_file(task: Task) -> Path:
+    return Path(task.environment.location) / LEARNED
+
+
+def _learned(task: Task) -> list[str]:
+    """Modules earlier steps of this environment imported (in any run): a new server imports
+    them before its first fork."""
+    try:
+        names = json.loads(_learned_file(task).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _learn(task: Task, imported: Sequence[str]) -> None:
+    """Remember what a step imported, for the next server of its environment (best effort:
+    two orchestrators writing at once keep one list, and the next step adds the rest)."""
+    known = _learned(task)
+    new = [n for n in imported if isinstance(n, str) and n not in known]
+    if not new:
+        return
+    path = _learned_file(task)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        staging.write_text(json.dumps(sorted([*known, *new])[:MAX_LEARNED]))
+        os.replace(staging, path)
+    except OSError as exc:  # a read-only environment folder: learning stays in this process
+        log.debug("cannot remember the imports of %s: %s", task.environment.key, exc)
+        staging.unlink(missing_ok=True)
 
 
 def _binds(mounts: Mounts, stages: Sequence[tuple[Path, str]], runtime: Path) -> list[list[str]]:
@@ -132,8 +166,9 @@ class WarmSteps:
         from packaging.requirements import Requirement
 
         distributions = [Requirement(r).name for r in task.environment.spec.requirements]
+        modules = [*codec_imports(task.environment.pins), *_learned(task)]
         try:
-            server = POOL.get(key, bwrap, codec_imports(task.environment.pins), distributions)
+            server = POOL.get(key, bwrap, modules, distributions)
         except ServerGone as exc:
             self._give_up(task, f"its warm server did not start ({exc})")
             return None
@@ -198,6 +233,7 @@ class WarmSteps:
                 reader.join(timeout=5)
         if event is not None and event.get("imported"):
             server.preload(event["imported"])  # imported before the next step forks
+            _learn(task, event["imported"])
         returncode = -9 if event is None else int(event["status"])
         return returncode, "\n".join(tail), timed_out
 
