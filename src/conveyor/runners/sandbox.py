@@ -15,6 +15,10 @@ The sandbox dies with the orchestrator (`--die-with-parent`), and killing its ou
 its PID namespace: every process in it, `setsid` children included, dies at once. Where bwrap
 cannot run (not Linux, not installed, no user namespaces) `sandbox_problem` says why, and the
 venv runner says which protections are off.
+
+A step forked from its environment's warm server (`runners/warm.py`) gets the same view from
+the server's side: the server runs in a sandbox made by `server_command`, and each forked step
+builds its own namespaces and mounts inside it (`conveyor._runtime.zygote`).
 """
 
 from __future__ import annotations
