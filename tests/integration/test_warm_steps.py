@@ -195,6 +195,22 @@ def test_parallel_steps_fork_from_one_server_and_a_killed_server_is_replaced(war
     assert len(_forked(caplog)) == 4
 
 
+def test_a_server_that_cannot_start_leaves_steps_to_fresh_interpreters(
+    warm_project, monkeypatch, caplog
+):
+    from conveyor.runners import zygote
+
+    real = zygote.server_command
+    monkeypatch.setattr(zygote, "server_command", lambda *a: [real(*a)[0], "--no-such-option"])
+    with caplog.at_level(logging.DEBUG, logger="conveyor.venv"):
+        result = _run("starts", {"n": 5}, cache=False)
+    assert result.ok, result.error
+    assert result.output == {"default": "conveyor._runtime.executor",
+                             "fresh": "conveyor._runtime.executor"}  # fmt: skip
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("its warm server did not start" in w and "no-such-option" in w for w in warnings)
+
+
 ORCHESTRATOR = """
 import os, sys, psutil, conveyor
 result = conveyor.run(sys.argv[1], {"n": int(os.environ["NAP"])}, runner="venv", engine="local",

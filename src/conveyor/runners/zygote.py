@@ -26,6 +26,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,8 @@ class WarmServer:
         self._pending: dict[int, _Pending] = {}
         self._ready: queue.Queue[dict[str, Any]] = queue.Queue()
         self._gone: str | None = None
+        self._output: deque[str] = deque(maxlen=3)  # its last lines, to say why it ended
+        self._drained = threading.Event()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         python = key.python
@@ -260,9 +263,15 @@ class WarmServer:
                 pending = self._pending.get(message.get("id", -1))
             if pending is not None:
                 pending.events.put(message)
-        code = self._proc.poll()
+        try:
+            code: int | None = self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
         if code is not None:
             reason += f" with exit code {code}"
+        self._drained.wait(timeout=2)
+        if self._output:
+            reason += ": " + " / ".join(self._output)
         with self._lock:
             if self._gone is None:
                 self._gone = reason
@@ -274,7 +283,9 @@ class WarmServer:
     def _drain(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
+            self._output.append(line.rstrip())
             log.debug("warm server %s: %s", Path(self.key.environment).name[:12], line.rstrip())
+        self._drained.set()
 
 
 class ServerPool:
@@ -309,7 +320,10 @@ class ServerPool:
             if server is not None and server.alive:
                 server.last_used = time.monotonic()
                 return server
-            server = WarmServer(key, bwrap, self._spawner)
+            try:
+                server = WarmServer(key, bwrap, self._spawner)
+            except OSError as exc:
+                raise ServerGone(f"the warm server could not start ({exc})", False) from exc
             server.preload(modules, distributions)
             answer = server.wait_ready(START_SECONDS)
             log.debug("warm server for %s imported %s", key.environment, answer.get("loaded"))
