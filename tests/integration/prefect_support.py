@@ -99,7 +99,17 @@ def flow_run_and_tasks(flow_run_id: str):
         )
         return flow_run, {t.name: t for t in tasks}
 
-    return query(read)
+    # Task run states reach the API through events the server records asynchronously, so just
+    # after a flow run ends a task of it may still read RUNNING: wait (bounded) for them to settle
+    deadline = time.monotonic() + 30
+    while True:
+        flow_run, tasks = query(read)
+        unsettled = [t for t in tasks.values() if t.state is None or not t.state.is_final()]
+        if not (flow_run.state and flow_run.state.is_final() and unsettled):
+            return flow_run, tasks
+        if time.monotonic() > deadline:
+            return flow_run, tasks  # the test's assertions say what is still unsettled
+        time.sleep(0.5)
 
 
 def _drain_prefect_workers() -> None:
