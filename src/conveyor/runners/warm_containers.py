@@ -304,7 +304,8 @@ def stage_in(box: WarmContainer, task: Task, mounts: Mounts) -> None:
 def stage_out(box: WarmContainer, task: Task) -> None:
     """Move what the step wrote into its attempt folder and empty the stage; a stage that
     cannot be emptied marks the container broken (its next step would see the leftovers)."""
-    before = {entry.name for entry in task.workdir.iterdir()} - {task.spec_path.name, "out"}
+    before = {entry.name for entry in task.workdir.iterdir()}
+    before -= {task.spec_path.name, task.result_path.name, "out"}
     for entry in list(box.work.iterdir()):
         target = task.workdir / entry.name
         if entry.name in before:  # the host's own files (the step log) are not the step's
