@@ -11,6 +11,10 @@ container whose exit status is lost fails the step. Every container carries labe
 run, the step and the orchestrator process, so containers left by a killed orchestrator are
 removed the next time a docker runner starts. An image this engine lacks is pulled by digest
 when `conveyor images push` recorded it in the artifact store, else built.
+
+By default a step does not get a container of its own but a `docker exec` into a warm container
+of its image and limits, with the same paths, user, limits and endings (see
+`runners/warm_containers.py`); `CONVEYOR_WARM=off` turns that off.
 """
 
 from __future__ import annotations
@@ -379,6 +383,7 @@ class DockerRunner:
         """A new warm container for `task`'s key, running and busy."""
         import docker
 
+        closings = self.warm.closings
         stage, name = self.warm.new_stage(task)
         host = self.host_config(api, task, stage_mounts(stage, self.runtime()))
         host.update(Init=True, AutoRemove=True)  # reaps left processes; gone when it exits
@@ -396,7 +401,9 @@ class DockerRunner:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         box = WarmContainer(created["Id"], name, warm_key(task), stage, None)
-        self.warm.add(box)
+        if not self.warm.add(box, closings):
+            self._discard(api, box)
+            raise StepFailed(task.step, "the run was interrupted while its container started")
         try:
             box.stdin = api.attach_socket(box.id, params={"stdin": 1, "stream": 1})
             api.start(box.id)
@@ -455,7 +462,7 @@ class DockerRunner:
         """Kill and remove every live container (an interrupted run must not leave any)."""
         with self._lock:
             live = list(self._live)
-        warm = self.warm.live()
+        warm = self.warm.close()
         if not live and not warm:
             return
         # a client of its own: a step's client is busy streaming that container's output, and

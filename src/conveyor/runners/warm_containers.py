@@ -2,8 +2,10 @@
 each step a `docker exec` into it.
 
 A `docker exec` into a running container costs a fraction of a new container (create, start,
-wait, remove), so a run keeps one container per (image, memory, cpu, gpu, network) and runs
-each step in it, one step at a time: a step that finds its container busy gets another one.
+wait, remove), so a docker runner keeps one container per (image, memory, cpu, gpu, network)
+and runs each step in it, one step at a time: a step that finds its container busy gets another
+one. The containers live until the runner closes: the end of a run (`conveyor.run`, the CLI),
+of a backfill (whose runs share them), or an interrupt.
 
 What reaches a step is what a fresh container would give it, at the same paths. A container's
 mounts are fixed when it is created, so each container binds folders of its own *stage*
@@ -121,9 +123,9 @@ def wants_warm(component: ComponentSpec) -> bool:
 
 
 def warm_key(task: Task) -> tuple[Any, ...]:
-    """What a container is shared by: the run, the image and everything fixed at creation."""
+    """What a container is shared by: its image and everything else fixed at its creation."""
     c = task.component
-    return (_run_id(task), task.environment.location, c.memory, c.cpu, c.gpu, c.network)
+    return (task.environment.location, c.memory, c.cpu, c.gpu, c.network)
 
 
 def _run_id(task: Task) -> str:
@@ -170,6 +172,7 @@ class WarmPool:
         self._idle: dict[tuple[Any, ...], list[WarmContainer]] = {}
         self._all: dict[str, WarmContainer] = {}
         self._count = 0
+        self.closings = 0  # how many times the runner closed: a container started across one
 
     def take(self, task: Task) -> WarmContainer | None:
         """An idle container for `task`'s key, now busy; None when there is none."""
@@ -203,9 +206,18 @@ class WarmPool:
         open_folder(stage / "work")
         return stage, name
 
-    def add(self, box: WarmContainer) -> None:
+    def add(self, box: WarmContainer, closings: int) -> bool:
+        """Track `box`; False when the runner closed since `closings` was read (the caller
+        removes it: nobody else would before this process ends)."""
         with self._lock:
             self._all[box.id] = box
+            return closings == self.closings
+
+    def close(self) -> list[WarmContainer]:
+        """Every live container, to remove; containers being started now will not be kept."""
+        with self._lock:
+            self.closings += 1
+            return list(self._all.values())
 
     def drop(self, box: WarmContainer) -> None:
         """Forget `box` and delete its stage folder (the container is the caller's to remove)."""
@@ -219,10 +231,6 @@ class WarmPool:
         except Exception as exc:
             log.debug("closing the stdin of %s: %s", box.name, exc)
         shutil.rmtree(box.stage, ignore_errors=True)
-
-    def live(self) -> list[WarmContainer]:
-        with self._lock:
-            return list(self._all.values())
 
     def sweep_stages(self) -> int:
         """Delete stage folders whose orchestrator on this machine is gone; return how many."""
