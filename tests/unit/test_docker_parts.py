@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from conveyor.errors import ExecutorProtocolError, StepFailed, StepKilled, StepTimeout
+from conveyor.errors import (
+    ConveyorError,
+    ExecutorProtocolError,
+    StepFailed,
+    StepKilled,
+    StepTimeout,
+)
 from conveyor.runners.containers import (
     Mounts,
     _owner_alive,
@@ -18,6 +24,7 @@ from conveyor.runners.containers import (
     pump_output,
     readable_by_step,
 )
+from conveyor.runners.engine_paths import EnginePaths, own_container_id
 
 
 def test_mounts_translate_paths_both_ways(tmp_path):
@@ -300,3 +307,44 @@ def test_images_list_shows_each_key_once_preferring_its_tag():
     assert [(i["id"], i["copies"]) for i in listed] == [
         ("sha256:other", 0), ("sha256:rebuilt", 1),
     ]  # fmt: skip
+
+
+MOUNTINFO = """\
+1200 1100 0:52 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/X
+1210 1200 8:1 /srv/app /project rw,relatime - ext4 /dev/sda1 rw
+1220 1200 8:1 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw - ext4 /dev/sda1 rw
+1221 1200 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw
+"""
+
+
+def test_the_container_a_process_runs_in_is_read_from_its_mounts():
+    ident = "0123456789abcdef" * 4
+    assert own_container_id(MOUNTINFO.format(id=ident)) == ident
+    assert own_container_id("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n") is None  # on a host
+
+
+def test_paths_of_a_runner_in_a_container_are_mapped_through_its_mounts(tmp_path):
+    paths = EnginePaths(
+        "f" * 64,
+        (
+            (PurePosixPath("/project/.conveyor/artifacts"), PurePosixPath("/mnt/store")),
+            (PurePosixPath("/project"), PurePosixPath("/srv/app")),
+            (PurePosixPath("/home/conveyor/.cache"), PurePosixPath("/var/lib/docker/volumes/v")),
+        ),
+    )
+    run = Path("/project/.conveyor/runs/r1/step/attempt-1")
+    assert paths.source(run) == Path("/srv/app/.conveyor/runs/r1/step/attempt-1")
+    # the deepest mount wins: the store on its own volume is not under the project's source
+    assert paths.source(Path("/project/.conveyor/artifacts/ab/c")) == Path("/mnt/store/ab/c")
+    cache = Path("/home/conveyor/.cache/conveyor/runtime")
+    assert paths.source(cache) == Path("/var/lib/docker/volumes/v/conveyor/runtime")
+    # the container's own layer cannot be bound; /projects is not under /project
+    for own in ("/opt/elsewhere/x", "/projects/x"):
+        with pytest.raises(ConveyorError, match=f"{own} is in the filesystem of container ffff"):
+            paths.source(Path(own))
+    # on the engine's own machine nothing is translated, and binds carry the engine's paths
+    assert EnginePaths().source(run) == run
+    mounts = Mounts(((run, "/conveyor/work", "rw"),))
+    assert mounts.binds(paths.source) == [
+        f"/srv/app/{run.relative_to('/project')}:/conveyor/work:rw"
+    ]

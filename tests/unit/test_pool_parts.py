@@ -44,3 +44,25 @@ def test_max_active_needs_a_pool(project):
     )  # fmt: skip
     assert proc.returncode == 1
     assert "--max-active bounds flow runs on a work pool" in proc.stderr
+
+
+def test_a_worker_runs_steps_with_the_runner_its_machine_names(tmp_path, monkeypatch):
+    """A flow run names no runner unless asked: the worker's CONVEYOR_RUNNER (the compose
+    stack's: docker) or its project's `[tool.conveyor] runner` decides, else venv."""
+    from conveyor.engine.settings import Settings
+    from conveyor.errors import ConveyorError
+    from conveyor.ops.run import build_engine
+
+    (tmp_path / "pyproject.toml").write_text("[tool.conveyor]\n")
+    monkeypatch.delenv("CONVEYOR_RUNNER", raising=False)
+    assert Settings.load(tmp_path).runner == "venv"
+    (tmp_path / "pyproject.toml").write_text('[tool.conveyor]\nrunner = "inprocess"\n')
+    assert build_engine(Settings.load(tmp_path), hooks=[]).runner.name == "inprocess"
+    monkeypatch.setenv("CONVEYOR_RUNNER", "docker")
+    assert Settings.load(tmp_path).runner == "docker"  # the machine's word over the project's
+    assert build_engine(Settings.load(tmp_path), runner="inprocess", hooks=[]).runner.name == (
+        "inprocess"  # and an explicit runner over both
+    )
+    monkeypatch.setenv("CONVEYOR_RUNNER", "kubernetes")
+    with pytest.raises(ConveyorError, match="CONVEYOR_RUNNER is 'kubernetes'; choose one of"):
+        Settings.load(tmp_path)

@@ -43,12 +43,15 @@ def worker_name() -> str:
 
 async def _ensure_pool(client: Any, pool: str) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     try:
         await client.read_work_pool(pool)
     except ObjectNotFound:
-        await client.create_work_pool(WorkPoolCreate(name=pool, type=POOL_TYPE))
+        try:
+            await client.create_work_pool(WorkPoolCreate(name=pool, type=POOL_TYPE))
+        except ObjectAlreadyExists:  # workers started together: another one just made it
+            pass
 
 
 def ensure_pool(pool: str) -> None:

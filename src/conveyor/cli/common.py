@@ -12,6 +12,11 @@ from rich.text import Text
 
 from conveyor.engine.settings import Settings
 
+RUNNER_HELP = (
+    "Where steps run: venv, docker or inprocess "
+    "(default: CONVEYOR_RUNNER or [tool.conveyor] runner, else venv)."
+)
+
 # Nearly everything printed holds user text (errors, tracebacks, step, metric and entry names),
 # where markup would eat `[price]` or `values[idx]` and emoji codes would turn `a:b:c` into
 # `a🅱c`; so these consoles print strings literally, and style comes from `style=` and `Text`.

@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from conveyor.cli import app
-from conveyor.cli.common import console, fail, parse_params, settings, step_table
+from conveyor.cli.common import (
+    RUNNER_HELP,
+    console,
+    fail,
+    parse_params,
+    settings,
+    step_table,
+)
 
 PARAM_HELP = "Pipeline parameter NAME=VALUE (repeatable)."
 
@@ -18,7 +25,7 @@ PARAM_HELP = "Pipeline parameter NAME=VALUE (repeatable)."
 def run(
     name: str = typer.Argument(..., help="Pipeline name (from flows/) or PATH.py:ATTRIBUTE."),
     param: list[str] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-    runner: str = typer.Option("venv", help="Where steps run: venv, docker or inprocess."),
+    runner: str | None = typer.Option(None, help=RUNNER_HELP),
     engine: str = typer.Option("auto", help="local, prefect, or auto."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Run every step."),
     force_step: list[str] = typer.Option(None, "--force-step", help="Run STEP even if cached."),
@@ -55,7 +62,7 @@ def run(
 def plan(
     name: str = typer.Argument(..., help="Pipeline name or PATH.py:ATTRIBUTE."),
     param: list[str] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-    runner: str = typer.Option("venv", help="venv, docker or inprocess."),
+    runner: str | None = typer.Option(None, help=RUNNER_HELP),
     no_cache: bool = typer.Option(False, "--no-cache"),
     force_step: list[str] = typer.Option(None, "--force-step"),
 ) -> None:
@@ -95,7 +102,7 @@ def dag(
 
 @app.command()
 def demo(
-    runner: str = typer.Option("venv", help="venv, docker or inprocess."),
+    runner: str | None = typer.Option(None, help=RUNNER_HELP),
 ) -> None:
     """Run the project's demo (declared as `demo = "module:function"` under [tool.conveyor])."""
     from conveyor.ops.discovery import ensure_importable
@@ -111,6 +118,6 @@ def demo(
     ensure_importable(config.project_root)
     function = getattr(importlib.import_module(module_name), attr)
     accepted = inspect.signature(function).parameters
-    options = {"settings": config, "runner": runner}
+    options = {"settings": config, "runner": runner or config.runner}
     code = function(**{k: v for k, v in options.items() if k in accepted})
     raise typer.Exit(code or 0)

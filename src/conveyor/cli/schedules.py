@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from conveyor.cli import app
-from conveyor.cli.common import console, fail, parse_params, settings
+from conveyor.cli.common import RUNNER_HELP, console, fail, parse_params, settings
 
 if TYPE_CHECKING:  # the CLI imports the backfill machinery only when the command runs
     from conveyor.engine.settings import Settings
@@ -37,7 +37,7 @@ class _BackfillOptions(TypedDict):
     reverse: bool
     params: dict[str, Any]
     engine: str
-    runner: str
+    runner: str | None
     cache: bool
     force_steps: Sequence[str]
     max_parallel: int | None
@@ -58,7 +58,7 @@ def backfill(
     reverse: bool = typer.Option(False, "--reverse", help="Newest partitions first."),
     param: list[str] = typer.Option(None, "--param", "-p", help="Other parameters NAME=VALUE."),
     engine: str = typer.Option("auto", help="local, prefect, or auto."),
-    runner: str = typer.Option("venv", help="venv, docker or inprocess."),
+    runner: str | None = typer.Option(None, help=RUNNER_HELP),
     no_cache: bool = typer.Option(False, "--no-cache"),
     force_step: list[str] = typer.Option(None, "--force-step"),
     max_parallel: int = typer.Option(None, "--max-parallel", help="Steps at once per run."),

@@ -17,6 +17,8 @@ from typing import Any
 
 from conveyor.errors import ConveyorError
 
+RUNNERS = ("inprocess", "venv", "docker")  # the names `conveyor.runners.get_runner` knows
+
 DEFAULT_BASE_IMAGE = "conveyor/python-base:3.11"
 
 
@@ -46,6 +48,17 @@ def _isolation(value: Any, pyproject: Path) -> str:
     return str(value)
 
 
+def _runner(value: Any, pyproject: Path) -> str:
+    if value not in RUNNERS:
+        source = (
+            "CONVEYOR_RUNNER"
+            if os.environ.get("CONVEYOR_RUNNER")
+            else f"{pyproject} [tool.conveyor] runner"
+        )
+        raise ConveyorError(f"{source} is {value!r}; choose one of {', '.join(RUNNERS)}")
+    return str(value)
+
+
 def _user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "conveyor"
@@ -67,6 +80,9 @@ class Settings:
     # "strict": a runner that cannot isolate its steps (no sandbox) refuses to run them
     isolation: str = "default"
     prefect_api: str | None = None  # the Prefect API serve/worker/backfill --pool use
+    # where steps run when a command or deployment names no runner: the compose stack's workers
+    # set CONVEYOR_RUNNER=docker, so the flow runs they take run each step in its own container
+    runner: str = "venv"
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -94,6 +110,9 @@ class Settings:
             registry=os.environ.get("CONVEYOR_REGISTRY") or config.get("registry"),
             isolation=_isolation(config.get("isolation", "default"), pyproject),
             prefect_api=os.environ.get("PREFECT_API_URL") or config.get("prefect_api"),
+            runner=_runner(
+                os.environ.get("CONVEYOR_RUNNER") or config.get("runner", "venv"), pyproject
+            ),
         )
 
     @property

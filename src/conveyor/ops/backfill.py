@@ -246,7 +246,7 @@ def backfill(
     reverse: bool = False,
     params: Mapping[str, Any] | None = None,
     engine: str = "auto",
-    runner: str = "venv",
+    runner: str | None = None,
     cache: bool = True,
     force_steps: Sequence[str] = (),
     max_parallel: int | None = None,

@@ -98,7 +98,7 @@ def backfill_on_pool(
     dry_run: bool = False,
     reverse: bool = False,
     params: Mapping[str, Any] | None = None,
-    runner: str = "venv",
+    runner: str | None = None,
     cache: bool = True,
     force_steps: Sequence[str] = (),
     max_parallel: int | None = None,
@@ -128,7 +128,9 @@ def backfill_on_pool(
     connect(settings)
     configure(settings)
     deployment_id = register_deployment(pipeline, settings, pool)
-    env = {"CONVEYOR_RUNNER": runner, "CONVEYOR_CACHE": "1" if cache else "0"}
+    env = {"CONVEYOR_CACHE": "1" if cache else "0"}
+    if runner:  # else each worker's own default (the compose stack's: docker)
+        env["CONVEYOR_RUNNER"] = runner
     if force_steps:
         env["CONVEYOR_FORCE_STEPS"] = ",".join(force_steps)
     if max_parallel:

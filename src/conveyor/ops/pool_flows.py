@@ -63,7 +63,6 @@ def pipeline_flow(name: str) -> Any:
     tags = ("backfill", *worker_tags())
     engine = build_engine(
         settings,
-        runner=os.environ.get("CONVEYOR_RUNNER", "venv"),
         cache=os.environ.get("CONVEYOR_CACHE", "1") != "0",
         force_steps=forced,
         max_parallel=int(parallel) if parallel else None,

@@ -91,7 +91,7 @@ def protections_off(runner: Runner) -> str | None:
 def build_engine(
     settings: Settings,
     *,
-    runner: str = "venv",
+    runner: str | None = None,
     cache: bool = True,
     force_steps: Iterable[str] = (),
     max_parallel: int | None = None,
@@ -101,7 +101,7 @@ def build_engine(
 ) -> Engine:
     """A local engine with the project's defaults filled in; says first when its runner cannot
     isolate steps here (the plan, every run and backfill start with that line)."""
-    chosen = get_runner(runner, settings)
+    chosen = get_runner(runner or settings.runner, settings)
     warning = protections_off(chosen)
     if warning:
         log.warning("%s", warning)
@@ -121,7 +121,7 @@ def run(
     pipeline_or_name: Pipeline | str,
     params: Mapping[str, Any] | None = None,
     *,
-    runner: str = "venv",
+    runner: str | None = None,
     engine: str = "auto",
     cache: bool = True,
     force_steps: Iterable[str] = (),
@@ -137,7 +137,8 @@ def run(
         pipeline_or_name: a `@pipeline` object, a pipeline name from the flow folders, or
             `path.py:attr`.
         params: pipeline parameters (strings are coerced to the hinted types).
-        runner: "venv" (default), "docker" or "inprocess".
+        runner: "venv", "docker" or "inprocess" (default: CONVEYOR_RUNNER or
+            `[tool.conveyor] runner`, else "venv").
         engine: "local", "prefect", or "auto" (Prefect when an API is configured or conveyor's
             managed server is up, else local).
         cache: reuse results of unchanged steps.
@@ -153,7 +154,8 @@ def run(
     database = settings.database_url or f"sqlite (default) in {settings.home}"
     log.debug(
         "pipeline %s from %s; %s engine, %s runner; database %s; artifacts %s; environments %s",
-        pipeline.name, settings.project_root, chosen, runner, _without_password(database),
+        pipeline.name, settings.project_root, chosen, runner or settings.runner,
+        _without_password(database),
         settings.artifact_store, settings.env_dir,
     )  # fmt: skip
     local = build_engine(

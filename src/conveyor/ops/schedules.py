@@ -10,7 +10,7 @@ One table per scheduled pipeline:
     parameters = { source = "..." } # fixed parameters
     after = ["features"]            # upstream pipelines whose same partition must succeed first
     wait_minutes = 60               # how long to wait for them before failing
-    runner = "venv"
+    runner = "docker"               # optional: else the worker's default runner
     clock = "replay"                # optional: replay the data's own timeline (see below)
     replay_start = 1980-01-02       # the first date the replay stands for
     replay_pace = 1                 # calendar dates the clock moves per tick
@@ -68,7 +68,8 @@ class ScheduleEntry(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     after: tuple[str, ...] = ()
     wait_minutes: float = Field(60.0, ge=0)
-    runner: Literal["venv", "docker", "inprocess"] = "venv"
+    # None: the serving machine's default (CONVEYOR_RUNNER / [tool.conveyor] runner, else venv)
+    runner: Literal["venv", "docker", "inprocess"] | None = None
     description: str = ""
     clock: Literal["wall", "replay"] = "wall"
     replay_start: date | None = None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from conveyor.engine.settings import RUNNERS
+
 if TYPE_CHECKING:
     from conveyor.engine.settings import Settings
     from conveyor.engine.tasks import Runner
 
-RUNNERS = ("inprocess", "venv", "docker")
+__all__ = ["RUNNERS", "get_runner"]
 
 
 def get_runner(name: str, settings: Settings) -> Runner:

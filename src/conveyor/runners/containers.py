@@ -170,7 +170,9 @@ def remove_orphans(client: Any) -> int:
     import docker
 
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+    # ignore_removed: other processes' containers end while we look (workers sharing an engine)
+    listed = client.containers.list(all=True, filters={"label": OWNER_LABEL}, ignore_removed=True)
+    for container in listed:
         if _owner_alive(container.labels.get(OWNER_LABEL, "")):
             continue
         try:
@@ -193,9 +195,10 @@ class Mounts:
     # bundle is a copy of project files, so tracebacks point into the project
     shown_as: tuple[tuple[str, Path], ...] = ()
 
-    def binds(self) -> list[str]:
-        # docker's "host:container:mode" list: one host file may appear at several places
-        return [f"{host}:{inside}:{mode}" for host, inside, mode in self.entries]
+    def binds(self, source: Callable[[Path], Path] = lambda path: path) -> list[str]:
+        """Docker's "host:container:mode" list (one host file may appear at several places);
+        `source` maps a path to where the engine finds it (see `runners/engine_paths.py`)."""
+        return [f"{source(host)}:{inside}:{mode}" for host, inside, mode in self.entries]
 
     def inside(self, path: str | Path) -> str:
         """Where a host path appears inside the container (the deepest mount holding it)."""

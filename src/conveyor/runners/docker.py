@@ -60,6 +60,7 @@ from conveyor.runners.containers import (
     readable_by_step,
     remove_orphans,
 )
+from conveyor.runners.engine_paths import EnginePaths, engine_paths
 from conveyor.runners.images import (
     ENV_PREFIX,
     IMAGE_PATH,
@@ -104,6 +105,7 @@ class DockerRunner:
         self._idle: list[Any] = []  # API clients not in use: one per concurrent step
         self._live: dict[str, Any] = {}  # container id -> the client running it
         self._runtime: Path | None = None
+        self._paths: EnginePaths | None = None
         self.warm = WarmPool(settings.run_dir, self._owner)
 
     # ------------------------------------------------------------------------------ engine
@@ -122,6 +124,13 @@ class DockerRunner:
                 remove_orphans(self._client)
                 self.warm.sweep_stages()
             return self._builder
+
+    @property
+    def paths(self) -> EnginePaths:
+        """Where the engine finds this process's files (translated when it runs in a container)."""
+        if self._paths is None:
+            self._paths = engine_paths(self.builder.client.api)
+        return self._paths
 
     def _take_client(self) -> Any:
         """An API client for one step: requests sessions are not meant to be shared by threads."""
@@ -256,7 +265,7 @@ class DockerRunner:
     def host_config(self, api: Any, task: Task, mounts: Mounts) -> Any:
         component = task.component
         options: dict[str, Any] = {
-            "binds": mounts.binds(),
+            "binds": mounts.binds(self.paths.source),
             "network_mode": "bridge" if component.network else "none",
         }
         if component.memory:

@@ -824,7 +824,7 @@ def _drop_registry_names(client: Any, image: dict[str, Any]) -> None:
     names = [*image["digests"], *image["tags"]]
     if {_repository(name) for name in names} <= {REPOSITORY}:
         return
-    if client.containers.list(all=True, filters={"ancestor": image["id"]}):
+    if client.containers.list(all=True, filters={"ancestor": image["id"]}, sparse=True):
         return  # in use: removing by id refuses and says so; keep its names meanwhile
     for name in names:
         if _repository(name).endswith(f"/{REPOSITORY}"):
