@@ -1,7 +1,7 @@
 """What a step costs, measured against its floor in the same run.
 
     python benchmarks/step_overhead.py [--quick] [--docker | --docker-only] [--startup-only]
-                                       [--pipeline-only]
+                                       [--pipeline-only] [--repeat N]
 
 1. A warm no-op step per runner (environment already built) vs a bare `python -c pass` of the
    same interpreter. Target (venv, sandboxed): ≤ 3×. The sandbox's own cost is shown apart:
@@ -280,8 +280,9 @@ def main() -> None:
     parser.add_argument("--docker-only", action="store_true", help="only the docker sections")
     parser.add_argument("--startup-only", action="store_true", help="only section 1")
     parser.add_argument("--pipeline-only", action="store_true", help="only section 9")
+    parser.add_argument("--repeat", type=int, help="rounds of each measurement (default 21)")
     args = parser.parse_args()
-    repeat = 5 if args.quick else 21
+    repeat = args.repeat or (5 if args.quick else 21)
     rows = 1_000_000 if args.quick else 10_000_000
 
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))

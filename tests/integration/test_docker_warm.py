@@ -66,6 +66,11 @@ def litter(marker: str) -> dict:
     subprocess.Popen(["setsid", "sleep", marker])
     with open("/conveyor/work/scratch.txt", "w") as f:
         f.write("mine")
+    home = "/home/conveyor"  # the one place of the base image the step user may write
+    with open(os.path.join(home, "left-by-litter"), "w") as f:
+        f.write("x")
+    with open(os.path.join(home, ".profile"), "a") as f:
+        f.write("\\n# changed by litter\\n")
     return {"host": socket.gethostname()}
 
 @component
@@ -78,11 +83,15 @@ def look(before: dict, marker: str) -> dict:
         except OSError:
             pass
     left = [p for p in ("/tmp", "/var/tmp", "/dev/shm") if os.listdir(p)]
+    with open("/home/conveyor/.profile") as f:
+        profile = f.read()
     return {
         "host": socket.gethostname(),
         "same_container": before["host"] == socket.gethostname(),
         "processes": [p for p in procs if marker in p],
         "temporary": left,
+        "home": sorted(os.listdir("/home/conveyor")),
+        "profile_changed": "litter" in profile,
         "work": sorted(os.listdir("/conveyor/work")),
         "inputs": sorted(os.listdir("/conveyor/inputs")),
         "code": sorted(os.listdir("/conveyor/code")),
@@ -167,6 +176,8 @@ def test_a_step_sees_nothing_an_earlier_step_left_in_its_container(steps, engine
     assert seen["same_container"]  # it did run where `litter` ran
     assert seen["processes"] == []  # the setsid grandchild was killed when `litter` ended
     assert seen["temporary"] == []
+    assert "left-by-litter" not in seen["home"] and ".profile" in seen["home"]
+    assert not seen["profile_changed"]  # the image's home folder, as the image has it
     assert seen["work"] == ["out", "task.json"]  # not litter's scratch.txt or result
     assert seen["inputs"] == ["before"]  # its own input only (`marker` is a parameter)
     assert "steps" in seen["code"] and "flows" not in seen["code"]
@@ -248,3 +259,38 @@ def test_warm_off_runs_a_container_per_step(steps, monkeypatch):
     result = _run("leftovers", {"marker": "3600.5"}, cache=False)
     assert result.ok, result.error
     assert not result.output["same_container"]
+
+
+BARE = """
+import socket
+from conveyor import component, pipeline
+
+@component(image="conveyor-test/no-setpriv:1")
+def where() -> str:
+    return socket.gethostname()
+
+@component(image="conveyor-test/no-setpriv:1")
+def where_again(before: str) -> list:
+    return [before, socket.gethostname()]
+
+@pipeline
+def bare():
+    return where_again(where())
+"""
+
+
+def test_an_image_without_the_wrappers_tools_runs_its_steps_cold(project, engine):
+    import io
+
+    from conveyor.engine.settings import Settings
+
+    dockerfile = f"FROM {Settings.load().base_image}\nRUN rm /usr/bin/setpriv\n"
+    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="conveyor-test/no-setpriv:1")
+    try:
+        project.write("flows/bare.py", BARE)
+        result = _run("bare", cache=False)
+        assert result.ok, result.error
+        first, second = result.output
+        assert first != second  # a container each
+    finally:
+        engine.images.remove("conveyor-test/no-setpriv:1", force=True)

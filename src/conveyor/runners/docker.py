@@ -81,6 +81,7 @@ from conveyor.runners.warm_containers import (
     stage_mounts,
     stage_out,
     sweep_command,
+    unfit,
     wants_warm,
     warm_key,
 )
@@ -289,7 +290,7 @@ class DockerRunner:
         open_to_step(task)
         api = self._take_client()
         try:
-            if wants_warm(task.component):
+            if wants_warm(task.component) and self.warm.fits(task):
                 return self._run_warm(api, task)
             return self._run(api, task)
         except (docker.errors.DockerException, requests.RequestException) as exc:
@@ -366,7 +367,7 @@ class DockerRunner:
                 timer.start()
 
             def sink(line: str) -> None:
-                if line != clean:  # the wrapper's report is not the step's output
+                if not line.startswith(nonce):  # the wrapper's reports are not the step's
                     task.log(line)
 
             pump_output(stream, sink, tail)
@@ -385,6 +386,12 @@ class DockerRunner:
                 box.broken = True
             if not self.warm.give_back(box):
                 self._discard(api, box)
+        if unfit(tail, nonce):
+            image = task.environment.location
+            log.warning("image %s lacks a tool warm containers need (setpriv, find, tar, "
+                        "xargs, sleep): its steps get a container each", image)  # fmt: skip
+            self.warm.unfit.add(task.environment.location)
+            return self._run(api, task)
         oom = code == 137 and bool(task.component.memory) and not expired.is_set()
         return _translated(task, mounts, code, oom, expired.is_set(), tail)
 

@@ -17,25 +17,26 @@ and the stage is emptied, so the next step sees none of it.
 
 A step runs as the step user under a root wrapper inside the container (`WRAPPER`), which, once
 the step's process exits, kills every process of the step user (`kill -9 -1` as that user, until
-none is left: a `setsid` grandchild included) and deletes the step user's files in `/tmp`,
-`/var/tmp`, `/dev/shm` and `/run/lock`. It then reports `clean` on a line carrying a secret of
-this exec (in the root wrapper's environment, which the step user cannot read); a step whose
-wrapper does not report clean has its container removed, never reused. What a later step in the
-same container can still observe of an earlier one: files the earlier step wrote elsewhere in
-the image where the step user may write (in the base image only its home folder,
-`/home/conveyor`; `HOME` is the work folder, so tools do not write there unasked), the
-container's hostname, and caches of the kernel (as with any two processes on one machine).
+none is left: a `setsid` grandchild included), deletes the step user's files in `/tmp`,
+`/var/tmp`, `/dev/shm` and `/run/lock`, and puts back every other place of the image the step
+user may write (noted and copied by the container's main process, `MAIN`, when it started) if
+the step changed it. It then reports `clean` on a line carrying a secret of this exec (in the
+root wrapper's environment, which the step user cannot read); a step whose wrapper does not
+report clean has its container removed, never reused. What a later step in the same container
+can still observe of an earlier one: the container's hostname, and what any two processes on
+one machine share (the kernel's caches). An image without the wrapper's tools is marked unfit
+and its steps run in a container each.
 
 A timeout kills the step user's processes through a second exec (docker has no way to kill
 an exec); if that fails the container is killed and removed. The memory limit is the
 container's, shared by nothing else (one step at a time); an exit by SIGKILL of a step with a
 memory limit, not at its timeout, is an out-of-memory kill.
 
-The container's main process is `cat` reading a stdin only this orchestrator holds (attached,
-closed on the first detach): when the orchestrator dies, even by `kill -9`, stdin ends, the
-container exits and the engine removes it (auto-remove). It also carries the owner label, so
-the orphan sweep of the next docker runner removes it if the engine missed that, and the
-sweep removes the stage folders of orchestrators that are gone.
+The container's main process ends as `cat` reading a stdin only this orchestrator holds
+(attached, closed on the first detach): when the orchestrator dies, even by `kill -9`, stdin
+ends, the container exits and the engine removes it (auto-remove). It also carries the owner
+label, so the orphan sweep of the next docker runner removes it if the engine missed that, and
+the sweep removes the stage folders of orchestrators that are gone.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,24 +90,70 @@ done
 exit 1
 """
 
-# Runs as root in the container: the step as the step user, then the sweep as that user, then
-# the step user's temporary files removed; `clean` (with the secret) only if all of that worked.
+# The container's main process, as root: note every place of the image the step user may
+# write (but the temporary folders, emptied instead) and keep a copy of it, then wait for the
+# end of stdin. An image without the tools the wrapper needs is marked unfit (steps run cold).
+STATE = "/.conveyor-warm"  # root's alone (0700): the step user cannot read or change it
+MAIN = r"""umask 077
+mkdir -p __STATE__
+for tool in setpriv find tar xargs sleep; do
+  command -v "$tool" >/dev/null 2>&1 || { touch __STATE__/unfit; exec cat; }
+done
+setpriv --reuid="$1" --regid="$2" --clear-groups -- find / -xdev \( -path /proc -o -path /sys \
+  -o -path /dev -o -path /conveyor -o -path __STATE__ __PRUNE__ \) -prune -o -writable -print \
+  > __STATE__/writable 2>/dev/null
+while IFS= read -r p; do [ -d "$p" ] && [ ! -L "$p" ] && echo "$p"; done \
+  < __STATE__/writable > __STATE__/folders
+tar -cpf __STATE__/image.tar -T __STATE__/writable 2>/dev/null
+touch __STATE__/ready
+exec cat
+"""
+
+# Runs as root in the container for each step: the step as the step user, then the sweep as
+# that user, the step user's temporary files removed and any place of the image it changed
+# restored; `clean` (with the secret of this exec) only if all of that worked.
 WRAPPER = r"""nonce=$CONVEYOR_WARM_NONCE
 unset CONVEYOR_WARM_NONCE
 uid=$1 gid=$2 sweep=$3
 shift 3
+n=0
+while [ ! -e __STATE__/ready ]; do
+  if [ -e __STATE__/unfit ] || [ "$n" -gt 6000 ]; then echo "$nonce unfit" >&2; exit 125; fi
+  n=$((n + 1))
+  sleep 0.01
+done
 groups=--clear-groups
 id -un "$uid" >/dev/null 2>&1 && groups=--init-groups
 setpriv --reuid="$uid" --regid="$gid" "$groups" -- "$@"
 rc=$?
 if setpriv --reuid="$uid" --regid="$gid" --clear-groups -- sh -c "$sweep"; then
   find __TEMP__ -mindepth 1 -user "$uid" -delete 2>/dev/null
-  if [ -z "$(find __TEMP__ -mindepth 1 -user "$uid" -print -quit 2>/dev/null)" ]; then
+  restored=yes
+  # a change or a removal sets a status-change time no user can set back
+  if [ -n "$(xargs -r -d '\n' sh -c 'find "$@" -cnewer __STATE__/ready -print -quit' - \
+        < __STATE__/writable 2>/dev/null)" ]; then
+    xargs -r -d '\n' sh -c 'find "$@" -mindepth 1 -delete' - < __STATE__/folders 2>/dev/null
+    tar -xpf __STATE__/image.tar -C / 2>/dev/null && touch __STATE__/ready || restored=
+  fi
+  if [ -n "$restored" ] &&
+     [ -z "$(find __TEMP__ -mindepth 1 -user "$uid" -print -quit 2>/dev/null)" ]; then
     echo "$nonce clean" >&2
   fi
 fi
 exit $rc
-""".replace("__TEMP__", " ".join(TEMP_FOLDERS))
+"""
+
+
+def _fill(script: str) -> str:
+    prune = " ".join(f"-o -path {folder}" for folder in TEMP_FOLDERS)
+    return (
+        script.replace("__STATE__", STATE)
+        .replace("__TEMP__", " ".join(TEMP_FOLDERS))
+        .replace("__PRUNE__", prune)
+    )
+
+
+MAIN, WRAPPER = _fill(MAIN), _fill(WRAPPER)
 
 
 def warm_problem() -> str | None:
@@ -173,6 +221,11 @@ class WarmPool:
         self._all: dict[str, WarmContainer] = {}
         self._count = 0
         self.closings = 0  # how many times the runner closed: a container started across one
+        self.unfit: set[str] = set()  # images without the tools of the wrapper: steps run cold
+
+    def fits(self, task: Task) -> bool:
+        """Whether `task`'s image can run steps warm (as far as known)."""
+        return task.environment.location not in self.unfit
 
     def take(self, task: Task) -> WarmContainer | None:
         """An idle container for `task`'s key, now busy; None when there is none."""
@@ -252,7 +305,8 @@ def create_options(task: Task, name: str, owner: str) -> dict[str, Any]:
     """The create-container arguments of a warm container (without the host config)."""
     return {
         "image": task.environment.location,
-        "command": ["cat"],  # ends when the orchestrator's stdin closes: it died or let go
+        # ends when the orchestrator's stdin closes: it died or let go
+        "command": ["sh", "-c", MAIN, "conveyor-warm", *STEP_USER.split(":")],
         "user": "0:0",  # the root wrapper of each step; steps run as the step user
         "stdin_open": True,  # with attach, the SDK sets StdinOnce: the first detach ends it
         "working_dir": "/",
@@ -271,6 +325,11 @@ def exec_command(command: list[str]) -> list[str]:
     """The exec's command: the root wrapper running `command` as the step user."""
     uid, gid = STEP_USER.split(":")
     return ["sh", "-c", WRAPPER, "conveyor-step", uid, gid, SWEEP, *command]
+
+
+def unfit(tail: Sequence[str], nonce: str) -> bool:
+    """Whether the wrapper found its container unable to run steps warm (tools missing)."""
+    return bool(tail) and tail[-1] == f"{nonce} unfit"
 
 
 def sweep_command() -> list[str]:
