@@ -294,3 +294,23 @@ def test_an_image_without_the_wrappers_tools_runs_its_steps_cold(project, engine
         assert first != second  # a container each
     finally:
         engine.images.remove("conveyor-test/no-setpriv:1", force=True)
+
+
+def test_an_idle_container_that_ended_is_replaced(steps, engine):
+    from conveyor.ops.discovery import resolve_pipeline
+    from conveyor.ops.run import build_engine
+
+    local = build_engine(steps.settings, runner="docker", hooks=[])
+    pipeline = resolve_pipeline("sleeping", steps.settings)
+    try:
+        first = local.run(pipeline, {"seconds": 0.1})
+        assert first.ok, first.error
+        idle = _warm(engine, step="slow")
+        assert len(idle) == 1  # kept for the next run of this runner
+        idle[0].kill()  # ended from outside (it removes itself)
+        again = local.run(pipeline, {"seconds": 0.2})
+        assert again.ok, again.error
+        assert [c.id for c in _warm(engine, step="slow")] != [idle[0].id]
+    finally:
+        local.runner.close()
+    assert _warm(engine, step="slow") == []

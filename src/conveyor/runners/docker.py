@@ -291,7 +291,10 @@ class DockerRunner:
         api = self._take_client()
         try:
             if wants_warm(task.component) and self.warm.fits(task):
-                return self._run_warm(api, task)
+                try:
+                    return self._run_warm(api, task)
+                except _Stale:  # an idle container that ended meanwhile: another one
+                    return self._run_warm(api, task)
             return self._run(api, task)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             # the engine refused or went away: a step failure, so the engine's retries apply
@@ -342,7 +345,10 @@ class DockerRunner:
         """Run the step as an exec in a warm container of its key (see warm_containers.py)."""
         mounts = self.mounts(task)  # the paths a fresh container would give it: same command
         config = self.container_config(task, mounts)
-        box = self.warm.take(task) or self._start_warm(api, task)
+        import docker
+
+        reused = self.warm.take(task)
+        box = reused or self._start_warm(api, task)
         nonce = secrets.token_hex(16)
         clean = f"{nonce} clean"
         tail: deque[str] = deque(maxlen=41)
@@ -351,13 +357,18 @@ class DockerRunner:
         code = None
         try:
             stage_in(box, task, mounts)
-            execution = api.exec_create(
-                box.id,
-                exec_command(config["command"]),
-                user="0:0",
-                environment={**config["environment"], NONCE_VARIABLE: nonce},
-                workdir=WORK,
-            )["Id"]
+            try:
+                execution = api.exec_create(
+                    box.id,
+                    exec_command(config["command"]),
+                    user="0:0",
+                    environment={**config["environment"], NONCE_VARIABLE: nonce},
+                    workdir=WORK,
+                )["Id"]
+            except docker.errors.APIError as exc:
+                if reused is None:
+                    raise
+                raise _Stale(str(exc)) from exc
             stream = api.exec_start(execution, stream=True, demux=True)
             if task.component.timeout:
                 timer = threading.Timer(
@@ -375,6 +386,7 @@ class DockerRunner:
         finally:
             if timer is not None:
                 timer.cancel()
+                timer.join()  # a kill under way must end before another step gets the box
             if tail and tail[-1] == clean:
                 tail.pop()
             else:  # processes or files of the step may be left: no other step may see them
@@ -491,6 +503,10 @@ class DockerRunner:
                 self._discard(api, box)
         finally:
             self._give_back(api)
+
+
+class _Stale(Exception):
+    """An idle warm container could not take a step (it ended meanwhile)."""
 
 
 def _translated(

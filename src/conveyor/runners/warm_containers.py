@@ -47,7 +47,7 @@ import os
 import shutil
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,6 @@ class WarmContainer:
     stdin: Any  # the attached stdin: the container lives while this process holds it
     code: Path | None = None  # the code bundle linked into the stage now
     broken: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def work(self) -> Path:
@@ -252,7 +251,6 @@ class WarmPool:
         stage = self.root / name
         for part in ("code", "inputs", "work"):
             (stage / part).mkdir(parents=True, exist_ok=False)
-        self.root.chmod(0o755)
         (stage / OWNER_FILE).write_text(self.owner)
         for part in ("code", "inputs"):
             (stage / part).chmod(0o755)
