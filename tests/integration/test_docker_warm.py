@@ -314,3 +314,11 @@ def test_an_idle_container_that_ended_is_replaced(steps, engine):
     finally:
         local.runner.close()
     assert _warm(engine, step="slow") == []
+
+
+def test_the_isolation_probe_passes_cold_too(project, monkeypatch):
+    """test_isolation.py probes the default, warm containers; this probes a container per step."""
+    from tests.integration.test_isolation import _compare, _probe
+
+    monkeypatch.setenv("CONVEYOR_WARM", "off")
+    _compare("docker", _probe(project, "docker", monkeypatch))
