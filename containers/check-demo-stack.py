@@ -6,9 +6,12 @@ Brings the stack of docker-compose.yml up from this checkout (unless --no-up: it
 then waits until at least `--runs` replayed runs of `features-daily` and of
 `batch-prediction-daily` completed in Prefect and their rows are in the stack's PostgreSQL,
 within `--minutes` of starting. Prints what it saw as it goes and how long each took; exits 1 if
-the stack did not get there in time. Standard library only, so it runs with any python3; it is a
-script rather than a CI test because it costs the stack's first start (image build, history
-backfill, environments) plus the minutes of replay: run it after changing the stack.
+the stack did not get there in time. Standard library only, so it runs with any python3.
+`.ci/run` runs it after the tests, with the images warm.
+
+Measured 2026-12-03 (2 cores, load 4-6): warm (images built) up in 31 s, the first replayed run
+succeeded after 81 s, five of each after 342 s. Cold (the first start on this machine: three
+image builds and every step image of the reference flows) the first success came after 631 s.
 """
 
 from __future__ import annotations

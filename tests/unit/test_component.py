@@ -92,6 +92,7 @@ def test_metrics_and_none_returns():
         (lambda: component(env=["not a name"])(_ok), "'not a name' is not a variable name"),
         (lambda: component(name="bad name!")(_ok), "not a valid step name"),
         (lambda: component(network="yes")(_ok), "option network"),
+        (lambda: component(warm="no")(_ok), "option warm"),
         (lambda: component(_bad_default), "default {1, 2} is not JSON-able"),
     ],
 )
@@ -148,6 +149,31 @@ def test_with_options_returns_a_validated_copy():
         step.with_options(colour="red")
     with pytest.raises(ComponentDefinitionError, match="option memory"):
         step.with_options(memory="lots")
+
+
+def test_warm_is_an_option_that_never_changes_the_cache_key(project, monkeypatch):
+    import importlib
+
+    from conveyor.engine.fingerprint import Fingerprinter
+
+    source = """
+from conveyor import component
+
+@component{options}
+def step(x: int) -> int:
+    return x + 1
+"""
+    monkeypatch.syspath_prepend(str(project.root))
+    prints, specs = [], []
+    for options in ("", "(warm=False)"):
+        project.write("steps/warmth.py", source.format(options=options))
+        sys.modules.pop("steps.warmth", None)
+        module = importlib.import_module("steps.warmth")
+        specs.append(module.step.spec)
+        prints.append(Fingerprinter(project.root).fingerprint(module.step))
+    assert specs[0].warm is True and specs[1].warm is False
+    assert prints[0] == prints[1]  # decorators are not part of a step's code
+    assert module.step.with_options(warm=True).spec.warm is True
 
 
 def test_unresolvable_string_hints_fall_back_by_name():

@@ -14,7 +14,8 @@ from conveyor.cli.common import RUNNER_HELP, console, fail, parse_params, settin
 
 if TYPE_CHECKING:  # the CLI imports the backfill machinery only when the command runs
     from conveyor.engine.settings import Settings
-    from conveyor.ops.backfill import BatchOutcome
+    from conveyor.ops.backfill import BackfillResult, BatchOutcome
+    from conveyor.ops.pool_backfill import PoolProgress
 
 
 def _date(value: str, flag: str) -> date:
@@ -76,15 +77,6 @@ def backfill(
 
     With --pool the batches run on the workers of a Prefect work pool (`conveyor worker start
     --pool P`, any number, anywhere), with the same selection, summary and exit code."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from conveyor.ops.backfill import backfill as run_backfill
 
     first, last = _date(start, "--start"), _date(end, "--end")
@@ -103,94 +95,95 @@ def backfill(
         params=parse_params(param), engine=engine, runner=runner, cache=not no_cache,
         force_steps=force_step or (), max_parallel=max_parallel, settings=settings(),
     )  # fmt: skip
+    selection = run_backfill(name, first, last, dry_run=True, **options)
     if dry_run:
-        result = run_backfill(name, first, last, dry_run=True, **options)
-        console.print(
-            f"dry run: {len(result.selected)} partitions to run in {len(result.batches)} runs, "
-            f"{len(result.skipped)} already succeeded (skipped)"
-        )
-        for one in result.batches:
-            console.print(f"  would run {one.label()} ({len(one.dates)} partitions)")
+        _print_dry_run(selection, "runs", "run")
         return
-    counts = {"succeeded": 0, "failed": 0}
-    # TextColumn reads its text as markup unless told not to; the description holds NAME
-    with Progress(
-        TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("partitions · {task.fields[counts]}", markup=False),
-        TimeElapsedColumn(),
-        TextColumn("ETA", markup=False),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(f"backfill {name}", total=None, counts="")
-
-        def on_progress(outcome: BatchOutcome) -> None:
-            counts[outcome.status] += len(outcome.batch.dates)
-            text = f"{counts['succeeded']} ok, {counts['failed']} failed"
-            progress.update(task, advance=len(outcome.batch.dates), counts=text)
-
-        selection = run_backfill(name, first, last, dry_run=True, **options)
-        progress.update(task, total=len(selection.selected))
-        result = run_backfill(name, first, last, on_progress=on_progress, **options)
-    console.print(result.summary())
-    if not result.ok:
-        raise typer.Exit(130 if result.interrupted else 1)
+    with _BackfillProgress(f"backfill {name}", len(selection.selected), eta=True) as shown:
+        result = run_backfill(name, first, last, on_progress=shown.finished, **options)
+    _end(result)
 
 
 def _pool_backfill(
     name: str, first: date, last: date, pool: str, max_active: int | None, dry_run: bool,
     **options: Any,
 ) -> None:  # fmt: skip
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from conveyor.ops.pool_backfill import PoolProgress, backfill_on_pool
+    from conveyor.ops.pool_backfill import backfill_on_pool
 
     config = settings()
+    selection = backfill_on_pool(name, first, last, pool=pool, dry_run=True, settings=config,
+                                 **options)  # fmt: skip
     if dry_run:
-        result = backfill_on_pool(name, first, last, pool=pool, dry_run=True, settings=config,
-                                  **options)  # fmt: skip
-        console.print(
-            f"dry run: {len(result.selected)} partitions to run in {len(result.batches)} flow "
-            f"runs on pool {pool}, {len(result.skipped)} already succeeded (skipped)"
-        )
-        for one in result.batches:
-            console.print(f"  would submit {one.label()} ({len(one.dates)} partitions)")
+        _print_dry_run(selection, f"flow runs on pool {pool}", "submit")
         return
-    counts = {"succeeded": 0, "failed": 0}
-    with Progress(
-        TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("partitions · {task.fields[counts]}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(f"backfill {name} on {pool}", total=None, counts="submitting")
-
-        def on_progress(outcome: BatchOutcome) -> None:
-            counts[outcome.status] += len(outcome.batch.dates)
-            progress.update(task, advance=len(outcome.batch.dates))
-
-        def on_status(state: PoolProgress) -> None:
-            failed = f", {counts['failed']} failed" if counts["failed"] else ""
-            text = f"{counts['succeeded']} ok{failed} · {state.line() or 'submitting'}"
-            progress.update(task, counts=text)
-
-        selection = backfill_on_pool(name, first, last, pool=pool, dry_run=True,
-                                     settings=config, **options)  # fmt: skip
-        progress.update(task, total=len(selection.selected))
+    with _BackfillProgress(f"backfill {name} on {pool}", len(selection.selected)) as shown:
         result = backfill_on_pool(
             name, first, last, pool=pool, max_active=max_active, settings=config,
-            on_progress=on_progress, on_status=on_status, **options,
+            on_progress=shown.finished, on_status=shown.pool_status, **options,
         )  # fmt: skip
+    _end(result)
+
+
+def _print_dry_run(result: BackfillResult, runs: str, verb: str) -> None:
+    console.print(
+        f"dry run: {len(result.selected)} partitions to run in {len(result.batches)} {runs}, "
+        f"{len(result.skipped)} already succeeded (skipped)"
+    )
+    for one in result.batches:
+        console.print(f"  would {verb} {one.label()} ({len(one.dates)} partitions)")
+
+
+class _BackfillProgress:
+    """The live line of a backfill: partitions done of the total, ok and failed, and on a pool
+    what each worker is doing; none when the output is not a terminal (rich decides)."""
+
+    def __init__(self, title: str, total: int, *, eta: bool = False) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        # TextColumn reads its text as markup unless told not to; the title holds NAME
+        columns: list[ProgressColumn] = [
+            TextColumn("{task.description}", style="bold", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("partitions · {task.fields[counts]}", markup=False),
+            TimeElapsedColumn(),
+        ]
+        if eta:
+            columns += [TextColumn("ETA", markup=False), TimeRemainingColumn()]
+        self.progress = Progress(*columns, console=console)
+        self.task = self.progress.add_task(title, total=total, counts="")
+        self.counts = {"succeeded": 0, "failed": 0}
+
+    def __enter__(self) -> _BackfillProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def _text(self) -> str:
+        return f"{self.counts['succeeded']} ok, {self.counts['failed']} failed"
+
+    def finished(self, outcome: BatchOutcome) -> None:
+        """A batch ended: advance by its partitions."""
+        self.counts[outcome.status] += len(outcome.batch.dates)
+        self.progress.update(self.task, advance=len(outcome.batch.dates), counts=self._text())
+
+    def pool_status(self, state: PoolProgress) -> None:
+        """A poll of the pool: what each worker is doing."""
+        line = state.line() or "submitting"
+        self.progress.update(self.task, counts=f"{self._text()} · {line}")
+
+
+def _end(result: BackfillResult) -> None:
     console.print(result.summary())
     if not result.ok:
         raise typer.Exit(130 if result.interrupted else 1)

@@ -144,6 +144,9 @@ class ComponentSpec:
     network: bool = False
     cache: bool = True
     allow_failures: bool = False  # a collecting step runs with the items that succeeded
+    # may be forked from a warm server of its environment (venv runner); never part of the
+    # cache key: a step's outputs do not depend on how its interpreter started
+    warm: bool = True
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -230,7 +233,7 @@ class Component(Generic[P, R]):
 
 _OPTION_NAMES = (
     "packages", "image", "retries", "timeout", "cpu", "memory", "gpu", "env", "network",
-    "cache", "name", "allow_failures",
+    "cache", "name", "allow_failures", "warm",
 )  # fmt: skip
 
 
@@ -253,6 +256,7 @@ def component(
     cache: bool = True,
     name: str | None = None,
     allow_failures: bool = False,
+    warm: bool = True,
 ) -> Callable[[Callable[P, R]], Component[P, R]]: ...
 
 
@@ -272,6 +276,7 @@ def component(
     cache: bool = True,
     name: str | None = None,
     allow_failures: bool = False,
+    warm: bool = True,
 ) -> Component[P, R] | Callable[[Callable[P, R]], Component[P, R]]:
     """Make a typed function a pipeline step with its own environment.
 
@@ -289,11 +294,13 @@ def component(
         name: step name (default: the function name).
         allow_failures: for a step collecting a map's outputs (a `list[T]` parameter): run with
             the items that succeeded instead of being skipped when one fails.
+        warm: let the venv runner fork the step from a warm server of its environment (the
+            default); False starts it in a fresh interpreter (see docs/runners.md).
     """
     options = {
         "packages": packages, "image": image, "retries": retries, "timeout": timeout,
         "cpu": cpu, "memory": memory, "gpu": gpu, "env": env, "network": network,
-        "cache": cache, "name": name, "allow_failures": allow_failures,
+        "cache": cache, "name": name, "allow_failures": allow_failures, "warm": warm,
     }  # fmt: skip
 
     def decorate(func: Callable[P, R]) -> Component[P, R]:
@@ -396,8 +403,8 @@ def _validate_options(label: str, options: Mapping[str, Any]) -> dict[str, Any]:
             )
     out["env"] = tuple(env)
 
-    for flag in ("network", "cache", "allow_failures"):
-        value = options.get(flag, flag == "cache")
+    for flag in ("network", "cache", "allow_failures", "warm"):
+        value = options.get(flag, flag in ("cache", "warm"))
         if not isinstance(value, bool):
             raise fail(flag, f"{value!r} is not True or False", f"use {flag}=True")
         out[flag] = value

@@ -15,6 +15,10 @@ The sandbox dies with the orchestrator (`--die-with-parent`), and killing its ou
 its PID namespace: every process in it, `setsid` children included, dies at once. Where bwrap
 cannot run (not Linux, not installed, no user namespaces) `sandbox_problem` says why, and the
 venv runner says which protections are off.
+
+A step forked from its environment's warm server (`runners/warm.py`) gets the same view from
+the server's side: the server runs in a sandbox made by `server_command`, and each forked step
+builds its own namespaces and mounts inside it (`conveyor._runtime.zygote`).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from conveyor.engine.tasks import Task
 from conveyor.runners.containers import CODE, INPUTS, RUNTIME, WORK, Mounts
 
+STAGE = "/conveyor/stage"  # where a warm server sees the host folders steps take files from
 SANDBOX_UID = "65534"  # nobody: no capabilities, owns nothing the step could find
 # The /etc entries a Python step may need (users, time zones, shared libraries); everything else
 # there (shadow, ssh keys, credentials) is simply absent. Each costs a mount per step, so the
@@ -129,6 +135,22 @@ def executor_command(python: str, task: Task, mounts: Mounts) -> list[str]:
     return [*command, "--result", mounts.inside(task.result_path)]
 
 
+def _filesystem(network: bool, environment: Path) -> list[str]:
+    """The system, /etc, /proc, /dev, private /tmp and the environment (with the interpreter
+    behind it), as every sandbox of an environment sees them."""
+    args = _system_binds()
+    for name in (*ETC, *ETC_NETWORK) if network else ETC:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    args += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+    environment = environment.resolve()
+    args += ["--ro-bind", str(environment), str(environment)]
+    home = interpreter_home(environment)
+    if home is not None:
+        args += ["--ro-bind", str(home), str(home)]
+    return args
+
+
 def bwrap_command(
     bwrap: str, task: Task, environment: Path, mounts: Mounts, command: list[str]
 ) -> list[str]:
@@ -139,18 +161,39 @@ def bwrap_command(
     ]  # fmt: skip
     if task.component.network:
         args.append("--share-net")
-    args += _system_binds()
-    for name in (*ETC, *ETC_NETWORK) if task.component.network else ETC:
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
-    args += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    environment = environment.resolve()
-    args += ["--ro-bind", str(environment), str(environment)]
-    home = interpreter_home(environment)
-    if home is not None:
-        args += ["--ro-bind", str(home), str(home)]
+    args += _filesystem(task.component.network, environment)
     for host, inside, mode in mounts.entries:
         args += ["--bind" if mode == "rw" else "--ro-bind", str(host), inside]
+    return [*args, "--chdir", WORK, "--", *command]
+
+
+def server_command(
+    bwrap: str,
+    environment: Path,
+    runtime: Path,
+    stages: Sequence[tuple[Path, str]],
+    command: list[str],
+) -> list[str]:
+    """The bwrap invocation of an environment's warm fork server (`_runtime/zygote.py`).
+
+    It sees what a step of the environment sees, minus a step's own files, plus the host
+    folders steps take their files from (`stages`: (folder, "ro" | "rw"), at
+    /conveyor/stage/<i>). It is root of its user namespace with CAP_SYS_ADMIN there only (and
+    CAP_SETFCAP, without which the kernel refuses a child user namespace that maps this root),
+    so it can give each forked step namespaces of its own; steps drop back to uid 65534 and no
+    capabilities. No network: a step that needs one starts a fresh interpreter.
+    """
+    args = [
+        bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+        "--uid", "0", "--gid", "0", "--cap-drop", "ALL",
+        "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETFCAP", "--hostname", "conveyor-step",
+    ]  # fmt: skip
+    args += _filesystem(False, environment)
+    args += ["--ro-bind", str(runtime.resolve()), RUNTIME]
+    for folder in (CODE, WORK, INPUTS):
+        args += ["--dir", folder]
+    for index, (host, mode) in enumerate(stages):
+        args += ["--bind" if mode == "rw" else "--ro-bind", str(host), f"{STAGE}/{index}"]
     return [*args, "--chdir", WORK, "--", *command]
 
 

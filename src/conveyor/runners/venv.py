@@ -61,6 +61,7 @@ from conveyor.runners.sandbox import (
     sandbox_problem,
     step_mounts,
 )
+from conveyor.runners.warm import WarmSteps, cold_reason
 
 log = logging.getLogger("conveyor.venv")
 MARKER = "conveyor-env.json"
@@ -83,6 +84,8 @@ class VenvRunner:
         self.sandbox_problem = sandbox_problem()
         # a sandboxed step never sees the project: its code travels as a bundle
         self.uses_bundles = self.sandbox_problem is None
+        # steps forked from a warm server of their environment (None: each starts an interpreter)
+        self.warm = WarmSteps.create(settings) if self.sandbox_problem is None else None
 
     def environment_spec(self, component: ComponentSpec) -> EnvironmentSpec:
         return requirement_spec(component)
@@ -115,6 +118,8 @@ class VenvRunner:
                 notes.append("cpu limit is not enforced: no writable cpu cgroup here (use docker)")
             if groups is None and component.memory and not memory_limited([], 1)[1]:
                 notes.append("memory limit is not enforced: no writable memory cgroup, no prlimit")
+        if self.warm is not None and (reason := cold_reason(component)) is not None:
+            notes.append(f"starts a fresh interpreter ({reason})")
         return notes
 
     # ------------------------------------------------------------------------------ environments
@@ -251,8 +256,8 @@ class VenvRunner:
         (task.workdir / "out").mkdir(parents=True, exist_ok=True)
         mounts = step_mounts(task, self.runtime())
         environment = Path(task.environment.location)
-        command = executor_command(str(python), task, mounts)
-        command = bwrap_command(bwrap, task, environment, mounts, command)
+        step_command = executor_command(str(python), task, mounts)
+        command = bwrap_command(bwrap, task, environment, mounts, step_command)
         variables = step_variables(
             task.component,
             {
@@ -265,6 +270,12 @@ class VenvRunner:
             },
         )
         try:
+            if self.warm is not None:
+                outcome = self.warm.run(
+                    task, bwrap, mounts, step_command, variables, self.runtime()
+                )
+                if outcome is not None:
+                    return _result(task, *outcome)
             # grace 0: killing bwrap ends its PID namespace, every process of the step at once
             return self._execute(task, command, variables, cwd=task.workdir, grace=0)
         except StepFailed as exc:  # show host paths, where the user can open the files
@@ -312,6 +323,8 @@ class VenvRunner:
 
     def close(self) -> None:
         self.processes.kill_all()
+        if self.warm is not None:
+            self.warm.kill_all()
 
 
 def _result(task: Task, returncode: int, stderr_tail: str, timed_out: bool) -> dict[str, Any]:
