@@ -108,6 +108,10 @@ def stuck(x: dict) -> int:
 def after(x: dict) -> dict:
     return {"host": socket.gethostname(), "at": time.time()}
 
+@component(warm=False)
+def fresh(x: dict) -> dict:
+    return {"host": socket.gethostname()}
+
 @component
 def slow(seconds: float) -> float:
     time.sleep(seconds)
@@ -116,7 +120,7 @@ def slow(seconds: float) -> float:
 
 FLOWS = """
 from conveyor import pipeline
-from steps.warm import after, double, frame, litter, look, slow, stuck, total
+from steps.warm import after, double, fresh, frame, litter, look, slow, stuck, total
 
 @pipeline
 def numbers(n: int = 10, scale: int = 3):
@@ -131,6 +135,11 @@ def timeout():
     first = after.with_options(name="first")({})
     stuck(first)
     return after(first)
+
+@pipeline
+def mixed():
+    first = after.with_options(name="first")({})
+    return {"first": first, "fresh": fresh(first), "second": after(first)}
 
 @pipeline
 def sleeping(seconds: float = 120.0):
@@ -322,3 +331,10 @@ def test_the_isolation_probe_passes_cold_too(project, monkeypatch):
 
     monkeypatch.setenv("CONVEYOR_WARM", "off")
     _compare("docker", _probe(project, "docker", monkeypatch))
+
+
+def test_a_component_with_warm_false_gets_a_container_of_its_own(steps):
+    result = _run("mixed", cache=False)
+    assert result.ok, result.error
+    hosts = {name: value["host"] for name, value in result.output.items()}
+    assert hosts["second"] == hosts["first"] != hosts["fresh"]

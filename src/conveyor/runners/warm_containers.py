@@ -64,10 +64,10 @@ from conveyor.runners.containers import (
     container_name,
 )
 from conveyor.runners.containers import _owner_alive as owner_alive
+from conveyor.runners.warm import warm_problem  # CONVEYOR_WARM, shared with the venv runner
 
 log = logging.getLogger("conveyor.docker")
 
-WARM_VARIABLE = "CONVEYOR_WARM"
 STAGE_FOLDER = ".warm"  # under the runs folder: the same file system as the attempt folders
 OWNER_FILE = "owner"  # in a stage folder: the owner label of the orchestrator that made it
 NONCE_VARIABLE = "CONVEYOR_WARM_NONCE"
@@ -156,18 +156,9 @@ def _fill(script: str) -> str:
 MAIN, WRAPPER = _fill(MAIN), _fill(WRAPPER)
 
 
-def warm_problem() -> str | None:
-    """Why warm containers are off for every step (None: they are on)."""
-    value = os.environ.get(WARM_VARIABLE, "on").strip().lower()
-    if value in ("off", "0", "false", "no"):
-        return f"turned off by {WARM_VARIABLE}={value}"
-    return None
-
-
 def wants_warm(component: ComponentSpec) -> bool:
     """Whether a step of `component` runs in a warm container (else in a fresh one)."""
-    # `warm=False` on a component (dsl/component.py) asks for a fresh start; older specs lack it
-    return warm_problem() is None and bool(getattr(component, "warm", True))
+    return warm_problem() is None and component.warm
 
 
 def warm_key(task: Task) -> tuple[Any, ...]:
