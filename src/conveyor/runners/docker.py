@@ -87,7 +87,7 @@ from conveyor.runners.warm_containers import (
 )
 
 log = logging.getLogger("conveyor.docker")
-KILL_WAIT_SECONDS = 10  # for a timed-out step's exec to end once its processes are killed
+KILL_WAIT_SECONDS = 10  # for a timed-out step's exec to end once killed; a removal to finish
 
 
 class DockerRunner:
@@ -469,7 +469,7 @@ class DockerRunner:
         self.warm.drop(box)
         self._remove(api, box.id)
         try:  # an exited warm container may be in the middle of removing itself
-            api.wait(box.id, timeout=WAIT_SECONDS, condition="removed")
+            api.wait(box.id, timeout=KILL_WAIT_SECONDS, condition="removed")
         except Exception as exc:
             log.debug("wait for the removal of %s: %s", box.name, exc)
 
