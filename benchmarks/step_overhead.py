@@ -1,6 +1,7 @@
 """What a step costs, measured against its floor in the same run.
 
     python benchmarks/step_overhead.py [--quick] [--docker | --docker-only] [--startup-only]
+                                       [--pipeline-only] [--repeat N]
 
 1. A warm no-op step per runner (environment already built) vs a bare `python -c pass` of the
    same interpreter. Target (venv, sandboxed): ≤ 3×. The sandbox's own cost is shown apart:
@@ -23,6 +24,11 @@ With `--docker` (a Docker engine and the base image needed; `--docker-only` skip
 8. A fully cached re-run under the docker runner (code bundles planned, images found) vs
    `conveyor dag`, with the artifact store a local folder and on S3 (moto's server on loopback,
    started here; needs `moto[server]` and `s3fs`). Target: ≤ 1.5×.
+9. A 3-step pandas pipeline under the docker runner, warm containers (one container, a
+   `docker exec` per step) and cold (CONVEYOR_WARM=off: a container per step), vs the same
+   steps baked into an image and run by hand with the docker CLI: `docker run --rm` per step,
+   and `docker run -d` + a `docker exec` per step + `docker rm -f`. Target: warm ≤ 1.1× the
+   hand-run containers.
 
 Medians of repeated runs; every ratio is against a baseline measured in the same run.
 """
@@ -118,6 +124,10 @@ def handoff(rows: int = 10_000_000, cols: int = 10):
 @pipeline
 def sleepy():
     sleeper()
+
+@pipeline
+def pandas3(n: int = 1000):
+    return pandas_twin(pandas_step(frame(n)))
 
 @pipeline
 def twins(n: int = 10):
@@ -269,8 +279,10 @@ def main() -> None:
     parser.add_argument("--docker", action="store_true", help="also measure the docker runner")
     parser.add_argument("--docker-only", action="store_true", help="only the docker sections")
     parser.add_argument("--startup-only", action="store_true", help="only section 1")
+    parser.add_argument("--pipeline-only", action="store_true", help="only section 9")
+    parser.add_argument("--repeat", type=int, help="rounds of each measurement (default 21)")
     args = parser.parse_args()
-    repeat = 5 if args.quick else 21
+    repeat = args.repeat or (5 if args.quick else 21)
     rows = 1_000_000 if args.quick else 10_000_000
 
     root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
@@ -279,6 +291,9 @@ def main() -> None:
     os.chdir(root)
     sys.path.insert(0, str(root))
     print(f"project: {root}   python {sys.version.split()[0]}   {os.cpu_count()} cores")
+    if args.pipeline_only:
+        pipeline_vs_hand(root, repeat)
+        return
     if not args.docker_only:
         venv_sections(root, repeat, rows, startup_only=args.startup_only)
     if args.docker or args.docker_only:
@@ -446,6 +461,7 @@ def docker_sections(root: Path, repeat: int) -> None:
     times = interleaved_medians(
         {
             "runner": lambda: runner.run(task),
+            "cold": cold(lambda: runner.run(task)),
             "plain": bare(),
             "isolated": bare("--network", "none", "--user", "1000:1000"),
         },
@@ -458,6 +474,8 @@ def docker_sections(root: Path, repeat: int) -> None:
     print(f"   docker runner, no-op step (executor, mounts, logs): {step * 1000:8.0f} ms"
           f"   ratio {step / plain:.2f}x  (target <= 1.3x; "
           f"{step / isolated:.2f}x the isolated bare run)")  # fmt: skip
+    print(f"   same, cold (CONVEYOR_WARM=off: a container per step): "
+          f"{times['cold'] * 1000:6.0f} ms   ratio {times['cold'] / plain:.2f}x")  # fmt: skip
     phases = container_phases(image, repeat)
     shown = ", ".join(f"{name} {ms:.0f}" for name, ms in phases.items())
     print(f"   where a bare container's time goes (SDK, ms): {shown}")
@@ -508,6 +526,106 @@ def docker_sections(root: Path, repeat: int) -> None:
     finally:
         if moto is not None:
             moto[0].kill()
+
+    pipeline_vs_hand(root, repeat)
+
+
+def cold(fn: Any) -> Any:
+    """`fn` run with warm containers off (CONVEYOR_WARM=off)."""
+
+    def run() -> Any:
+        os.environ["CONVEYOR_WARM"] = "off"
+        try:
+            return fn()
+        finally:
+            del os.environ["CONVEYOR_WARM"]
+
+    return run
+
+
+HAND_STEPS = """
+import sys
+import pandas as pd
+
+step, *args = sys.argv[1:]
+if step == "frame":
+    pd.DataFrame({"x": range(int(args[1]))}).to_parquet(args[0])
+elif step == "pandas_step":
+    df = pd.read_parquet(args[0])
+    df.assign(y=df["x"] * 2).to_parquet(args[1])
+else:
+    print(int(pd.read_parquet(args[0])["x"].sum()))
+"""
+
+
+def pipeline_vs_hand(root: Path, repeat: int) -> None:
+    """Section 9: the 3-step pandas pipeline, warm and cold, vs the same steps by hand."""
+    import conveyor
+    from conveyor.runners.images import ENV_PREFIX
+
+    print("\n9. 3-step pandas pipeline under docker vs the same steps in pre-baked containers "
+          "run by hand (interleaved)")  # fmt: skip
+    os.environ["CONVEYOR_DATABASE_URL"] = "none"  # the runner's cost, not the recorder's
+    first = conveyor.run("pandas3", {"n": 1000}, runner="docker", hooks=[], cache=False)
+    assert first.ok, first.error
+    assert first.output == sum(range(1000))
+    env_image = f"conveyor-env:{first.steps['frame'].environment}"
+    context = root / ".bench" / "prebaked"
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "steps.py").write_text(HAND_STEPS)
+    (context / "Dockerfile").write_text(f"FROM {env_image}\nCOPY steps.py /app/steps.py\n")
+    image = "conveyor-bench/prebaked:latest"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(["docker", "build", "-q", "-t", image, str(context)], check=True, **quiet)
+    data = root / ".bench" / "hand-data"
+    data.mkdir(exist_ok=True)
+    data.chmod(0o777)
+    python = f"{ENV_PREFIX}/bin/python"
+    flags = ["--network", "none", "--user", "1000:1000", "-v", f"{data}:/data"]
+    steps = [
+        ["frame", "/data/a.parquet", "1000"],
+        ["pandas_step", "/data/a.parquet", "/data/b.parquet"],
+        ["pandas_twin", "/data/b.parquet"],
+    ]
+
+    def docker(*args: str) -> str:
+        # every process in a session of its own, as the engine's would be
+        done = subprocess.run(["docker", *args], check=True, capture_output=True, text=True,
+                              start_new_session=True)  # fmt: skip
+        return done.stdout.strip()
+
+    def hand_run() -> None:
+        for step in steps:
+            docker("run", "--rm", *flags, image, python, "/app/steps.py", *step)
+
+    def hand_exec() -> None:
+        container = docker("run", "-d", *flags, image, "sleep", "infinity")
+        try:
+            for step in steps:
+                docker("exec", container, python, "/app/steps.py", *step)
+        finally:
+            docker("rm", "-f", container)
+
+    def pipeline() -> None:
+        result = conveyor.run("pandas3", {"n": 1000}, runner="docker", hooks=[], cache=False)
+        assert result.ok, result.error
+
+    try:
+        times = interleaved_medians(
+            {"hand_run": hand_run, "hand_exec": hand_exec, "warm": pipeline,
+             "cold": cold(pipeline)},
+            repeat,
+        )  # fmt: skip
+    finally:
+        del os.environ["CONVEYOR_DATABASE_URL"]
+    run, exec_, warm, cold_ = (times[k] for k in ("hand_run", "hand_exec", "warm", "cold"))
+    print(f"   by hand, `docker run --rm` per step:                 {run * 1000:8.0f} ms")
+    print(f"   by hand, `docker run -d` + `docker exec` per step + rm: {exec_ * 1000:5.0f} ms")
+    print(f"   conveyor, warm containers (plan, run, cleanup):      {warm * 1000:8.0f} ms"
+          f"   {warm / run:.2f}x `docker run`, {warm / exec_:.2f}x `docker exec`"
+          f"  (target <= 1.1x)")  # fmt: skip
+    print(f"   conveyor, cold (CONVEYOR_WARM=off):                  {cold_ * 1000:8.0f} ms"
+          f"   {cold_ / run:.2f}x `docker run`, {cold_ / exec_:.2f}x `docker exec`")  # fmt: skip
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], dict[str, str]] | None:

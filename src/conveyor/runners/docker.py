@@ -11,11 +11,17 @@ container whose exit status is lost fails the step. Every container carries labe
 run, the step and the orchestrator process, so containers left by a killed orchestrator are
 removed the next time a docker runner starts. An image this engine lacks is pulled by digest
 when `conveyor images push` recorded it in the artifact store, else built.
+
+By default a step does not get a container of its own but a `docker exec` into a warm container
+of its image and limits, with the same paths, user, limits and endings (see
+`runners/warm_containers.py`); `CONVEYOR_WARM=off` turns that off.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import shutil
 import threading
 import time
 from collections import deque
@@ -42,6 +48,7 @@ from conveyor.runners.containers import (
     OWNER_LABEL,
     RUNTIME,
     STEP_USER,
+    WAIT_SECONDS,
     WORK,
     Mounts,
     container_name,
@@ -64,8 +71,23 @@ from conveyor.runners.images import (
 )
 from conveyor.runners.locks import Locker
 from conveyor.runners.runtime import runtime_bundle
+from conveyor.runners.warm_containers import (
+    NONCE_VARIABLE,
+    WarmContainer,
+    WarmPool,
+    create_options,
+    exec_command,
+    stage_in,
+    stage_mounts,
+    stage_out,
+    sweep_command,
+    unfit,
+    wants_warm,
+    warm_key,
+)
 
 log = logging.getLogger("conveyor.docker")
+KILL_WAIT_SECONDS = 10  # for a timed-out step's exec to end once killed; a removal to finish
 
 
 class DockerRunner:
@@ -85,6 +107,7 @@ class DockerRunner:
         self._live: dict[str, Any] = {}  # container id -> the client running it
         self._runtime: Path | None = None
         self._paths: EnginePaths | None = None
+        self.warm = WarmPool(settings.run_dir, self._owner)
 
     # ------------------------------------------------------------------------------ engine
 
@@ -100,6 +123,7 @@ class DockerRunner:
                 )
                 self._builder = ImageBuilder(self.settings, self._client, store)
                 remove_orphans(self._client)
+                self.warm.sweep_stages()
             return self._builder
 
     @property
@@ -266,6 +290,11 @@ class DockerRunner:
         open_to_step(task)
         api = self._take_client()
         try:
+            if wants_warm(task.component) and self.warm.fits(task):
+                try:
+                    return self._run_warm(api, task)
+                except _Stale:  # an idle container that ended meanwhile: another one
+                    return self._run_warm(api, task)
             return self._run(api, task)
         except (docker.errors.DockerException, requests.RequestException) as exc:
             # the engine refused or went away: a step failure, so the engine's retries apply
@@ -308,15 +337,141 @@ class DockerRunner:
             if timer is not None:
                 timer.cancel()
             self._remove(api, container)
+        return _translated(task, mounts, code, oom, expired.is_set(), tail)
+
+    # ------------------------------------------------------------------------------ warm
+
+    def _run_warm(self, api: Any, task: Task) -> dict[str, Any]:
+        """Run the step as an exec in a warm container of its key (see warm_containers.py)."""
+        mounts = self.mounts(task)  # the paths a fresh container would give it: same command
+        config = self.container_config(task, mounts)
+        import docker
+
+        reused = self.warm.take(task)
+        box = reused or self._start_warm(api, task)
+        nonce = secrets.token_hex(16)
+        clean = f"{nonce} clean"
+        tail: deque[str] = deque(maxlen=41)
+        timer = None
+        expired = threading.Event()
+        code = None
         try:
-            return _outcome(task, code, oom, expired.is_set(), "\n".join(tail))
-        except StepFailed as exc:  # show host paths, where the user can open the files
-            raise type(exc)(
-                exc.step,
-                mounts.outside(exc.detail),
-                error_type=exc.error_type,
-                remote_traceback=mounts.outside(exc.remote_traceback),
-            ) from None
+            stage_in(box, task, mounts)
+            try:
+                execution = api.exec_create(
+                    box.id,
+                    exec_command(config["command"]),
+                    user="0:0",
+                    environment={**config["environment"], NONCE_VARIABLE: nonce},
+                    workdir=WORK,
+                )["Id"]
+            except docker.errors.APIError as exc:
+                if reused is None:
+                    raise
+                raise _Stale(str(exc)) from exc
+            stream = api.exec_start(execution, stream=True, demux=True)
+            if task.component.timeout:
+                timer = threading.Timer(
+                    task.component.timeout, self._expire_warm, (box, execution, expired)
+                )
+                timer.daemon = True
+                timer.start()
+
+            def sink(line: str) -> None:
+                if not line.startswith(nonce):  # the wrapper's reports are not the step's
+                    task.log(line)
+
+            pump_output(stream, sink, tail)
+            code = _exec_status(api, execution)
+        finally:
+            if timer is not None:
+                timer.cancel()
+                timer.join()  # a kill under way must end before another step gets the box
+            if tail and tail[-1] == clean:
+                tail.pop()
+            else:  # processes or files of the step may be left: no other step may see them
+                box.broken = True
+            try:
+                stage_out(box, task)
+            except OSError as exc:  # removed by close(), or not ours to empty
+                log.debug("stage of %s: %s", box.name, exc)
+                box.broken = True
+            if not self.warm.give_back(box):
+                self._discard(api, box)
+        if unfit(tail, nonce):
+            image = task.environment.location
+            log.warning("image %s lacks a tool warm containers need (setpriv, find, tar, "
+                        "xargs, sleep): its steps get a container each", image)  # fmt: skip
+            self.warm.unfit.add(task.environment.location)
+            return self._run(api, task)
+        oom = code == 137 and bool(task.component.memory) and not expired.is_set()
+        return _translated(task, mounts, code, oom, expired.is_set(), tail)
+
+    def _start_warm(self, api: Any, task: Task) -> WarmContainer:
+        """A new warm container for `task`'s key, running and busy."""
+        import docker
+
+        closings = self.warm.closings
+        stage, name = self.warm.new_stage(task)
+        host = self.host_config(api, task, stage_mounts(stage, self.runtime()))
+        host.update(Init=True, AutoRemove=True)  # reaps left processes; gone when it exits
+        try:
+            created = api.create_container(
+                host_config=host, **create_options(task, name, self._owner)
+            )
+        except docker.errors.ImageNotFound as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise EnvironmentBuildError(
+                f"image {task.environment.location} of step {task.step!r} disappeared (pruned "
+                f"while running?); run again to rebuild it"
+            ) from exc
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        box = WarmContainer(created["Id"], name, warm_key(task), stage, None)
+        if not self.warm.add(box, closings):
+            self._discard(api, box)
+            raise StepFailed(task.step, "the run was interrupted while its container started")
+        try:
+            box.stdin = api.attach_socket(box.id, params={"stdin": 1, "stream": 1})
+            api.start(box.id)
+        except BaseException:
+            self._discard(api, box)
+            raise
+        return box
+
+    def _expire_warm(self, box: WarmContainer, step: str, expired: threading.Event) -> None:
+        """A step's timeout: kill the step user's processes (docker cannot kill an exec); if
+        the step's exec has not ended soon after, kill the whole container."""
+        expired.set()
+        api = self._take_client()
+        try:
+            sweep = api.exec_create(box.id, sweep_command(), user=STEP_USER)["Id"]
+            # its exit status says little: the wrapper's own sweep, or the step, may kill it
+            api.exec_start(sweep)
+            if _exec_status(api, step, KILL_WAIT_SECONDS) is not None:
+                return
+            log.warning("a timed-out step in %s outlived its kill", box.name)
+        except Exception as exc:
+            log.warning("could not end a timed-out step in %s: %s", box.name, exc)
+        finally:
+            self._give_back(api)
+        box.broken = True
+        api = self._take_client()
+        try:
+            api.kill(box.id)  # its steps end with it; the step's thread removes it
+        except Exception as exc:
+            log.debug("kill %s at a timeout: %s", box.name, exc)
+        finally:
+            self._give_back(api)
+
+    def _discard(self, api: Any, box: WarmContainer) -> None:
+        self.warm.drop(box)
+        self._remove(api, box.id)
+        try:  # an exited warm container may be in the middle of removing itself
+            api.wait(box.id, timeout=KILL_WAIT_SECONDS, condition="removed")
+        except Exception as exc:
+            log.debug("wait for the removal of %s: %s", box.name, exc)
 
     def _remove(self, api: Any, container: str) -> None:
         import docker
@@ -335,7 +490,8 @@ class DockerRunner:
         """Kill and remove every live container (an interrupted run must not leave any)."""
         with self._lock:
             live = list(self._live)
-        if not live:
+        warm = self.warm.close()
+        if not live and not warm:
             return
         # a client of its own: a step's client is busy streaming that container's output, and
         # sharing its session across threads could wait on it until the container ends
@@ -343,8 +499,47 @@ class DockerRunner:
         try:
             for container in live:
                 self._remove(api, container)
+            for box in warm:
+                self._discard(api, box)
         finally:
             self._give_back(api)
+
+
+class _Stale(Exception):
+    """An idle warm container could not take a step (it ended meanwhile)."""
+
+
+def _translated(
+    task: Task, mounts: Mounts, code: int | None, oom: bool, timed_out: bool, tail: deque[str]
+) -> dict[str, Any]:
+    """`_outcome`, its error showing host paths, where the user can open the files."""
+    try:
+        return _outcome(task, code, oom, timed_out, "\n".join(tail))
+    except StepFailed as exc:
+        raise type(exc)(
+            exc.step,
+            mounts.outside(exc.detail),
+            error_type=exc.error_type,
+            remote_traceback=mounts.outside(exc.remote_traceback),
+        ) from None
+
+
+def _exec_status(api: Any, execution: str, wait: float = WAIT_SECONDS) -> int | None:
+    """The exit code of an exec whose output has ended (None: unknown, e.g. its container
+    was removed, or still running after `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = api.exec_inspect(execution)
+        except Exception as exc:
+            log.debug("no exit status for exec %s: %s", execution[:12], exc)
+            return None
+        if not state.get("Running"):
+            code = state.get("ExitCode")
+            return None if code is None else int(code)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
 
 
 def _outcome(
