@@ -144,8 +144,9 @@ class ComponentSpec:
     network: bool = False
     cache: bool = True
     allow_failures: bool = False  # a collecting step runs with the items that succeeded
-    # may be forked from a warm server of its environment (venv runner); never part of the
-    # cache key: a step's outputs do not depend on how its interpreter started
+    # may be forked from a warm server of its environment (venv runner) or run in a warm
+    # container (docker runner); never part of the cache key: a step's outputs do not depend
+    # on how its interpreter started
     warm: bool = True
 
     def input(self, name: str) -> InputSpec:
@@ -294,8 +295,9 @@ def component(
         name: step name (default: the function name).
         allow_failures: for a step collecting a map's outputs (a `list[T]` parameter): run with
             the items that succeeded instead of being skipped when one fails.
-        warm: let the venv runner fork the step from a warm server of its environment (the
-            default); False starts it in a fresh interpreter (see docs/runners.md).
+        warm: let the venv runner fork the step from a warm server of its environment, and the
+            docker runner run it in a warm container of its image (the default); False starts
+            it in a fresh interpreter or container (see docs/runners.md).
     """
     options = {
         "packages": packages, "image": image, "retries": retries, "timeout": timeout,
