@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from conveyor.engine.tasks import Task
-from conveyor.errors import ConveyorError, ExecutorProtocolError
+from conveyor.errors import ConveyorError, ExecutorProtocolError, StepFailed
 
 log = logging.getLogger("conveyor.docker")
 
@@ -209,6 +209,16 @@ class Mounts:
         raise ExecutorProtocolError(
             f"{path} is outside every folder mounted into the step's container "
             f"({', '.join(str(e[0]) for e in self.entries)})"
+        )
+
+    def shown_on_host(self, exc: StepFailed) -> StepFailed:
+        """`exc` with container paths in its detail and traceback turned back into host paths,
+        where the user can open the files."""
+        return type(exc)(
+            exc.step,
+            self.outside(exc.detail),
+            error_type=exc.error_type,
+            remote_traceback=self.outside(exc.remote_traceback),
         )
 
     def outside(self, text: str) -> str:

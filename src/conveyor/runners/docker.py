@@ -516,12 +516,7 @@ def _translated(
     try:
         return _outcome(task, code, oom, timed_out, "\n".join(tail))
     except StepFailed as exc:
-        raise type(exc)(
-            exc.step,
-            mounts.outside(exc.detail),
-            error_type=exc.error_type,
-            remote_traceback=mounts.outside(exc.remote_traceback),
-        ) from None
+        raise mounts.shown_on_host(exc) from None
 
 
 def _exec_status(api: Any, execution: str, wait: float = WAIT_SECONDS) -> int | None:

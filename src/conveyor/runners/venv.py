@@ -278,13 +278,8 @@ class VenvRunner:
                     return _result(task, *outcome)
             # grace 0: killing bwrap ends its PID namespace, every process of the step at once
             return self._execute(task, command, variables, cwd=task.workdir, grace=0)
-        except StepFailed as exc:  # show host paths, where the user can open the files
-            raise type(exc)(
-                exc.step,
-                mounts.outside(exc.detail),
-                error_type=exc.error_type,
-                remote_traceback=mounts.outside(exc.remote_traceback),
-            ) from None
+        except StepFailed as exc:
+            raise mounts.shown_on_host(exc) from None
 
     def _execute(
         self,
