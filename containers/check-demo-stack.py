@@ -7,7 +7,8 @@ then waits until at least `--runs` replayed runs of `features-daily` and of
 `batch-prediction-daily` completed in Prefect and their rows are in the stack's PostgreSQL,
 within `--minutes` of starting. Prints what it saw as it goes and how long each took; exits 1 if
 the stack did not get there in time. Standard library only, so it runs with any python3.
-`.ci/run` runs it after the tests, with the images warm.
+`.ci/run` runs it after the tests, once the compose images and the reference flows' step images
+(`conveyor images build features training batch_prediction`) are built.
 
 Measured 2026-12-03 (2 cores, load 4-6): warm (images built) up in 31 s, the first replayed run
 succeeded after 81 s, five of each after 342 s. Cold (the first start on this machine: three
