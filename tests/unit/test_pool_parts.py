@@ -66,3 +66,28 @@ def test_a_worker_runs_steps_with_the_runner_its_machine_names(tmp_path, monkeyp
     monkeypatch.setenv("CONVEYOR_RUNNER", "kubernetes")
     with pytest.raises(ConveyorError, match="CONVEYOR_RUNNER is 'kubernetes'; choose one of"):
         Settings.load(tmp_path)
+
+
+def test_a_run_taken_but_never_started_is_given_up_after_a_while():
+    """A flow run left Pending with no worker tag (its worker stopped between taking it and
+    starting it) would wait forever: the watching backfill crashes it and resubmits it."""
+    import asyncio
+    import time
+
+    from conveyor.backends.prefect_pool import FlowRunState
+    from conveyor.ops import pool_backfill
+
+    watch = object.__new__(pool_backfill._Watch)
+    watch.hostname = "here"
+    flight = pool_backfill._InFlight("run-1", began=time.perf_counter())
+    untagged = FlowRunState("run-1", "PENDING", "", worker=None, process=None)
+    assert asyncio.run(watch._dead(flight, untagged, {}, client=None)) is None
+    assert flight.untagged_since is not None
+    flight.untagged_since -= pool_backfill.UNTAGGED_PENDING_SECONDS + 1
+    why = asyncio.run(watch._dead(flight, untagged, {}, client=None))
+    assert why is not None and "no worker started it within 90 s" in why
+    # a run its worker tagged is judged by that worker instead, and the clock starts over
+    flight.untagged_since -= 1000
+    tagged = FlowRunState("run-1", "RUNNING", "", worker="w1", process="here:999999999")
+    assert asyncio.run(watch._dead(flight, tagged, {}, client=None)) is None
+    assert flight.untagged_since is None

@@ -151,6 +151,7 @@ async def _work(
     log.info("worker %s stopping: releasing its in-flight flow runs", name)
     # the runs' processes first: each records its run crashed and ends; then the polling loops
     released = await asyncio.to_thread(release_children, STOP_GRACE_SECONDS)
+    await _hand_back_unstarted(worker, name)
     work.cancel()
     try:
         await asyncio.wait_for(work, timeout=3)
@@ -159,6 +160,25 @@ async def _work(
     except Exception:  # a worker torn down mid-request; it is stopping anyway
         log.debug("worker teardown", exc_info=True)
     log.info("worker %s stopped (%d run process(es) released)", name, len(released))
+
+
+async def _hand_back_unstarted(worker: Any, name: str) -> None:
+    """Put flow runs this worker took but whose process never ran back in the pool's queue:
+    left Pending, no other worker would take them."""
+    from prefect.states import Scheduled
+
+    # Prefect's worker keeps the runs it is between taking (Pending) and starting in this set
+    for flow_run_id in list(getattr(worker, "_submitting_flow_run_ids", ())):
+        try:
+            flow_run = await worker.client.read_flow_run(flow_run_id)
+            if flow_run.state is not None and flow_run.state.type.value == "PENDING":
+                message = f"handed back by worker {name}, which stopped before starting it"
+                await worker.client.set_flow_run_state(
+                    flow_run_id, Scheduled(message=message), force=True
+                )
+                log.info("flow run %s %s", flow_run_id, message)
+        except Exception:  # stopping anyway; a backfill watching the run resubmits it
+            log.warning("could not hand back flow run %s", flow_run_id, exc_info=True)
 
 
 # --------------------------------------------------------------------- submitting and watching

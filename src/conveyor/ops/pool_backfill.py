@@ -151,11 +151,17 @@ def backfill_on_pool(
     return result
 
 
+# A worker tags a flow run it takes before starting its process; one still Pending and untagged
+# this long was taken by a worker that stopped or died in between, and nothing else would run it
+UNTAGGED_PENDING_SECONDS = 90.0
+
+
 @dataclass(slots=True)
 class _InFlight:
     flow_run_id: str
     began: float
     suspect: int = 0  # polls in a row its worker looked dead
+    untagged_since: float | None = None  # first poll that saw it Pending with no worker tag
 
 
 class _Watch:
@@ -283,6 +289,16 @@ class _Watch:
         run = records.get(flight.flow_run_id)
         if run is not None and run.status == "crashed":
             return f"its worker died: conveyor's record says {run.error}"
+        if state.state == "PENDING" and not state.worker:
+            now = time.perf_counter()
+            flight.untagged_since = flight.untagged_since or now
+            if now - flight.untagged_since > UNTAGGED_PENDING_SECONDS:
+                return (
+                    f"no worker started it within {UNTAGGED_PENDING_SECONDS:g} s of taking it "
+                    f"(its worker stopped or died in between)"
+                )
+            return None
+        flight.untagged_since = None
         if state.state not in ("PENDING", "RUNNING") or not state.worker:
             return None
         host, _, pid = (state.process or "").rpartition(":")
