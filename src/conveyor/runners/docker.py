@@ -440,7 +440,7 @@ class DockerRunner:
             raise
         return box
 
-    def _expire_warm(self, box: WarmContainer, step: str, expired: threading.Event) -> None:
+    def _expire_warm(self, box: WarmContainer, execution: str, expired: threading.Event) -> None:
         """A step's timeout: kill the step user's processes (docker cannot kill an exec); if
         the step's exec has not ended soon after, kill the whole container."""
         expired.set()
@@ -449,7 +449,7 @@ class DockerRunner:
             sweep = api.exec_create(box.id, sweep_command(), user=STEP_USER)["Id"]
             # its exit status says little: the wrapper's own sweep, or the step, may kill it
             api.exec_start(sweep)
-            if _exec_status(api, step, KILL_WAIT_SECONDS) is not None:
+            if _exec_status(api, execution, KILL_WAIT_SECONDS) is not None:
                 return
             log.warning("a timed-out step in %s outlived its kill", box.name)
         except Exception as exc:
