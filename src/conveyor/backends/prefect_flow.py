@@ -9,7 +9,7 @@ tick when it ends, an async one does not. Steps still execute through conveyor's
 docker, in-process) in worker threads; Prefect records them, retries them as their component
 says, forwards their log lines and shows the run in its UI. Every run publishes a table artifact
 of its steps (status, cached or why it ran, environment build, start, run and I/O time) and, when
-steps report metrics, a table of those.
+steps report metrics, a table of those, while Prefect records the run's end.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
+from conveyor.backends.prefect_clients import run_clients
 from conveyor.backends.prefect_server import prefect_variables
 from conveyor.dsl.pipeline import Pipeline, Step
 from conveyor.engine.core import Engine, Execution, new_run_id
@@ -121,6 +123,7 @@ def build_flow(
     results: dict[str, RunResult] | None = None,
     run_name: str | None = None,
     extra_params: tuple[str, ...] = (),
+    publishing: list[asyncio.Task[None]] | None = None,
 ) -> Any:
     """A Prefect flow named after the pipeline whose parameters are the pipeline's.
 
@@ -129,9 +132,12 @@ def build_flow(
     each run's RunResult under its flow-run id, so callers get it without Prefect persisting it.
     `extra_params` are optional flow parameters the pipeline does not have (a scheduled run's
     `conveyor_tick`, which shows its clock's mapping in the UI); they never reach the pipeline.
+    `publishing`, when given, receives the task publishing the run's tables, which the flow then
+    does not wait for: its run ends while they are written, and the caller awaits them.
     """
     from prefect import flow
     from prefect.runtime import flow_run
+    from prefect.settings import get_current_settings
     from prefect.states import Failed
 
     def name_run() -> str:
@@ -168,7 +174,12 @@ def build_flow(
         assert result is not None  # drive_with_prefect returned, or the finally re-raised
         if results is not None:
             results[str(flow_run.id)] = result
-        await _publish_artifacts(execution, result)
+        # created in the flow run's context, which names the run the artifacts belong to
+        tables = asyncio.create_task(_publish_tables(execution, result))
+        if publishing is None:
+            await tables
+        else:
+            publishing.append(tables)
         if not result.ok:
             return Failed(message=(result.error or "a step failed")[:2000])
         return {"run_id": result.run_id, "status": result.status}
@@ -186,6 +197,9 @@ def build_flow(
         flow_run_name=name_run,
         validate_parameters=False,
         persist_result=False,
+        # Nothing is persisted (persist_result=False), but without a storage Prefect asks the
+        # server for its default one twice a run; this is the folder it would fall back to.
+        result_storage=Path(get_current_settings().results.local_storage_path),
         log_prints=False,
     )(run_pipeline)
 
@@ -305,7 +319,8 @@ async def _step_task(
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 
-async def _publish_artifacts(execution: Execution, result: RunResult) -> None:
+async def _publish_tables(execution: Execution, result: RunResult) -> None:
+    """Publish the run's steps table (and metrics table) as table artifacts of its flow run."""
     from prefect.artifacts import acreate_table_artifact
 
     rows = []
@@ -396,11 +411,15 @@ async def arun_with_prefect(
     import prefect
 
     results: dict[str, RunResult] = {}
-    flow = build_flow(engine, pipeline, tags=tags, results=results, run_name=flow_run_name)
+    publishing: list[asyncio.Task[None]] = []
+    flow = build_flow(engine, pipeline, tags=tags, results=results, run_name=flow_run_name,
+                      publishing=publishing)  # fmt: skip
     bound = pipeline.bind(params)  # fail fast, before a flow run exists
     _check_parameter_size(pipeline, bound)
     with api_settings(engine.settings), prefect.tags(*tags):
-        state = await flow(**bound, return_state=True)
+        async with run_clients():
+            state = await flow(**bound, return_state=True)
+            await asyncio.gather(*publishing)
     result = results.get(str(state.state_details.flow_run_id))
     if result is None:  # the flow failed before its steps ran (planning): raise that error
         await state.aresult()
