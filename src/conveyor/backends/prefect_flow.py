@@ -20,10 +20,12 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from conveyor.backends.prefect_clients import run_clients
 from conveyor.backends.prefect_server import prefect_variables
@@ -104,6 +106,35 @@ class Resolved:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Start:
+    """What `arun_with_prefect` wants back from the flow run it starts, passed in a context
+    variable rather than built into the flow, so one flow object serves every run of a pipeline
+    (building one costs ~4 ms: Prefect derives a parameter schema)."""
+
+    run_name: str | None
+    results: dict[str, RunResult] = field(default_factory=dict)
+    publishing: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+_started: ContextVar[_Start | None] = ContextVar("conveyor_prefect_start", default=None)
+
+# the flows arun_with_prefect built, per engine: (pipeline name, tags) -> (pipeline, flow)
+_flows: WeakKeyDictionary[Engine, dict[tuple[str, tuple[str, ...]], tuple[Pipeline, Any]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _flow_for(engine: Engine, pipeline: Pipeline, tags: tuple[str, ...]) -> Any:
+    """The flow of `pipeline` under `engine`, built on first use."""
+    flows = _flows.setdefault(engine, {})
+    cached = flows.get((pipeline.name, tags))
+    if cached is None or cached[0] is not pipeline:
+        cached = (pipeline, build_flow(engine, pipeline, tags=tags))
+        flows[(pipeline.name, tags)] = cached
+    return cached[1]
+
+
 # flow-run id -> the conveyor run id its name carries, from naming the flow run (Prefect does
 # that before the flow's body runs) until the body starts the run under that id
 _run_ids: dict[str, str] = {}
@@ -120,20 +151,15 @@ def build_flow(
     *,
     tags: tuple[str, ...] = (),
     resolve_params: Callable[[dict[str, Any]], dict[str, Any] | Resolved] | None = None,
-    results: dict[str, RunResult] | None = None,
-    run_name: str | None = None,
     extra_params: tuple[str, ...] = (),
-    publishing: list[asyncio.Task[None]] | None = None,
 ) -> Any:
     """A Prefect flow named after the pipeline whose parameters are the pipeline's.
 
     `resolve_params` fills in parameters at run time (a scheduled run derives its partition from
-    its scheduled time) and may wait for upstream partitions. `results`, when given, receives
-    each run's RunResult under its flow-run id, so callers get it without Prefect persisting it.
-    `extra_params` are optional flow parameters the pipeline does not have (a scheduled run's
-    `conveyor_tick`, which shows its clock's mapping in the UI); they never reach the pipeline.
-    `publishing`, when given, receives the task publishing the run's tables, which the flow then
-    does not wait for: its run ends while they are written, and the caller awaits them.
+    its scheduled time) and may wait for upstream partitions. `extra_params` are optional flow
+    parameters the pipeline does not have (a scheduled run's `conveyor_tick`, which shows its
+    clock's mapping in the UI); they never reach the pipeline. A run started by
+    `arun_with_prefect` hands its RunResult and its tables' publishing back through `_started`.
     """
     from prefect import flow
     from prefect.runtime import flow_run
@@ -143,7 +169,8 @@ def build_flow(
     def name_run() -> str:
         run_id = new_run_id()
         _run_ids[str(flow_run.id)] = run_id
-        return f"{run_name or pipeline.name} · {run_id}"
+        started = _started.get()
+        return f"{(started and started.run_name) or pipeline.name} · {run_id}"
 
     async def run_pipeline(**params: Any) -> Any:
         resolved = Resolved(params=dict(params))
@@ -172,14 +199,14 @@ def build_flow(
                 except Exception as exc:  # recording how it ended must not hide how it ended
                     log.warning("could not record the end of the run: %s", exc)
         assert result is not None  # drive_with_prefect returned, or the finally re-raised
-        if results is not None:
-            results[str(flow_run.id)] = result
         # created in the flow run's context, which names the run the artifacts belong to
         tables = asyncio.create_task(_publish_tables(execution, result))
-        if publishing is None:
+        started = _started.get()
+        if started is None:
             await tables
-        else:
-            publishing.append(tables)
+        else:  # the caller awaits the tables while Prefect records the run's end
+            started.results[str(flow_run.id)] = result
+            started.publishing.append(tables)
         if not result.ok:
             return Failed(message=(result.error or "a step failed")[:2000])
         return {"run_id": result.run_id, "status": result.status}
@@ -410,17 +437,19 @@ async def arun_with_prefect(
     configure(engine.settings)  # before importing Prefect, which reads its settings on import
     import prefect
 
-    results: dict[str, RunResult] = {}
-    publishing: list[asyncio.Task[None]] = []
-    flow = build_flow(engine, pipeline, tags=tags, results=results, run_name=flow_run_name,
-                      publishing=publishing)  # fmt: skip
+    flow = _flow_for(engine, pipeline, tags)
     bound = pipeline.bind(params)  # fail fast, before a flow run exists
     _check_parameter_size(pipeline, bound)
-    with api_settings(engine.settings), prefect.tags(*tags):
-        async with run_clients():
-            state = await flow(**bound, return_state=True)
-            await asyncio.gather(*publishing)
-    result = results.get(str(state.state_details.flow_run_id))
+    started = _Start(run_name=flow_run_name)
+    token = _started.set(started)
+    try:
+        with api_settings(engine.settings), prefect.tags(*tags):
+            async with run_clients():
+                state = await flow(**bound, return_state=True)
+                await asyncio.gather(*started.publishing)
+    finally:
+        _started.reset(token)
+    result = started.results.get(str(state.state_details.flow_run_id))
     if result is None:  # the flow failed before its steps ran (planning): raise that error
         await state.aresult()
         raise RuntimeError(f"Prefect flow run ended {state.type.value}: {state.message}")
