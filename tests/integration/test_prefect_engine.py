@@ -228,3 +228,46 @@ def test_step_output_lines_are_forwarded_into_the_task_run_logs(flows):
         messages = [log.message for log in logs]
         time.sleep(0.5)
     assert "loading 7 values" in messages
+
+
+def test_a_flow_run_asks_the_api_only_what_it_needs(flows, monkeypatch):
+    """Left to itself Prefect loads the CA bundle into a new TLS context for each of three clients
+    a run, asks the server for its default result storage twice a run and fetches a CSRF token
+    with each new client. A Prefect upgrade that brings any of it back fails here. (Only the
+    run's own thread is watched: Prefect's log and event workers keep clients of their own.)"""
+    import ssl
+    import threading
+
+    import httpx
+
+    runs = threading.current_thread()
+    paths: list[str] = []
+    for client in (httpx.AsyncClient, httpx.Client):
+        send = client.send
+
+        def recording(self, request, *args, _send=send, **kwargs):
+            if threading.current_thread() is runs:
+                paths.append(request.url.path)
+            return _send(self, request, *args, **kwargs)
+
+        monkeypatch.setattr(client, "send", recording)
+    contexts = []
+    create = ssl.create_default_context
+
+    def counting(*args, **kwargs):
+        if threading.current_thread() is runs:
+            contexts.append(kwargs.get("cafile"))
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+
+    assert _run("summed", {"n": 2}).ok  # the first run may build the TLS context, ask for a token
+    paths.clear()
+    contexts.clear()
+    second = _run("summed", {"n": 3})
+    assert second.ok
+    assert any(p.endswith("/set_state") for p in paths)  # the watch sees the run's requests
+    assert not [p for p in paths if p.endswith(("/admin/storage", "/csrf-token"))], paths
+    assert contexts == []
+    flow_run, tasks = flow_run_and_tasks(second.flow_run_id)
+    assert flow_run.name == f"summed · {second.run_id}" and set(tasks) == {"load", "total", "score"}
