@@ -59,6 +59,26 @@ def _runner(value: Any, pyproject: Path) -> str:
     return str(value)
 
 
+WARM_VARIABLE = "CONVEYOR_WARM"
+_ON, _OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no")
+
+
+def _warm(value: Any, pyproject: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _ON or text in _OFF:
+        return text in _ON
+    source = WARM_VARIABLE if os.environ.get(WARM_VARIABLE) else f"{pyproject} [tool.conveyor] warm"
+    raise ConveyorError(f"{source} is {value!r}; use on or off (or true / false)")
+
+
+def warm_source(pyproject: Path) -> str:
+    """Where the `warm` setting came from, for messages."""
+    value = os.environ.get(WARM_VARIABLE)
+    return f"{WARM_VARIABLE}={value}" if value else f"{pyproject} [tool.conveyor] warm = false"
+
+
 def _user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "conveyor"
@@ -83,6 +103,8 @@ class Settings:
     # where steps run when a command or deployment names no runner: the compose stack's workers
     # set CONVEYOR_RUNNER=docker, so the flow runs they take run each step in its own container
     runner: str = "venv"
+    # steps forked from a warm server per environment (venv) or run in a warm container (docker)
+    warm: bool = True
 
     @classmethod
     def load(cls, start: str | Path | None = None) -> Settings:
@@ -113,6 +135,7 @@ class Settings:
             runner=_runner(
                 os.environ.get("CONVEYOR_RUNNER") or config.get("runner", "venv"), pyproject
             ),
+            warm=_warm(os.environ.get(WARM_VARIABLE) or config.get("warm", True), pyproject),
         )
 
     @property

@@ -290,7 +290,7 @@ class DockerRunner:
         open_to_step(task)
         api = self._take_client()
         try:
-            if wants_warm(task.component) and self.warm.fits(task):
+            if wants_warm(task.component, self.settings) and self.warm.fits(task):
                 try:
                     return self._run_warm(api, task)
                 except _Stale:  # an idle container that ended meanwhile: another one

@@ -1,8 +1,8 @@
 """Warm steps for the venv runner: which steps may fork from a warm server, and running them.
 
 A step is forked from its environment's warm server (`runners/zygote.py`) when warm steps are on
-(`CONVEYOR_WARM`, on by default; `off` turns them off), its component allows it (`warm=True`,
-the default) and its sandbox would be the server's own: no network, no declared `env`
+(the default; `CONVEYOR_WARM=off` or `[tool.conveyor] warm = false` turns them off), its
+component allows it (`warm=True`, the default) and its sandbox would be the server's own: no network, no declared `env`
 variables (they may change how packages behave at import), no memory or cpu limit (enforced on
 a process the orchestrator starts: cgroups or RLIMIT_DATA), and every file it needs under a
 folder the server can hand to steps. Any other step starts a fresh interpreter in a bubblewrap
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from conveyor.dsl.component import ComponentSpec
-from conveyor.engine.settings import Settings
+from conveyor.engine.settings import Settings, warm_source
 from conveyor.engine.tasks import Task
 from conveyor.errors import StepKilled
 from conveyor.runners.containers import RUNTIME, Mounts
@@ -39,17 +39,15 @@ from conveyor.runners.zygote import (
 )
 
 log = logging.getLogger("conveyor.venv")
-WARM_VARIABLE = "CONVEYOR_WARM"
 LEARNED = "conveyor-imports.json"  # in the environment's folder: what its steps imported
 MAX_LEARNED = 5000
 
 
-def warm_problem() -> str | None:
+def warm_problem(settings: Settings) -> str | None:
     """Why warm steps are off (None: they are on)."""
-    value = os.environ.get(WARM_VARIABLE, "on").strip().lower()
-    if value in ("off", "0", "false", "no"):
-        return f"turned off by {WARM_VARIABLE}={value}"
-    return None
+    if settings.warm:
+        return None
+    return f"turned off by {warm_source(settings.project_root / 'pyproject.toml')}"
 
 
 def cold_reason(component: ComponentSpec) -> str | None:
@@ -126,7 +124,7 @@ class WarmSteps:
     @classmethod
     def create(cls, settings: Settings) -> WarmSteps | None:
         """Warm starts for a runner, or None when they are turned off."""
-        return None if warm_problem() else cls(settings)
+        return None if warm_problem(settings) else cls(settings)
 
     def _stages(self) -> list[tuple[Path, str]]:
         """Host folders the server binds for its steps: runs (writable), store and caches."""

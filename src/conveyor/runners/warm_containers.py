@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.dsl.component import ComponentSpec
+from conveyor.engine.settings import Settings
 from conveyor.engine.tasks import Task
 from conveyor.runners.containers import (
     CODE,
@@ -64,7 +65,7 @@ from conveyor.runners.containers import (
     container_name,
 )
 from conveyor.runners.containers import _owner_alive as owner_alive
-from conveyor.runners.warm import warm_problem  # CONVEYOR_WARM, shared with the venv runner
+from conveyor.runners.warm import warm_problem  # the warm setting, shared with the venv runner
 
 log = logging.getLogger("conveyor.docker")
 
@@ -156,9 +157,9 @@ def _fill(script: str) -> str:
 MAIN, WRAPPER = _fill(MAIN), _fill(WRAPPER)
 
 
-def wants_warm(component: ComponentSpec) -> bool:
+def wants_warm(component: ComponentSpec, settings: Settings) -> bool:
     """Whether a step of `component` runs in a warm container (else in a fresh one)."""
-    return warm_problem() is None and component.warm
+    return warm_problem(settings) is None and component.warm
 
 
 def warm_key(task: Task) -> tuple[Any, ...]:
