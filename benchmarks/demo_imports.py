@@ -35,8 +35,8 @@ server and reports only the imports it does itself. No library code is changed. 
 are read: a step's stderr is its attempt's `log.txt` under `.conveyor/runs/`; a warm server's
 output goes to the `conveyor.zygote` logger at debug level, which the driver writes to a file
 (servers are closed, and their output drained, before the driver ends). A warm server's imports
-count in full: it pays them once per environment (and again if it is restarted), and its
-importing of what a step taught it, between steps, counts too.
+count in full: it pays them once per environment, again whenever it is started anew (the pool
+keeps at most four servers), and its importing of what a step taught it, between steps, too.
 
 Also printed: step processes (attempt folders), interpreters started (each prints the import
 profile's header once: fresh steps, servers, and any process a step starts), steps forked vs
@@ -195,6 +195,7 @@ def demo(project: Path, out: Path, warm: str, env_dir: Path) -> dict:
             if sign in line:
                 reason = line.split(sign, 1)[1]
                 reasons[reason] = reasons.get(reason, 0) + 1
+    starts = [line for line in orchestrator if "DEBUG warm server for " in line]
     attempts = len(list((project / ".conveyor" / "runs").glob("**/attempt-*")))
     return {
         "steps": profile(step_lines),
@@ -202,7 +203,8 @@ def demo(project: Path, out: Path, warm: str, env_dir: Path) -> dict:
         "attempts": attempts,
         "runner_calls": len(driver["walls"]),
         "forked": sum("forked from the warm server" in line for line in orchestrator),
-        "server_starts": sum("DEBUG warm server for " in line for line in orchestrator),
+        "server_starts": len(starts),
+        "environments": len({line.split()[5] for line in starts}),
         "reasons": reasons,
         "step_wall": sum(seconds for _, seconds in driver["walls"]),
         "demo": driver["elapsed"],
@@ -213,7 +215,7 @@ def demo(project: Path, out: Path, warm: str, env_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="demos per side (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="demos per side (default 5)")
     parser.add_argument("--sides", default="fresh,warm,warm-first",
                         help=f"comma-separated, of {', '.join(SIDES)}")  # fmt: skip
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -278,8 +280,9 @@ def main() -> None:
               f"demo {median(side, lambda r: r['demo']):.1f} s")  # fmt: skip
         print(f"   step processes {last['attempts']} (runner calls {last['runner_calls']}), "
               f"interpreters started in steps {last['steps']['interpreters']}, forked "
-              f"{last['forked']}, warm servers started {last['server_starts']} "
-              f"(interpreters {last['servers']['interpreters']})")  # fmt: skip
+              f"{last['forked']}, warm servers started {last['server_starts']} for "
+              f"{last['environments']} environments (interpreters "
+              f"{last['servers']['interpreters']})")  # fmt: skip
         for reason, count in sorted(last["reasons"].items()):
             print(f"   started fresh {count}x: {reason}")
     if "fresh" in total:
