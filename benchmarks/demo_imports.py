@@ -195,7 +195,16 @@ def demo(project: Path, out: Path, warm: str, env_dir: Path) -> dict:
             if sign in line:
                 reason = line.split(sign, 1)[1]
                 reasons[reason] = reasons.get(reason, 0) + 1
+    said = proc.stdout.partition("this run:")[2]  # the demo's account of what it ran
     starts = [line for line in orchestrator if "DEBUG warm server for " in line]
+    per_start: list[list] = []  # [environment, import seconds] of each server started
+    for line in server_lines:
+        key = line[len(server) :].split(":", 1)[0]
+        if HEADER in line:
+            per_start.append([key, 0.0])
+        elif (found := IMPORT_LINE.search(line)) is not None and per_start:
+            index = max(i for i, (k, _) in enumerate(per_start) if k == key)
+            per_start[index][1] += int(found[1]) / 1e6
     attempts = len(list((project / ".conveyor" / "runs").glob("**/attempt-*")))
     return {
         "steps": profile(step_lines),
@@ -205,11 +214,12 @@ def demo(project: Path, out: Path, warm: str, env_dir: Path) -> dict:
         "forked": sum("forked from the warm server" in line for line in orchestrator),
         "server_starts": len(starts),
         "environments": len({line.split()[5] for line in starts}),
+        "per_start": per_start,
         "reasons": reasons,
         "step_wall": sum(seconds for _, seconds in driver["walls"]),
         "demo": driver["elapsed"],
         "process": wall,
-        "summary": next((ln for ln in proc.stdout.splitlines() if "this run:" in ln), ""),
+        "summary": " ".join(said.partition("finished in")[0].split()),
     }
 
 
@@ -283,6 +293,10 @@ def main() -> None:
               f"{last['forked']}, warm servers started {last['server_starts']} for "
               f"{last['environments']} environments (interpreters "
               f"{last['servers']['interpreters']})")  # fmt: skip
+        if last["per_start"]:
+            shown = ", ".join(f"{key} {seconds:.2f} s" for key, seconds in last["per_start"])
+            print(f"   warm servers' imports, in start order (last round): {shown}")
+        print(f"   the demo said (last round): {last['summary'].strip()}")
         for reason, count in sorted(last["reasons"].items()):
             print(f"   started fresh {count}x: {reason}")
     if "fresh" in total:
