@@ -36,7 +36,7 @@ are read: a step's stderr is its attempt's `log.txt` under `.conveyor/runs/`; a 
 output goes to the `conveyor.zygote` logger at debug level, which the driver writes to a file
 (servers are closed, and their output drained, before the driver ends). A warm server's imports
 count in full: it pays them once per environment, again whenever it is started anew (the pool
-keeps at most four servers), and its importing of what a step taught it, between steps, too.
+keeps at most MAX_SERVERS), and its importing of what a step taught it, between steps, too.
 
 These are wall-clock times of each import, so they include waiting for a core: the demo runs
 two steps at once here (max_parallel defaults to the cores), and on a loaded machine a fresh

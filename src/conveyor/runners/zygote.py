@@ -36,7 +36,10 @@ from conveyor.runners.sandbox import server_command
 
 log = logging.getLogger("conveyor.zygote")
 
-MAX_SERVERS = 4  # environments kept warm at once; the least recently used is closed first
+# Environments kept warm at once; the least recently used is closed first. A server holds what it
+# imported (100-170 MB for the reference flows' pandas / scikit-learn / XGBoost environments);
+# the demo has five environments, and with four servers one of them was started twice a demo.
+MAX_SERVERS = 8
 IDLE_SECONDS = 600.0
 START_SECONDS = 300.0  # to start a server and import its modules
 KILL_WAIT_SECONDS = 10.0  # for a killed step's exit report before the whole server is killed
