@@ -2,13 +2,14 @@
 
 A step is forked from its environment's warm server (`runners/zygote.py`) when warm steps are on
 (the default; `CONVEYOR_WARM=off` or `[tool.conveyor] warm = false` turns them off), its
-component allows it (`warm=True`, the default) and its sandbox would be the server's own: no network, no declared `env`
-variables (they may change how packages behave at import), no memory or cpu limit (enforced on
-a process the orchestrator starts: cgroups or RLIMIT_DATA), and every file it needs under a
-folder the server can hand to steps. Any other step starts a fresh interpreter in a bubblewrap
-sandbox of its own, as before, with the same outputs and cache key (the cache never depends on
-how a step was started). When a server cannot start or a forked step cannot make its sandbox,
-the step falls back to a fresh interpreter and this runner stops trying warm starts.
+component allows it (`warm=True`, the default) and its sandbox would be the server's own: no
+network, no declared `env` variables (they may change how packages behave at import), no memory
+or cpu limit (enforced on a process the orchestrator starts: cgroups or RLIMIT_DATA), and every
+file it needs under a folder the server can hand to steps. Any other step starts a fresh
+interpreter in a bubblewrap sandbox of its own, as before, with the same outputs and cache key
+(the cache never depends on how a step was started). When a server cannot start or a forked step
+cannot make its sandbox, the step falls back to a fresh interpreter and this runner stops trying
+warm starts.
 """
 
 from __future__ import annotations
