@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 import conveyor
+from conveyor.backends.prefect_publishing import wait_for_publishing
 from conveyor.ops.run import resolve_engine
 from tests.integration.prefect_support import flow_run_and_tasks, query
 
@@ -123,6 +127,7 @@ def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):
     flow_run, _ = flow_run_and_tasks(result.flow_run_id)
     flow = query(lambda client: client.read_flow(flow_run.flow_id))
     assert flow.name == "summed"
+    wait_for_publishing(30)  # the run returned without waiting for its tables
     artifacts = query(
         lambda client: client.read_artifacts(
             artifact_filter=ArtifactFilter(
@@ -271,3 +276,30 @@ def test_a_flow_run_asks_the_api_only_what_it_needs(flows, monkeypatch):
     assert contexts == []
     flow_run, tasks = flow_run_and_tasks(second.flow_run_id)
     assert flow_run.name == f"summed · {second.run_id}" and set(tasks) == {"load", "total", "score"}
+
+
+def test_a_runs_tables_reach_prefect_when_its_process_exits_right_after_the_run(flows):
+    """The run returns without waiting for its tables; the process still writes them on its way
+    out, before Prefect's own event worker stops (publishing a table emits an event)."""
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    code = (
+        "import conveyor\n"
+        "r = conveyor.run('summed', {'n': 7}, runner='inprocess', engine='prefect', hooks=[])\n"
+        "print('FLOW RUN', r.flow_run_id)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=flows.root, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flow_run_id = proc.stdout.rsplit("FLOW RUN ", 1)[1].split()[0]
+    artifacts = query(
+        lambda client: client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
+            )
+        )
+    )
+    assert {a.key for a in artifacts} == {"summed-steps", "summed-metrics"}
+    assert "could not publish" not in proc.stderr and "Error emitting event" not in proc.stderr

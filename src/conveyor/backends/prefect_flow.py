@@ -9,7 +9,8 @@ tick when it ends, an async one does not. Steps still execute through conveyor's
 docker, in-process) in worker threads; Prefect records them, retries them as their component
 says, forwards their log lines and shows the run in its UI. Every run publishes a table artifact
 of its steps (status, cached or why it ran, environment build, start, run and I/O time) and, when
-steps report metrics, a table of those, while Prefect records the run's end.
+steps report metrics, a table of those: published by a thread of the process, which a run
+started here does not wait for (prefect_publishing).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from conveyor.backends.prefect_clients import run_clients
+from conveyor.backends.prefect_publishing import Table, publish_tables
 from conveyor.backends.prefect_server import prefect_variables
 from conveyor.dsl.pipeline import Pipeline, Step
 from conveyor.engine.core import Engine, Execution, new_run_id
@@ -114,7 +116,7 @@ class _Start:
 
     run_name: str | None
     results: dict[str, RunResult] = field(default_factory=dict)
-    publishing: list[asyncio.Task[None]] = field(default_factory=list)
+    tables: dict[str, list[Table]] = field(default_factory=dict)
 
 
 _started: ContextVar[_Start | None] = ContextVar("conveyor_prefect_start", default=None)
@@ -159,7 +161,7 @@ def build_flow(
     its scheduled time) and may wait for upstream partitions. `extra_params` are optional flow
     parameters the pipeline does not have (a scheduled run's `conveyor_tick`, which shows its
     clock's mapping in the UI); they never reach the pipeline. A run started by
-    `arun_with_prefect` hands its RunResult and its tables' publishing back through `_started`.
+    `arun_with_prefect` hands its RunResult back through `_started`.
     """
     from prefect import flow
     from prefect.runtime import flow_run
@@ -199,14 +201,13 @@ def build_flow(
                 except Exception as exc:  # recording how it ended must not hide how it ended
                     log.warning("could not record the end of the run: %s", exc)
         assert result is not None  # drive_with_prefect returned, or the finally re-raised
-        # created in the flow run's context, which names the run the artifacts belong to
-        tables = asyncio.create_task(_publish_tables(execution, result))
+        tables = _tables(execution, result)
         started = _started.get()
-        if started is None:
-            await tables
-        else:  # the caller awaits the tables while Prefect records the run's end
+        if started is None:  # a worker's or a served flow run: its process may end with it
+            await asyncio.wrap_future(publish_tables(str(flow_run.id), tables))
+        else:  # arun_with_prefect's: published once Prefect recorded the run's end
             started.results[str(flow_run.id)] = result
-            started.publishing.append(tables)
+            started.tables[str(flow_run.id)] = tables
         if not result.ok:
             return Failed(message=(result.error or "a step failed")[:2000])
         return {"run_id": result.run_id, "status": result.status}
@@ -346,10 +347,8 @@ async def _step_task(
     return holder.get("result") or StepResult(step.name, step.kind, FAILED, "no result")
 
 
-async def _publish_tables(execution: Execution, result: RunResult) -> None:
-    """Publish the run's steps table (and metrics table) as table artifacts of its flow run."""
-    from prefect.artifacts import acreate_table_artifact
-
+def _tables(execution: Execution, result: RunResult) -> list[Table]:
+    """The run's steps table, and its metrics table when steps reported metrics."""
     rows = []
     for name, step in result.steps.items():
         plan = execution.state.plan.steps.get(name)
@@ -369,10 +368,11 @@ async def _publish_tables(execution: Execution, result: RunResult) -> None:
                 "total (s)": round(step.duration, 3),
             }
         )
-    key = artifact_key(f"{result.pipeline}-steps")
-    publishing = [
-        acreate_table_artifact(
-            table=rows, key=key, description=f"conveyor run {result.run_id}: {result.summary()}"
+    tables = [
+        Table(
+            key=artifact_key(f"{result.pipeline}-steps"),
+            rows=rows,
+            description=f"conveyor run {result.run_id}: {result.summary()}",
         )
     ]
     metrics = [
@@ -381,14 +381,14 @@ async def _publish_tables(execution: Execution, result: RunResult) -> None:
         for metric, value in (step.metrics or {}).items()
     ]
     if metrics:
-        publishing.append(
-            acreate_table_artifact(
-                table=metrics,
+        tables.append(
+            Table(
                 key=artifact_key(f"{result.pipeline}-metrics"),
+                rows=metrics,
                 description=f"metrics reported by the steps of run {result.run_id}",
             )
         )
-    await asyncio.gather(*publishing)  # one round trip's wait for both
+    return tables
 
 
 def run_with_prefect(
@@ -446,12 +446,16 @@ async def arun_with_prefect(
         with api_settings(engine.settings), prefect.tags(*tags):
             async with run_clients():
                 state = await flow(**bound, return_state=True)
-                await asyncio.gather(*started.publishing)
+            flow_run_id = str(state.state_details.flow_run_id)
+            if flow_run_id in started.tables:
+                # queued once Prefect recorded the run's end (written alongside, they slowed
+                # that write down as much as they took), and not waited for
+                publish_tables(flow_run_id, started.tables[flow_run_id])
     finally:
         _started.reset(token)
-    result = started.results.get(str(state.state_details.flow_run_id))
+    result = started.results.get(flow_run_id)
     if result is None:  # the flow failed before its steps ran (planning): raise that error
         await state.aresult()
         raise RuntimeError(f"Prefect flow run ended {state.type.value}: {state.message}")
-    result.flow_run_id = str(state.state_details.flow_run_id)
+    result.flow_run_id = flow_run_id
     return result
