@@ -26,7 +26,10 @@ def free_port() -> int:
 
 
 def start_prefect_server(home: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """`prefect server start` on a free port with its own home; returns (process, api url)."""
+    """`prefect server start` on a free port with its own home; returns (process, api url).
+
+    Started as `conveyor ui` starts its server: Prefect's CLI with SQLite write transactions
+    begun IMMEDIATE (conveyor.backends.prefect_sqlite says why)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     url = f"http://127.0.0.1:{port}/api"
@@ -34,8 +37,8 @@ def start_prefect_server(home: Path, timeout: float = 180) -> tuple[subprocess.P
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
+        [sys.executable, "-m", "conveyor.backends.prefect_sqlite", "server", "start",
+         "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"

@@ -196,3 +196,27 @@ def test_a_rebackfill_after_a_code_change_reruns_only_the_changed_step(flows):
         assert steps["write_table"].status == "succeeded"
     values = sorted(r[2] for r in _rows(flows, "daily_rows"))
     assert values[:2] == [-5, -3]  # -day*2 + 1 for days 3 and 2
+
+
+def test_a_prefect_backfill_is_never_refused_by_the_servers_sqlite(flows, monkeypatch):
+    """Run after run, Prefect's server records the last run's task runs from its events while the
+    next flow run is created; begun DEFERRED, that creation found SQLite locked and got a 503,
+    retried 2 s later (about 2 runs in 3). The session's server is started as `conveyor ui`
+    starts its own, with write transactions begun IMMEDIATE: none is refused."""
+    import httpx
+
+    refused: list[str] = []
+    send = httpx.AsyncClient.send
+
+    async def watching(self, request, *args, **kwargs):
+        response = await send(self, request, *args, **kwargs)
+        if response.status_code == 503:
+            refused.append(f"{request.method} {request.url.path}")
+        return response
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", watching)
+    result = backfill("daily_rows", date(2024, 3, 1), date(2024, 3, 12), runner="inprocess",
+                      engine="prefect", concurrency=2)  # fmt: skip
+    assert result.ok, result.summary()
+    assert len(result.outcomes) == 12 and all(o.run.flow_run_id for o in result.outcomes)
+    assert refused == []

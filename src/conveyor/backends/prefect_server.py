@@ -122,7 +122,7 @@ def start_server(
             [
                 sys.executable,
                 "-m",
-                "prefect",
+                "conveyor.backends.prefect_sqlite",  # Prefect's CLI; see that module for why
                 "server",
                 "start",
                 "--host",
