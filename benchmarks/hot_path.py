@@ -279,9 +279,11 @@ def cli_section(root: Path, repeat: int) -> None:
 
 
 # Seconds between samples, both engines alike. Prefect's server records a run's task runs from
-# its events just after the run; a flow run created meanwhile finds its SQLite database locked,
-# gets a 503 and is retried two seconds later (prefect#18934). Back to back, every 10-step
-# sample paid that, which measures the server's database rather than the engine.
+# its events just after the run; on a plain `prefect server start` (--api) a flow run created
+# meanwhile finds its SQLite database locked, gets a 503 and is retried two seconds later
+# (prefect#18934). Back to back, every 10-step sample paid that, which measures the server's
+# database rather than the engine. (The server this script starts, as `conveyor ui` starts
+# one, waits for the lock instead: conveyor.backends.prefect_sqlite.)
 SETTLE = 0.5
 
 
