@@ -48,13 +48,14 @@ def _isolation(value: Any, pyproject: Path) -> str:
     return str(value)
 
 
+def _source(variable: str, pyproject: Path, key: str) -> str:
+    """Where a setting came from: its environment variable when set, else pyproject's key."""
+    return variable if os.environ.get(variable) else f"{pyproject} [tool.conveyor] {key}"
+
+
 def _runner(value: Any, pyproject: Path) -> str:
     if value not in RUNNERS:
-        source = (
-            "CONVEYOR_RUNNER"
-            if os.environ.get("CONVEYOR_RUNNER")
-            else f"{pyproject} [tool.conveyor] runner"
-        )
+        source = _source("CONVEYOR_RUNNER", pyproject, "runner")
         raise ConveyorError(f"{source} is {value!r}; choose one of {', '.join(RUNNERS)}")
     return str(value)
 
@@ -69,7 +70,7 @@ def _warm(value: Any, pyproject: Path) -> bool:
     text = str(value).strip().lower()
     if text in _ON or text in _OFF:
         return text in _ON
-    source = WARM_VARIABLE if os.environ.get(WARM_VARIABLE) else f"{pyproject} [tool.conveyor] warm"
+    source = _source(WARM_VARIABLE, pyproject, "warm")
     raise ConveyorError(f"{source} is {value!r}; use on or off (or true / false)")
 
 
