@@ -9,14 +9,49 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conveyor.backends.prefect_server import QUIET
 from tests.conftest import need
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A request an httpx client sent, the thread that sent it and the status it got back."""
+
+    thread: threading.Thread
+    method: str
+    path: str
+    status: int
+
+
+def record_requests(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
+    """Every request httpx's clients (Prefect's, sync and async) send from now on."""
+    import httpx
+
+    sent: list[Sent] = []
+    send, send_async = httpx.Client.send, httpx.AsyncClient.send
+
+    def record(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        here = threading.current_thread()
+        sent.append(Sent(here, request.method, request.url.path, response.status_code))
+        return response
+
+    def sending(self, request, *args, **kwargs):
+        return record(request, send(self, request, *args, **kwargs))
+
+    async def sending_async(self, request, *args, **kwargs):
+        return record(request, await send_async(self, request, *args, **kwargs))
+
+    monkeypatch.setattr(httpx.Client, "send", sending)
+    monkeypatch.setattr(httpx.AsyncClient, "send", sending_async)
+    return sent
 
 
 def free_port() -> int:

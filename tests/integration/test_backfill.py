@@ -15,7 +15,7 @@ import pytest
 
 from conveyor.ops.backfill import backfill
 from tests.conftest import need
-from tests.integration.prefect_support import query
+from tests.integration.prefect_support import query, record_requests
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -203,20 +203,10 @@ def test_a_prefect_backfill_is_never_refused_by_the_servers_sqlite(flows, monkey
     next flow run is created; begun DEFERRED, that creation found SQLite locked and got a 503,
     retried 2 s later (about 2 runs in 3). The session's server is started as `conveyor ui`
     starts its own, with write transactions begun IMMEDIATE: none is refused."""
-    import httpx
-
-    refused: list[str] = []
-    send = httpx.AsyncClient.send
-
-    async def watching(self, request, *args, **kwargs):
-        response = await send(self, request, *args, **kwargs)
-        if response.status_code == 503:
-            refused.append(f"{request.method} {request.url.path}")
-        return response
-
-    monkeypatch.setattr(httpx.AsyncClient, "send", watching)
+    sent = record_requests(monkeypatch)
     result = backfill("daily_rows", date(2024, 3, 1), date(2024, 3, 12), runner="inprocess",
                       engine="prefect", concurrency=2)  # fmt: skip
     assert result.ok, result.summary()
     assert len(result.outcomes) == 12 and all(o.run.flow_run_id for o in result.outcomes)
-    assert refused == []
+    assert any(s.path.endswith("/set_state") for s in sent)  # the recording sees the runs
+    assert [f"{s.method} {s.path}" for s in sent if s.status == 503] == []

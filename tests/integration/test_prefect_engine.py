@@ -12,7 +12,7 @@ import pytest
 import conveyor
 from conveyor.backends.prefect_publishing import wait_for_publishing
 from conveyor.ops.run import resolve_engine
-from tests.integration.prefect_support import flow_run_and_tasks, query
+from tests.integration.prefect_support import flow_run_and_tasks, query, record_requests
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -94,6 +94,16 @@ def flows(project, prefect_api):
     return project
 
 
+def _artifacts(flow_run_id: str) -> list:
+    """The artifacts Prefect holds for a flow run."""
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    runs = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]))
+    return query(lambda client: client.read_artifacts(artifact_filter=runs))
+
+
 def _run(name, params=None, **options):
     return conveyor.run(name, params or {}, runner="inprocess", engine="prefect", hooks=[],
                         **options)  # fmt: skip
@@ -119,22 +129,12 @@ def test_a_run_is_a_flow_run_with_one_task_run_per_executed_step(flows):
 
 
 def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):
-    from uuid import UUID
-
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     result = _run("summed", {"n": 5})
     flow_run, _ = flow_run_and_tasks(result.flow_run_id)
     flow = query(lambda client: client.read_flow(flow_run.flow_id))
     assert flow.name == "summed"
     wait_for_publishing(30)  # the run returned without waiting for its tables
-    artifacts = query(
-        lambda client: client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result.flow_run_id)])
-            )
-        )
-    )
+    artifacts = _artifacts(result.flow_run_id)
     by_key = {a.key: json.loads(a.data) if isinstance(a.data, str) else a.data for a in artifacts}
     steps = by_key["summed-steps"]
     assert [row["step"] for row in steps] == ["load", "total", "score"]
@@ -143,21 +143,11 @@ def test_flow_name_is_the_pipeline_and_artifacts_are_published(flows):
 
 
 def test_a_report_is_linked_from_its_runs_flow_run(flows, tmp_path):
-    from uuid import UUID
-
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     result = _run("summed", {"n": 6})
     page = tmp_path / "report.html"
     page.write_text("<h1>report</h1>")
     assert conveyor.publish_report(page, result, title="Summed report", markdown="| a |\n|---|")
-    artifacts = query(
-        lambda client: client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(result.flow_run_id)])
-            )
-        )
-    )
+    artifacts = _artifacts(result.flow_run_id)
     (report,) = [a for a in artifacts if a.key == "summed-report"]
     assert report.type == "markdown"
     assert page.as_uri() in report.data and "# Summed report" in report.data
@@ -243,19 +233,8 @@ def test_a_flow_run_asks_the_api_only_what_it_needs(flows, monkeypatch):
     import ssl
     import threading
 
-    import httpx
-
     runs = threading.current_thread()
-    paths: list[str] = []
-    for client in (httpx.AsyncClient, httpx.Client):
-        send = client.send
-
-        def recording(self, request, *args, _send=send, **kwargs):
-            if threading.current_thread() is runs:
-                paths.append(request.url.path)
-            return _send(self, request, *args, **kwargs)
-
-        monkeypatch.setattr(client, "send", recording)
+    sent = record_requests(monkeypatch)
     contexts = []
     create = ssl.create_default_context
 
@@ -267,10 +246,11 @@ def test_a_flow_run_asks_the_api_only_what_it_needs(flows, monkeypatch):
     monkeypatch.setattr(ssl, "create_default_context", counting)
 
     assert _run("summed", {"n": 2}).ok  # the first run may build the TLS context, ask for a token
-    paths.clear()
+    sent.clear()
     contexts.clear()
     second = _run("summed", {"n": 3})
     assert second.ok
+    paths = [s.path for s in sent if s.thread is runs]
     assert any(p.endswith("/set_state") for p in paths)  # the watch sees the run's requests
     assert not [p for p in paths if p.endswith(("/admin/storage", "/csrf-token"))], paths
     assert contexts == []
@@ -281,10 +261,6 @@ def test_a_flow_run_asks_the_api_only_what_it_needs(flows, monkeypatch):
 def test_a_runs_tables_reach_prefect_when_its_process_exits_right_after_the_run(flows):
     """The run returns without waiting for its tables; the process still writes them on its way
     out, before Prefect's own event worker stops (publishing a table emits an event)."""
-    from uuid import UUID
-
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     code = (
         "import conveyor\n"
         "r = conveyor.run('summed', {'n': 7}, runner='inprocess', engine='prefect', hooks=[])\n"
@@ -294,12 +270,6 @@ def test_a_runs_tables_reach_prefect_when_its_process_exits_right_after_the_run(
                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     flow_run_id = proc.stdout.rsplit("FLOW RUN ", 1)[1].split()[0]
-    artifacts = query(
-        lambda client: client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
-            )
-        )
-    )
+    artifacts = _artifacts(flow_run_id)
     assert {a.key for a in artifacts} == {"summed-steps", "summed-metrics"}
     assert "could not publish" not in proc.stderr and "Error emitting event" not in proc.stderr
